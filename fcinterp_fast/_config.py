@@ -1,0 +1,125 @@
+"""Fit options, their validation, and the column layout of the split tree (SPEC sections 2 and 6).
+
+Every backend writes node statistics into the same columns, so the layout lives here once.
+
+Column layout (``FitConfig.nodes``), level by level, ``+`` side first:
+
+* ``tree="chain"``: level ``l`` (1-based) holds two columns, ``"+" * l`` at ``2 * (l - 1)`` and
+  ``"-" * l`` at ``2 * (l - 1) + 1``.
+* ``tree="full"``: level ``l`` holds ``2 ** l`` columns starting at ``2 ** l - 2``; the node at
+  position ``i`` of a level is named by the bits of ``i`` (most significant first, ``0 -> "+"``,
+  ``1 -> "-"``), so its children are ``2 * i`` (upper, ``+``) and ``2 * i + 1`` (lower, ``-``).
+  Within a level this is the order of decreasing values.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+__all__ = ["FitConfig", "MAX_CHAIN_LEVELS", "MAX_FULL_DEPTH", "node_names", "node_level"]
+
+#: Deepest level a chain is split to when ``depth=None`` (SPEC 2 allows a cap of 64 levels).
+MAX_CHAIN_LEVELS = 64
+#: Deepest full tree (SPEC 2): level 10 alone has 1024 nodes per class.
+MAX_FULL_DEPTH = 10
+
+TREES = ("chain", "full")
+ROOTS = ("zero", "mean")
+GRIDS = ("paper", "linspace")
+
+
+def node_names(tree: str, levels: int) -> list[str]:
+    """Names of every column of a tree with ``levels`` levels, in column order."""
+    if tree == "chain":
+        return [sign * level for level in range(1, levels + 1) for sign in "+-"]
+    names = []
+    for level in range(1, levels + 1):
+        for i in range(2**level):
+            bits = format(i, f"0{level}b")
+            names.append(bits.replace("0", "+").replace("1", "-"))
+    return names
+
+
+def node_level(name: str) -> int:
+    """Level of a node name (``"++-"`` -> 3)."""
+    return len(name)
+
+
+def n_columns(tree: str, levels: int) -> int:
+    return 2 * levels if tree == "chain" else 2 ** (levels + 1) - 2
+
+
+def level_columns(tree: str, level: int) -> slice:
+    """Columns of one level (1-based)."""
+    if tree == "chain":
+        return slice(2 * (level - 1), 2 * level)
+    return slice(2**level - 2, 2 ** (level + 1) - 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class FitConfig:
+    """Validated options of one fit; shared by every backend.
+
+    Attributes:
+        tree: ``"chain"`` (only the strong child expands) or ``"full"``.
+        root: ``"zero"`` (``+`` = theta > 0, ``-`` = theta < 0) or ``"mean"`` (split at the row mean).
+        grid: ``"paper"`` (x_i = i / L) or ``"linspace"`` (x_i = i / (L - 1)).
+        min_size: a node is split only if it has at least this many elements.
+        depth: deepest level produced, or None (chain only: up to ``MAX_CHAIN_LEVELS``).
+    """
+
+    tree: Literal["chain", "full"] = "chain"
+    root: Literal["zero", "mean"] = "zero"
+    grid: Literal["paper", "linspace"] = "paper"
+    min_size: int = 20
+    depth: int | None = None
+
+    def __post_init__(self):
+        _check_choice("tree", self.tree, TREES)
+        _check_choice("root", self.root, ROOTS)
+        _check_choice("grid", self.grid, GRIDS)
+        if isinstance(self.min_size, bool) or not isinstance(self.min_size, int):
+            raise TypeError(f"min_size must be an int >= 0, got {self.min_size!r}")
+        if self.min_size < 0:
+            raise ValueError(f"min_size must be >= 0, got {self.min_size}")
+        if self.depth is not None:
+            if isinstance(self.depth, bool) or not isinstance(self.depth, int):
+                raise TypeError(f"depth must be an int >= 1 or None, got {self.depth!r}")
+            if self.depth < 1:
+                raise ValueError(f"depth must be >= 1 or None, got {self.depth}")
+        if self.tree == "full":
+            if self.depth is None:
+                raise ValueError(
+                    f"tree='full' needs an explicit depth (1..{MAX_FULL_DEPTH}): level d alone has "
+                    f"2**d nodes per class; pass e.g. depth=3"
+                )
+            if self.depth > MAX_FULL_DEPTH:
+                raise ValueError(
+                    f"depth={self.depth} is too large for tree='full' (it would have "
+                    f"{2 ** (self.depth + 1) - 2} nodes per class); use depth <= {MAX_FULL_DEPTH} "
+                    f"or tree='chain'"
+                )
+        elif self.depth is not None and self.depth > MAX_CHAIN_LEVELS:
+            raise ValueError(f"depth={self.depth} exceeds the chain cap of {MAX_CHAIN_LEVELS} levels")
+
+    @property
+    def levels(self) -> int:
+        """Most levels any row can have under this configuration."""
+        return self.depth if self.depth is not None else MAX_CHAIN_LEVELS
+
+    @property
+    def nodes(self) -> list[str]:
+        """Column names for ``levels`` levels (a fit may trim unused chain levels)."""
+        return node_names(self.tree, self.levels)
+
+    @property
+    def n_columns(self) -> int:
+        return n_columns(self.tree, self.levels)
+
+    def level_columns(self, level: int) -> slice:
+        return level_columns(self.tree, level)
+
+
+def _check_choice(what: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(map(repr, choices))}")

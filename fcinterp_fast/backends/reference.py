@@ -1,0 +1,139 @@
+"""``backend="reference"``: SPEC sections 2-4 in plain PyTorch, one row and one node at a time.
+
+This is the oracle of record: it is written to be read next to ``SPEC.md``, not to be fast.
+Two readings of the SPEC that every backend shares are made explicit here:
+
+* "mean accumulated in float64" is the correctly rounded float64 sum of the node's values
+  (``math.fsum``), divided once by the count. It does not depend on the order of summation, so
+  every backend can agree with it on every membership (fast backends sum in any order and flag
+  the rows where their rounding bound cannot decide a side; see ``RowFit.ambiguous``).
+* The line fit is computed on ``d = y - y_0`` (logs relative to the smallest magnitude), which is
+  the same least-squares problem but makes a node of equal magnitudes come out exactly as the
+  SPEC's special case says: slope 0, intercept ``y_0``, ``SS_tot == SS_res == 0`` so r2 = 1.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .._config import FitConfig
+from .registry import Backend, RowFit, register_backend
+
+__all__ = ["fit_rows", "exact_mean", "line_fit", "ald_fit"]
+
+NAN = float("nan")
+
+
+def exact_mean(values: torch.Tensor) -> float:
+    """Correctly rounded float64 sum of ``values`` divided by their count."""
+    return math.fsum(values.tolist()) / values.numel()
+
+
+def line_fit(values: torch.Tensor, grid: str) -> tuple[float, float, float]:
+    """Algorithm 1 on one node: ``(slope, intercept, r2)`` of ln|theta| against its sorted position.
+
+    Args:
+        values: (n,) float64, the node's members (zeros are skipped).
+        grid: ``"paper"`` (x_i = i / L) or ``"linspace"`` (x_i = i / (L - 1)).
+    """
+    v = values[values != 0].abs().sort().values
+    L = v.numel()
+    if L == 0:
+        return NAN, NAN, NAN
+    y = torch.log(v)
+    if L == 1:
+        return 0.0, float(y[0]), NAN
+    x = torch.arange(L, dtype=torch.float64) / (L if grid == "paper" else L - 1)
+    d = y - y[0]
+    x_mean, d_mean = x.mean(), d.mean()
+    slope = ((x - x_mean) * (d - d_mean)).sum() / ((x - x_mean) ** 2).sum()
+    intercept = y[0] + d_mean - slope * x_mean
+    ss_res = ((d - d_mean - slope * (x - x_mean)) ** 2).sum()
+    ss_tot = ((d - d_mean) ** 2).sum()
+    if ss_tot == 0:
+        r2 = 1.0 if ss_res == 0 else 0.0
+    else:
+        r2 = float(1 - ss_res / ss_tot)
+    return float(slope), float(intercept), r2
+
+
+def ald_fit(row: torch.Tensor) -> tuple[float, float, float, float]:
+    """Exact ALD maximum likelihood of one row: ``(loc, scale, kappa, loglik)`` (SPEC 4).
+
+    With x sorted and gaps g_i = x_{i+1} - x_i, the sums n * beta and n * alpha at m = x_p are
+    sum_{i<p} (i + 1) g_i and sum_{i>=p} (n - 1 - i) g_i: prefix sums of non-negative terms, so
+    ties give exact zeros.
+    """
+    x = row.sort().values
+    n = x.numel()
+    if n < 3:
+        return NAN, NAN, NAN, NAN
+    gaps = x.diff()
+    below = torch.cumsum(torch.arange(1, n, dtype=torch.float64) * gaps, 0)  # n*beta at x[p+1]
+    above = torch.cumsum((torch.arange(n - 1, 0, -1, dtype=torch.float64) * gaps).flip(0), 0).flip(0)
+    best = None
+    for p in range(1, n - 1):  # interior order statistics x_(2) .. x_(n-1)
+        alpha, beta = above[p] / n, below[p - 1] / n
+        objective = torch.sqrt(alpha) + torch.sqrt(beta)
+        if best is None or objective < best[0]:
+            best = (objective, p, alpha, beta)
+    objective, p, alpha, beta = best
+    kappa = (beta / alpha) ** 0.25
+    scale = (alpha * beta) ** 0.25 * objective
+    loglik = -n * (1 + 2 * torch.log(objective))
+    return float(x[p]), float(scale), float(kappa), float(loglik)
+
+
+def _fit_row(row: torch.Tensor, cfg: FitConfig, out: RowFit, k: int) -> None:
+    columns = {name: j for j, name in enumerate(cfg.nodes)}
+
+    def record(name: str, values: torch.Tensor) -> None:
+        j = columns[name]
+        out.count[k, j] = values.numel()
+        if values.numel():
+            out.mean[k, j] = exact_mean(values)
+            out.lo[k, j], out.hi[k, j] = float(values.min()), float(values.max())
+            out.slope[k, j], out.intercept[k, j], out.r2[k, j] = line_fit(values, cfg.grid)
+
+    def expand(name: str, values: torch.Tensor) -> None:
+        record(name, values)
+        level = len(name)
+        splittable = (
+            values.numel() >= cfg.min_size
+            and level < cfg.levels
+            and values.numel() > 0
+            and values.min() != values.max()
+        )
+        if not splittable:
+            return
+        mu = exact_mean(values)
+        upper, lower = values[values >= mu], values[values < mu]
+        if cfg.tree == "chain":  # only the strong child: ++ under +, -- under -
+            expand(name + name[0], upper if name[0] == "+" else lower)
+        else:
+            expand(name + "+", upper)
+            expand(name + "-", lower)
+
+    if cfg.root == "zero":
+        expand("+", row[row > 0])
+        expand("-", row[row < 0])
+    else:
+        mu = exact_mean(row)
+        expand("+", row[row >= mu])
+        expand("-", row[row < mu])
+    out.loc[k], out.scale[k], out.kappa[k], out.loglik[k] = ald_fit(row)
+
+
+def fit_rows(W: torch.Tensor, cfg: FitConfig) -> RowFit:
+    """Fit every row of ``W`` (R, D), any float dtype and device; results on W's device."""
+    out = RowFit.empty(W.shape[0], cfg.n_columns)
+    rows = W.detach().to("cpu", torch.float64)
+    for k in range(rows.shape[0]):
+        _fit_row(rows[k], cfg, out, k)
+    return out.to(W.device)
+
+
+register_backend(
+    Backend(name="reference", fit_rows=fit_rows, devices=frozenset({"cpu", "cuda"}), bytes_per_element=16)
+)

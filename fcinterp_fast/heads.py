@@ -1,0 +1,147 @@
+"""``head_weight()``: find the (K, D) weight of a classifier head in whatever the user has."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .source import HeadSource, TensorSource, check_head_tensor
+
+__all__ = ["head_weight", "head_module", "open_head", "HEAD_FILE_SUFFIXES"]
+
+HEAD_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+# Attribute names classifiers use for their head, most specific first (torchvision, timm, HF).
+_HEAD_ATTRIBUTES = ("lm_head", "fc", "classifier", "head", "heads", "last_linear", "cls_head")
+# Tensor names that identify a head in a state dict when no name is given.
+_HEAD_TENSOR_SUFFIXES = tuple(f"{a}.weight" for a in _HEAD_ATTRIBUTES) + ("output.weight", "_fc.weight")
+
+
+def head_weight(obj, name: str | None = None) -> torch.Tensor:
+    """The (K, D) weight of a classifier head, without copying or modifying it.
+
+    Args:
+        obj: a tensor or numpy array (K, D) / (K, D, 1, 1); an ``nn.Linear`` or conv 1x1 module; a
+            timm model (``get_classifier()``, the first of tuple heads such as DeiT's
+            ``(head, head_dist)``), a torchvision classifier, a Hugging Face model (its output
+            embeddings, e.g. ``lm_head``); or a path to a ``.safetensors`` / ``.pth`` file.
+        name: for modules, the dotted name of the head submodule or parameter (``"head_dist"``,
+            ``"classifier.weight"``); for files, the tensor name (``"lm_head.weight"``).
+
+    Returns:
+        (K, D) tensor, a view of the stored weight (conv kernels flattened).
+
+    Raises:
+        TypeError / ValueError: unsupported object, missing or ambiguous tensor, wrong shape or
+            dtype; file errors list the candidate tensors.
+    """
+    if isinstance(obj, torch.Tensor):
+        return check_head_tensor(obj)
+    if isinstance(obj, np.ndarray):
+        if obj.dtype not in (np.float16, np.float32, np.float64):
+            raise TypeError(f"head array has dtype {obj.dtype}; expected float16, float32 or float64")
+        return check_head_tensor(torch.from_numpy(obj))
+    if isinstance(obj, (str, os.PathLike)):
+        from .io import read_file_head
+
+        return read_file_head(Path(obj), name)
+    if isinstance(obj, nn.Module):
+        return _module_weight(head_module(obj, name), name)
+    raise TypeError(
+        f"cannot find a head in a {type(obj).__name__}; pass a tensor, numpy array, nn.Module or a "
+        f"path to a {'/'.join(HEAD_FILE_SUFFIXES)} file"
+    )
+
+
+def head_module(model: nn.Module, name: str | None = None) -> nn.Module:
+    """The head submodule of ``model`` (see ``head_weight``); ``name`` selects one explicitly."""
+    if name is not None:
+        target = name[: -len(".weight")] if name.endswith(".weight") else name
+        try:
+            return model.get_submodule(target) if target else model
+        except AttributeError:
+            modules = [n for n, m in model.named_modules() if _is_head_like(m)]
+            raise ValueError(
+                f"{type(model).__name__} has no submodule {target!r}; linear / conv 1x1 candidates: "
+                f"{', '.join(modules[-10:]) or 'none'}"
+            ) from None
+    if _is_head_like(model):
+        return model
+    if hasattr(model, "get_classifier"):  # timm
+        head = model.get_classifier()
+        if isinstance(head, (tuple, list)):  # e.g. DeiT distilled: (head, head_dist)
+            head = head[0]
+        return _last_head_like(head, f"{type(model).__name__}.get_classifier()")
+    if hasattr(model, "get_output_embeddings"):  # Hugging Face
+        head = model.get_output_embeddings()
+        if head is not None:
+            return head
+    for attribute in _HEAD_ATTRIBUTES:  # torchvision and friends
+        if isinstance(getattr(model, attribute, None), nn.Module):
+            return _last_head_like(getattr(model, attribute), f"{type(model).__name__}.{attribute}")
+    return _last_head_like(model, type(model).__name__)
+
+
+def _is_head_like(module: nn.Module) -> bool:
+    if isinstance(module, nn.Linear):
+        return True
+    return isinstance(module, nn.Conv2d) and tuple(module.kernel_size) == (1, 1) and module.groups == 1
+
+
+def _last_head_like(module: nn.Module, where: str) -> nn.Module:
+    heads = [m for m in module.modules() if _is_head_like(m)]
+    if not heads:
+        raise ValueError(
+            f"{where} holds no nn.Linear or conv 1x1 layer (a model built with num_classes=0 has no "
+            f"head); pass the head module or its weight, or name=..."
+        )
+    return heads[-1]
+
+
+def _module_weight(module: nn.Module, name: str | None) -> torch.Tensor:
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        raise ValueError(f"head module {type(module).__name__} ({name or 'found'}) has no weight tensor")
+    return check_head_tensor(weight, what=f"weight of {type(module).__name__}")
+
+
+def open_head(obj, name: str | None = None) -> tuple[HeadSource, list[str] | None]:
+    """A ``HeadSource`` for ``fit`` and the class names when the object knows them."""
+    if isinstance(obj, (str, os.PathLike)):
+        from .io import open_file_head
+
+        return open_file_head(Path(obj), name), None
+    class_names = None
+    if isinstance(obj, nn.Module):
+        from .models import class_names as model_class_names
+
+        class_names = model_class_names(obj)
+    return TensorSource(head_weight(obj, name)), class_names
+
+
+def candidate_tensors(shapes: dict[str, tuple]) -> list[str]:
+    """Names of (K, D) or (K, D, 1, 1) tensors: the plausible heads of a checkpoint."""
+    return [n for n, s in shapes.items() if len(s) == 2 or (len(s) == 4 and tuple(s[2:]) == (1, 1))]
+
+
+def choose_tensor(path: Path, shapes: dict[str, tuple], name: str | None) -> str:
+    """The tensor of a checkpoint that holds the head: ``name`` or an unambiguous head name."""
+    def describe(names):
+        return ", ".join(f"{n} {tuple(shapes[n])}" for n in names[:20]) + (" ..." if len(names) > 20 else "")
+
+    candidates = candidate_tensors(shapes)
+    if name is not None:
+        if name not in shapes:
+            raise ValueError(f"{path} has no tensor {name!r}; 2-D candidates: {describe(candidates) or 'none'}")
+        return name
+    heads = [n for n in candidates if n.endswith(_HEAD_TENSOR_SUFFIXES)]
+    if len(heads) == 1:
+        return heads[0]
+    if not heads and len(candidates) == 1:
+        return candidates[0]
+    raise ValueError(
+        f"{path} holds {len(heads) or len(candidates)} possible head tensors; choose one with "
+        f"name=...: {describe(heads or candidates) or 'none (no 2-D float tensor)'}"
+    )

@@ -1,0 +1,88 @@
+"""Where the rows of a head come from: a validated (K, D) view read in row blocks.
+
+``fit`` and ``HeadFit.mask`` never hold more of the head than one block beyond what the caller
+already has in memory; file-backed sources read their blocks lazily.
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = ["HeadSource", "TensorSource", "FLOAT_DTYPES", "check_head_tensor", "check_block"]
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# float64 statistics stay finite for |x| <= this / D (sums of D terms, weighted gap sums of the ALD).
+_FLOAT64_LIMIT = torch.finfo(torch.float64).max / 4
+
+
+class HeadSource:
+    """A (K, D) head read in blocks of rows.
+
+    Attributes:
+        shape: (K, D).
+        dtype: one of ``FLOAT_DTYPES``.
+        device: where ``rows`` returns its blocks.
+    """
+
+    shape: tuple[int, int]
+    dtype: torch.dtype
+    device: torch.device
+
+    def rows(self, start: int, stop: int) -> torch.Tensor:
+        """Rows ``start:stop`` as a (stop - start, D) tensor (a view where possible; never written)."""
+        raise NotImplementedError
+
+    @property
+    def nbytes(self) -> int:
+        return self.shape[0] * self.shape[1] * torch.empty((), dtype=self.dtype).element_size()
+
+
+class TensorSource(HeadSource):
+    """A head that is already a tensor in memory."""
+
+    def __init__(self, weight: torch.Tensor):
+        self.weight = check_head_tensor(weight)
+        self.shape = tuple(self.weight.shape)
+        self.dtype = self.weight.dtype
+        self.device = self.weight.device
+
+    def rows(self, start: int, stop: int) -> torch.Tensor:
+        return self.weight[start:stop]
+
+
+def check_head_tensor(weight: torch.Tensor, what: str = "head") -> torch.Tensor:
+    """Validate dtype and shape (SPEC 1) and return a (K, D) view; never copies or modifies."""
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor, got {type(weight).__name__}")
+    if weight.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{what} has dtype {weight.dtype}; expected one of float16, bfloat16, float32, float64"
+        )
+    if weight.dim() == 4 and weight.shape[2:] == (1, 1):  # conv 1x1 head (K, D, 1, 1)
+        weight = weight.flatten(1)
+    if weight.dim() != 2:
+        raise ValueError(
+            f"{what} must be a (K, D) matrix or a (K, D, 1, 1) conv 1x1 kernel, got shape {tuple(weight.shape)}"
+        )
+    if weight.shape[0] == 0 or weight.shape[1] == 0:
+        raise ValueError(f"{what} is empty: shape {tuple(weight.shape)} (need K >= 1 classes and D >= 1 features)")
+    return weight.detach()
+
+
+def check_block(block: torch.Tensor, first_row: int) -> None:
+    """Raise ``ValueError`` naming the first row that is not finite (or too large for float64)."""
+    finite = torch.isfinite(block).all(dim=1)
+    if not bool(finite.all()):
+        bad = int((~finite).nonzero()[0])
+        raise ValueError(
+            f"row {first_row + bad} of the head contains NaN or infinite values; "
+            f"every weight must be finite"
+        )
+    if block.dtype == torch.float64:
+        limit = _FLOAT64_LIMIT / block.shape[1]
+        too_big = (block.abs() > limit).any(dim=1)
+        if bool(too_big.any()):
+            bad = int(too_big.nonzero()[0])
+            raise ValueError(
+                f"row {first_row + bad} of the head has a value with |x| > {limit:.3g}; float64 sums "
+                f"of its {block.shape[1]} values could overflow"
+            )
