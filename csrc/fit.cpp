@@ -1,0 +1,910 @@
+// Kernels of fcinterp_fast._cpu; see fit.h for the contract.
+//
+// Per row (all in the calling thread's scratch):
+//   load     the row's bit patterns, turned into unsigned keys that sort like the values
+//   sort     LSD radix sort of the keys (2 passes for 16-bit types, 3 for float32, 6 for float64;
+//            passes whose digit is the same for every key are skipped)
+//   decode   x = sorted values as float64, y = ln|x| (vectorised log, fdlibm's polynomial)
+//   tree     every node is a run [s, e) of x; per node: count, sum (mean), min, max, and the line
+//            fit from three sums over its members in magnitude order; the split point of a node is
+//            found by binary search for its mean
+//   ALD      gaps of x, two prefix sums of weighted gaps, first minimum of sqrt(alpha) + sqrt(beta)
+//
+// Build notes: the file must be compiled with -ffp-contract=off (see fit.h: bitwise agreement of
+// the ALD with the reference), and without -ffast-math (the exact sum and the error bounds rely on
+// IEEE rounding). The row kernel is compiled for several instruction sets and picked at load time
+// when FCI_TARGET_CLONES is defined (x86-64 with GCC / Clang).
+#include "fit.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <new>
+#include <utility>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(FCI_TARGET_CLONES)
+#define FCI_ROW_KERNEL \
+    __attribute__((flatten, target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
+#elif defined(__GNUC__)
+#define FCI_ROW_KERNEL __attribute__((flatten))
+#else
+#define FCI_ROW_KERNEL
+#endif
+
+#if defined(__GNUC__)
+#define FCI_INLINE inline __attribute__((always_inline))
+#else
+#define FCI_INLINE inline
+#endif
+
+namespace fcinterp {
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr double kUnitRoundoff = 0x1p-53;
+// Absolute slack for float64 inputs near the subnormal range (divisions there round absolutely).
+constexpr double kTinySlack = 0x1p-1000;
+constexpr int64_t kAlign = 64;
+constexpr int64_t kInsertionSortMax = 32;
+
+// ------------------------------------------------------------------------------------------------
+// Keys: bit patterns that sort as unsigned integers in the order of the values
+// ------------------------------------------------------------------------------------------------
+// Negative values have every bit flipped (larger magnitude -> smaller key); non-negative values get
+// the sign bit set. -0.0 sorts just before +0.0; both compare equal as values, which is all that
+// matters downstream.
+template <typename Bits>
+FCI_INLINE Bits to_key(Bits bits) {
+    constexpr int kTop = 8 * sizeof(Bits) - 1;
+    const Bits sign = static_cast<Bits>(Bits(1) << kTop);
+    const Bits mask = static_cast<Bits>(-static_cast<Bits>(bits >> kTop)) | sign;
+    return static_cast<Bits>(bits ^ mask);
+}
+
+template <typename Bits>
+FCI_INLINE Bits from_key(Bits key) {
+    constexpr int kTop = 8 * sizeof(Bits) - 1;
+    const Bits sign = static_cast<Bits>(Bits(1) << kTop);
+    const Bits mask = static_cast<Bits>(static_cast<Bits>(key >> kTop) - Bits(1)) | sign;
+    return static_cast<Bits>(key ^ mask);
+}
+
+FCI_INLINE float bits_to_float(uint32_t bits) {
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+FCI_INLINE uint32_t float_to_bits(float f) {
+    uint32_t bits;
+    std::memcpy(&bits, &f, sizeof bits);
+    return bits;
+}
+
+// IEEE half -> float, exact for every half (normal, subnormal, inf, NaN); branch-free so that the
+// decode loop vectorises. Shifting the exponent/mantissa into a float and multiplying by 2^112
+// re-biases the exponent (15 -> 127) and normalises subnormals in one exact multiplication.
+FCI_INLINE float half_to_float(uint16_t h) {
+    const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+    const uint32_t body = static_cast<uint32_t>(h & 0x7fffu) << 13;
+    const uint32_t scaled = float_to_bits(bits_to_float(body) * 0x1p112f);
+    const uint32_t special = body | 0x7f800000u;  // inf / NaN keep their payload
+    return bits_to_float(((h & 0x7c00u) == 0x7c00u ? special : scaled) | sign);
+}
+
+// One value type per input dtype: its bit pattern type and how a bit pattern becomes a double.
+struct Float16Traits {
+    using Bits = uint16_t;
+    static FCI_INLINE double decode(uint16_t bits) { return half_to_float(bits); }
+};
+struct BFloat16Traits {
+    using Bits = uint16_t;
+    static FCI_INLINE double decode(uint16_t bits) { return bits_to_float(static_cast<uint32_t>(bits) << 16); }
+};
+struct Float32Traits {
+    using Bits = uint32_t;
+    static FCI_INLINE double decode(uint32_t bits) { return bits_to_float(bits); }
+};
+struct Float64Traits {
+    using Bits = uint64_t;
+    static FCI_INLINE double decode(uint64_t bits) {
+        double d;
+        std::memcpy(&d, &bits, sizeof d);
+        return d;
+    }
+};
+
+// ------------------------------------------------------------------------------------------------
+// Radix sort
+// ------------------------------------------------------------------------------------------------
+// LSD radix sort with 11-bit digits (8-bit for 16-bit keys). float32 and float64 keys are first
+// sorted on their high digits only (the top 22 / 33 bits: sign, exponent and the leading mantissa
+// bits), which leaves only keys that agree in all those bits out of order; one insertion pass
+// finishes them. Weight rows rarely have such near-ties (~0.01 moves per element on Laplace rows),
+// so this saves a scatter pass; when the insertion pass exceeds a budget of n moves, the keys get the
+// full radix sort instead, which keeps the worst case linear.
+template <typename Key>
+struct RadixPlan {
+    static constexpr int kKeyBits = 8 * static_cast<int>(sizeof(Key));
+    static constexpr int kDigitBits = sizeof(Key) == 2 ? 8 : 11;
+    static constexpr int kPasses = (kKeyBits + kDigitBits - 1) / kDigitBits;
+    static constexpr int kLowPasses = sizeof(Key) == 2 ? 0 : (sizeof(Key) == 4 ? 1 : 3);
+    static constexpr uint32_t kBuckets = 1u << kDigitBits;
+    // Digits are counted from the top; the lowest one may overlap the next (harmless for LSD).
+    static constexpr int shift(int pass) {
+        return kKeyBits - (kPasses - pass) * kDigitBits > 0 ? kKeyBits - (kPasses - pass) * kDigitBits : 0;
+    }
+};
+
+constexpr int64_t kMaxHistogram = RadixPlan<uint64_t>::kPasses * RadixPlan<uint64_t>::kBuckets;
+
+// Sorts a[0..n) on the digits kFirst.. (all histograms from one read); returns the buffer holding
+// the result (a or b).
+template <typename Key, int kFirst>
+FCI_INLINE Key* lsd_radix(Key* a, Key* b, int64_t n, uint32_t* histogram) {
+    using Plan = RadixPlan<Key>;
+    constexpr int kCount = Plan::kPasses - kFirst;
+    constexpr uint32_t kMask = Plan::kBuckets - 1;
+    std::memset(histogram, 0, sizeof(uint32_t) * kCount * Plan::kBuckets);
+    for (int64_t i = 0; i < n; ++i) {
+        const Key k = a[i];
+        for (int p = 0; p < kCount; ++p) ++histogram[p * Plan::kBuckets + ((k >> Plan::shift(kFirst + p)) & kMask)];
+    }
+    for (int p = 0; p < kCount; ++p) {
+        const int shift = Plan::shift(kFirst + p);
+        uint32_t* h = histogram + p * Plan::kBuckets;
+        if (h[(a[0] >> shift) & kMask] == static_cast<uint32_t>(n)) continue;  // one digit for all
+        uint32_t offset = 0;
+        for (uint32_t d = 0; d < Plan::kBuckets; ++d) {
+            const uint32_t c = h[d];
+            h[d] = offset;
+            offset += c;
+        }
+        for (int64_t i = 0; i < n; ++i) {
+            const Key k = a[i];
+            b[h[(k >> shift) & kMask]++] = k;
+        }
+        std::swap(a, b);
+    }
+    return a;
+}
+
+// Insertion sort; gives up (returning false, the keys permuted) after `budget` moves.
+template <typename Key>
+FCI_INLINE bool insertion_sort(Key* a, int64_t n, int64_t budget) {
+    for (int64_t i = 1; i < n; ++i) {
+        const Key k = a[i];
+        if (!(k < a[i - 1])) continue;
+        int64_t j = i;
+        do {
+            a[j] = a[j - 1];
+            --j;
+        } while (j > 0 && k < a[j - 1]);
+        a[j] = k;
+        budget -= i - j;
+        if (budget < 0) return false;
+    }
+    return true;
+}
+
+// Sorts a[0..n) ascending using b as the second buffer; returns the buffer holding the result.
+template <typename Key>
+FCI_INLINE Key* sort_keys(Key* a, Key* b, int64_t n, uint32_t* histogram) {
+    using Plan = RadixPlan<Key>;
+    if (n <= kInsertionSortMax) {
+        insertion_sort(a, n, n * n);
+        return a;
+    }
+    Key* sorted = lsd_radix<Key, Plan::kLowPasses>(a, b, n, histogram);
+    if (Plan::kLowPasses == 0 || insertion_sort(sorted, n, n)) return sorted;
+    return lsd_radix<Key, 0>(sorted, sorted == a ? b : a, n, histogram);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Natural logarithm, vectorisable
+// ------------------------------------------------------------------------------------------------
+// fdlibm's e_log.c (Sun Microsystems, 1993; error < 1 ulp): x = 2^k (1 + f) with 1 + f in
+// [sqrt(2)/2, sqrt(2)), s = f / (2 + f), ln(1 + f) = f - hfsq + s (hfsq + R(s^2)). Its branches are
+// written as selects and the exponent is converted without an int64 -> double instruction, so the
+// loop vectorises on every x86-64 level.
+constexpr double kLn2Hi = 6.93147180369123816490e-01;
+constexpr double kLn2Lo = 1.90821492927058770002e-10;
+constexpr double kLg1 = 6.666666666666735130e-01;
+constexpr double kLg2 = 3.999999999940941908e-01;
+constexpr double kLg3 = 2.857142874366239149e-01;
+constexpr double kLg4 = 2.222219843214978396e-01;
+constexpr double kLg5 = 1.818357216161805012e-01;
+constexpr double kLg6 = 1.531383769920937332e-01;
+constexpr double kLg7 = 1.479819860511658591e-01;
+
+FCI_INLINE double log_abs_one(double v) {
+    uint64_t bits;
+    std::memcpy(&bits, &v, sizeof bits);
+    bits &= 0x7fffffffffffffffull;
+    // Subnormals: scale by 2^54 first (and subtract 54 from the exponent below).
+    const bool subnormal = bits < 0x0010000000000000ull;
+    double a;
+    std::memcpy(&a, &bits, sizeof a);
+    const double scaled = a * 0x1p54;
+    a = subnormal ? scaled : a;
+    std::memcpy(&bits, &a, sizeof bits);
+    const uint64_t high = (bits >> 32) & 0x000fffffull;
+    const uint64_t half = (high + 0x95f64ull) & 0x100000ull;  // set when the mantissa >= sqrt(2)
+    const uint64_t m_bits = (bits & 0x000fffffffffffffull) | ((half ^ 0x3ff00000ull) << 32);
+    double m;
+    std::memcpy(&m, &m_bits, sizeof m);
+    // k = biased exponent - 1023 (+1 when the mantissa was halved), as a double: 2^52 + e - 2^52.
+    const uint64_t biased = (bits >> 52) + (half >> 20);
+    const uint64_t magic_bits = 0x4330000000000000ull | biased;
+    double magic;
+    std::memcpy(&magic, &magic_bits, sizeof magic);
+    const double dk = (magic - 0x1p52) - (subnormal ? 1023.0 + 54.0 : 1023.0);
+
+    const double f = m - 1.0;
+    const double s = f / (2.0 + f);
+    const double z = s * s;
+    const double w = z * z;
+    const double t1 = w * (kLg2 + w * (kLg4 + w * kLg6));
+    const double t2 = z * (kLg1 + w * (kLg3 + w * (kLg5 + w * kLg7)));
+    const double r = t2 + t1;
+    const double hfsq = 0.5 * f * f;
+    return dk * kLn2Hi - ((hfsq - (s * (hfsq + r) + dk * kLn2Lo)) - f);
+}
+
+FCI_INLINE void log_abs_block(const double* x, double* y, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) y[i] = log_abs_one(x[i]);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Exact sum (CPython's math.fsum, Modules/mathmodule.c)
+// ------------------------------------------------------------------------------------------------
+// Partials are non-overlapping doubles, so finite inputs need at most one per bit position of the
+// float64 range (< kFsumPartials); running out of room means the inputs were not finite.
+double exact_sum_impl(const double* values, int64_t n, double* p) {
+    int64_t count = 0;
+    for (int64_t k = 0; k < n; ++k) {
+        double x = values[k];
+        int64_t i = 0;
+        for (int64_t j = 0; j < count; ++j) {
+            double y = p[j];
+            if (std::fabs(x) < std::fabs(y)) std::swap(x, y);
+            const double hi = x + y;
+            const double lo = y - (hi - x);
+            if (lo != 0.0) p[i++] = lo;
+            x = hi;
+        }
+        count = i;
+        if (x != 0.0) {
+            if (count == kFsumPartials) return kNaN;
+            p[count++] = x;
+        }
+        if (!std::isfinite(x)) return kNaN;
+    }
+    double hi = 0.0;
+    if (count > 0) {
+        hi = p[--count];
+        double lo = 0.0;
+        // Add partials from the top down while the sum stays exact.
+        while (count > 0) {
+            const double x = hi;
+            const double y = p[--count];
+            hi = x + y;
+            const double yr = hi - x;
+            lo = y - yr;
+            if (lo != 0.0) break;
+        }
+        // Round half to even across partials.
+        if (count > 0 && ((lo < 0.0 && p[count - 1] < 0.0) || (lo > 0.0 && p[count - 1] > 0.0))) {
+            const double y = lo * 2.0;
+            const double x = hi + y;
+            const double yr = x - hi;
+            if (y == yr) hi = x;
+        }
+    }
+    return hi;
+}
+
+// ------------------------------------------------------------------------------------------------
+// One row
+// ------------------------------------------------------------------------------------------------
+struct Run {
+    int64_t s = 0;  // first member (index into the sorted row)
+    int64_t e = 0;  // one past the last member
+    FCI_INLINE int64_t size() const { return e - s; }
+};
+
+// The sorted row and where its signs change: negatives [0, z0), zeros [z0, z1), positives [z1, n).
+struct SortedRow {
+    const double* x;
+    const double* y;  // ln|x|, meaningless at zeros
+    int64_t n;
+    int64_t z0;
+    int64_t z1;
+};
+
+// Output row pointers (node arrays offset to this row).
+struct RowOut {
+    int64_t* count;
+    double* mean;
+    double* lo;
+    double* hi;
+    double* slope;
+    double* intercept;
+    double* r2;
+};
+
+struct LineSums {
+    double sd = 0.0;   // sum d,       d = y - y_min
+    double sdd = 0.0;  // sum d^2
+    double srd = 0.0;  // sum rank * d
+};
+
+// Members of a run of positives: magnitudes ascend with the index.
+FCI_INLINE LineSums sums_ascending(const double* y, int64_t n) {
+    const double y0 = y[0];
+    double sd = 0.0, sdd = 0.0, srd = 0.0;
+#pragma omp simd reduction(+ : sd, sdd, srd)
+    for (int64_t i = 0; i < n; ++i) {
+        const double d = y[i] - y0;
+        sd += d;
+        sdd += d * d;
+        srd += static_cast<double>(i) * d;
+    }
+    return {sd, sdd, srd};
+}
+
+// Members of a run of negatives: magnitudes ascend as the index falls.
+FCI_INLINE LineSums sums_descending(const double* y, int64_t n) {
+    const double y0 = y[n - 1];
+    double sd = 0.0, sdd = 0.0, srd = 0.0;
+#pragma omp simd reduction(+ : sd, sdd, srd)
+    for (int64_t i = 0; i < n; ++i) {
+        const double d = y[i] - y0;
+        sd += d;
+        sdd += d * d;
+        srd += static_cast<double>(n - 1 - i) * d;
+    }
+    return {sd, sdd, srd};
+}
+
+// A node straddling zero (root="mean"): merge the negatives [neg_s, neg_e) read backwards with the
+// positives [pos_s, pos_e) to visit magnitudes in ascending order (ties in either order: tied
+// magnitudes share their log, so the sums do not depend on it).
+FCI_INLINE LineSums sums_merged(const SortedRow& row, int64_t neg_s, int64_t neg_e, int64_t pos_s,
+                                int64_t pos_e, double* y_min) {
+    const double* x = row.x;
+    const double* y = row.y;
+    int64_t i = neg_e - 1;
+    int64_t j = pos_s;
+    *y_min = (-x[i] <= x[j]) ? y[i] : y[j];
+    LineSums sums;
+    double rank = 0.0;
+    auto take = [&](double value) {
+        const double d = value - *y_min;
+        sums.sd += d;
+        sums.sdd += d * d;
+        sums.srd += rank * d;
+        rank += 1.0;
+    };
+    while (i >= neg_s && j < pos_e) {
+        if (-x[i] <= x[j]) {
+            take(y[i--]);
+        } else {
+            take(y[j++]);
+        }
+    }
+    while (i >= neg_s) take(y[i--]);
+    while (j < pos_e) take(y[j++]);
+    return sums;
+}
+
+// Algorithm 1 on one node from its sums: x_i = step * rank_i, step = 1 / L ("paper") or
+// 1 / (L - 1) ("linspace"). With the ranks 0..L-1 centred at mid = (L - 1) / 2,
+// Sxx = L (L^2 - 1) / 12 exactly, Sxy = sum rank d - mid sum d, and
+// SS_tot = sum d^2 - (sum d)^2 / L, SS_res = SS_tot - Sxy^2 / Sxx. Because d >= 0 with min d = 0,
+// both differences lose at most a factor L to cancellation (relative error ~ L * 2^-53).
+FCI_INLINE void line_fit(const LineSums& s, int64_t count, double y_min, Grid grid, double* slope,
+                         double* intercept, double* r2) {
+    if (count == 0) return;  // already NaN
+    if (count == 1) {
+        *slope = 0.0;
+        *intercept = y_min;
+        return;  // r2 stays NaN
+    }
+    const double L = static_cast<double>(count);
+    const double step = grid == Grid::Paper ? 1.0 / L : 1.0 / (L - 1.0);
+    const double mid = 0.5 * (L - 1.0);
+    const double sxx = L * (L * L - 1.0) / 12.0;
+    const double sxy = s.srd - mid * s.sd;
+    const double per_rank = sxy / sxx;
+    const double d_mean = s.sd / L;
+    *slope = per_rank / step;
+    *intercept = y_min + d_mean - per_rank * mid;
+    const double ss_tot = s.sdd - s.sd * d_mean;
+    const double ss_res = std::max(ss_tot - sxy * per_rank, 0.0);
+    if (s.sdd == 0.0 || ss_tot <= 0.0) {  // all magnitudes equal (d == 0 everywhere)
+        *r2 = ss_res == 0.0 ? 1.0 : 0.0;
+    } else {
+        *r2 = 1.0 - ss_res / ss_tot;
+    }
+}
+
+// Sum and sum of magnitudes of a run, in SIMD order.
+FCI_INLINE void run_sums(const double* x, int64_t n, double* sum, double* abs_sum) {
+    double s = 0.0, a = 0.0;
+#pragma omp simd reduction(+ : s, a)
+    for (int64_t i = 0; i < n; ++i) {
+        s += x[i];
+        a += std::fabs(x[i]);
+    }
+    *sum = s;
+    *abs_sum = a;
+}
+
+// The SPEC mean of a run (correctly rounded sum / count), or a fast stand-in for it.
+struct NodeMean {
+    double value;
+    double abs_sum;  // sum |x|, for the error bound
+    bool exact;      // value is the SPEC mean itself
+};
+
+// The SIMD sum is used unless it cancels (sum|x| > 2 |sum|: a straddling node whose mean would carry
+// a large relative error); then the exact sum is taken right away.
+FCI_INLINE NodeMean run_mean(const double* x, Run run, double* partials) {
+    const double n = static_cast<double>(run.size());
+    double sum, abs_sum;
+    run_sums(x + run.s, run.size(), &sum, &abs_sum);
+    if (abs_sum <= 2.0 * std::fabs(sum)) return {sum / n, abs_sum, false};
+    return {exact_sum_impl(x + run.s, run.size(), partials) / n, abs_sum, true};
+}
+
+FCI_INLINE int64_t lower_bound(const double* x, int64_t s, int64_t e, double value) {
+    return std::lower_bound(x + s, x + e, value) - x;  // first index with x >= value
+}
+
+// Split a run at its SPEC mean: returns the first index of the upper child (x >= mean). A fast mean
+// differs from the SPEC mean by less than `slack`: the SIMD sum is off by at most
+// gamma_{n-1} sum|x| (Higham, Thm 4.4), the divisions add 3u sum|x| / n, doubled for margin (the
+// bound of torch_vec.rounding_slack). Only when an element lies that close to the fast mean can its
+// side differ; then the mean is made exact (and stored so).
+FCI_INLINE int64_t split_at_mean(const SortedRow& row, Run run, NodeMean* mean, double* partials) {
+    int64_t p = lower_bound(row.x, run.s, run.e, mean->value);
+    if (mean->exact) return p;
+    const double n = static_cast<double>(run.size());
+    const double slack = 2.0 * (n + 3.0) * kUnitRoundoff * mean->abs_sum / n + kTinySlack;
+    const double mu = mean->value;
+    const bool close = (p > run.s && mu - row.x[p - 1] <= slack) || (p < run.e && row.x[p] - mu <= slack);
+    if (close) {
+        mean->value = exact_sum_impl(row.x + run.s, run.size(), partials) / n;
+        mean->exact = true;
+        p = lower_bound(row.x, run.s, run.e, mean->value);
+    }
+    return p;
+}
+
+// Record one non-empty node into column `column`; returns its mean for the split.
+FCI_INLINE NodeMean record_node(const SortedRow& row, Run run, int64_t column, Grid grid, double* partials,
+                                const RowOut& out) {
+    const double* x = row.x;
+    const NodeMean mean = run_mean(x, run, partials);
+    out.count[column] = run.size();
+    out.mean[column] = mean.value;
+    out.lo[column] = x[run.s];
+    out.hi[column] = x[run.e - 1];
+
+    // Non-zero members: negatives [neg_s, neg_e), positives [pos_s, pos_e).
+    const int64_t neg_s = run.s, neg_e = std::min(run.e, row.z0);
+    const int64_t pos_s = std::max(run.s, row.z1), pos_e = run.e;
+    const int64_t n_neg = std::max<int64_t>(neg_e - neg_s, 0);
+    const int64_t n_pos = std::max<int64_t>(pos_e - pos_s, 0);
+    LineSums sums;
+    double y_min = kNaN;
+    if (n_neg > 0 && n_pos > 0) {
+        sums = sums_merged(row, neg_s, neg_e, pos_s, pos_e, &y_min);
+    } else if (n_pos > 0) {
+        sums = sums_ascending(row.y + pos_s, n_pos);
+        y_min = row.y[pos_s];
+    } else if (n_neg > 0) {
+        sums = sums_descending(row.y + neg_s, n_neg);
+        y_min = row.y[neg_e - 1];
+    }
+    line_fit(sums, n_neg + n_pos, y_min, grid, out.slope + column, out.intercept + column, out.r2 + column);
+    return mean;
+}
+
+FCI_INLINE bool splittable(const SortedRow& row, Run run, int level, const FitOptions& options) {
+    return run.size() > 0 && run.size() >= options.min_size && level < options.levels &&
+           row.x[run.s] != row.x[run.e - 1];
+}
+
+// Visit one node: record it and, when it splits, return its children (upper, lower).
+FCI_INLINE bool visit(const SortedRow& row, Run run, int level, int64_t column, const FitOptions& options,
+                      double* partials, const RowOut& out, Run* upper, Run* lower) {
+    *upper = Run{};
+    *lower = Run{};
+    if (run.size() == 0) return false;
+    NodeMean mean = record_node(row, run, column, options.grid, partials, out);
+    if (!splittable(row, run, level, options)) return false;
+    const int64_t p = split_at_mean(row, run, &mean, partials);
+    out.mean[column] = mean.value;
+    *upper = Run{p, run.e};
+    *lower = Run{run.s, p};
+    return true;
+}
+
+// Chain: level l holds "+"*l (column 2(l-1)) and "-"*l (column 2(l-1)+1); only the upper child of
+// the + chain and the lower child of the - chain expand.
+FCI_INLINE void walk_chain(const SortedRow& row, Run plus, Run minus, const FitOptions& options, double* partials,
+                           const RowOut& out) {
+    Run upper, lower;
+    for (int level = 1; level <= options.levels; ++level) {
+        const int64_t column = 2 * (level - 1);
+        bool any = false;
+        if (visit(row, plus, level, column, options, partials, out, &upper, &lower)) {
+            any = true;
+        }
+        plus = upper;
+        if (visit(row, minus, level, column + 1, options, partials, out, &upper, &lower)) {
+            any = true;
+        }
+        minus = lower;
+        if (!any) return;
+    }
+}
+
+// Full tree: level l holds 2^l nodes from column 2^l - 2; node i has children 2i (upper) and
+// 2i + 1 (lower). `current` / `next` hold one level's runs each (2^kMaxFullLevels entries).
+FCI_INLINE void walk_full(const SortedRow& row, Run plus, Run minus, const FitOptions& options, double* partials,
+                          const RowOut& out, Run* current, Run* next) {
+    current[0] = plus;
+    current[1] = minus;
+    for (int level = 1; level <= options.levels; ++level) {
+        const int64_t width = int64_t(1) << level;
+        const int64_t base = width - 2;
+        bool any = false;
+        for (int64_t i = 0; i < width; ++i) {
+            if (visit(row, current[i], level, base + i, options, partials, out, &next[2 * i], &next[2 * i + 1])) {
+                any = true;
+            }
+        }
+        if (!any) return;
+        std::swap(current, next);
+    }
+}
+
+// ALD maximum likelihood (SPEC 4) of a sorted row x[0..n), exactly as reference.ald_fit: with gaps
+// g_i = x_{i+1} - x_i, n beta at x_p = B_{p-1} = sum_{i<p} (i+1) g_i and
+// n alpha = A_p = sum_{i>=p} (n-1-i) g_i, accumulated sequentially in the reference's order; the first
+// minimum of f(p) = sqrt(A_p / n) + sqrt(B_{p-1} / n) over p = 1..n-2.
+//
+// Prefix sums: a sequential sum is bound by the latency of its additions, so the running sums of
+// kGroup rows are taken in one loop (each row's own order unchanged, the rows' additions overlap).
+//
+// Search: f costs two divisions and two square roots, so it is evaluated only in blocks of kAldBlock
+// order statistics that may hold the minimum. Within a block p0..p1, B grows by at least
+// r = (p0+1)/(n-1-p0) times what A loses, so with t = A_p0 - A_p in [0, T], T = A_p0 - A_p1,
+//     f(p) >= h(t) = sqrt((A_p0 - t) / n) + sqrt((B_{p0-1} + r t) / n),
+// and h is concave, so f >= min(h(0), h(T)) on the whole block. A block is skipped when that bound,
+// less its rounding margin, exceeds an objective already computed; the margin covers the rounding of
+// the stored sums (relative (n+2)u, sums of non-negative terms) and of the bound itself, so a skipped
+// block provably holds no value <= the minimum and the result is the reference's, bit for bit.
+constexpr int kGroup = 4;
+constexpr int64_t kAldBlock = 16;
+
+// below[k][i] = B_i (n beta at x[k][i + 1]), above[k][i] = A_i (n alpha at x[k][i]), i < n - 1.
+template <int G>
+FCI_INLINE void ald_prefix_sums(const double* const* x, int64_t n, double* const* below, double* const* above) {
+    for (int k = 0; k < G; ++k) {  // weighted gaps, vectorised
+        const double* xk = x[k];
+        double* bk = below[k];
+        double* ak = above[k];
+#pragma omp simd
+        for (int64_t i = 0; i < n - 1; ++i) {
+            const double gap = xk[i + 1] - xk[i];
+            bk[i] = static_cast<double>(i + 1) * gap;
+            ak[i] = static_cast<double>(n - 1 - i) * gap;
+        }
+    }
+    double b[G], a[G];
+    for (int k = 0; k < G; ++k) b[k] = a[k] = 0.0;
+    for (int64_t i = 0; i < n - 1; ++i) {
+        const int64_t j = n - 2 - i;
+        for (int k = 0; k < G; ++k) {
+            b[k] += below[k][i];
+            below[k][i] = b[k];
+            a[k] += above[k][j];
+            above[k][j] = a[k];
+        }
+    }
+}
+
+FCI_INLINE double ald_objective(const double* below, const double* above, int64_t p, double n) {
+    return std::sqrt(above[p] / n) + std::sqrt(below[p - 1] / n);
+}
+
+// Per-block scratch for the search: 4 arrays of ald_blocks(n) doubles.
+FCI_INLINE int64_t ald_blocks(int64_t n) { return (n + kAldBlock - 1) / kAldBlock; }
+
+// The fit from one row's prefix sums (n >= 3); `scratch` holds 4 * ald_blocks(n) doubles.
+FCI_INLINE void ald_from_sums(const double* x, int64_t n, const double* below, const double* above,
+                              double* scratch, double* loc, double* scale, double* kappa, double* loglik) {
+    const double nd = static_cast<double>(n);
+    const int64_t first = 1, last = n - 2;  // interior order statistics
+    const int64_t blocks = (last - first) / kAldBlock + 1;
+    double* a0 = scratch;               // A_p0
+    double* b0 = a0 + ald_blocks(n);    // B_{p0-1}
+    double* a1 = b0 + ald_blocks(n);    // A_p1
+    double* ratio = a1 + ald_blocks(n);  // r, rounded down
+    for (int64_t k = 0; k < blocks; ++k) {
+        const int64_t p0 = first + k * kAldBlock, p1 = std::min(p0 + kAldBlock - 1, last);
+        a0[k] = above[p0];
+        b0[k] = below[p0 - 1];
+        a1[k] = above[p1];
+        ratio[k] = static_cast<double>(p0 + 1) / static_cast<double>(n - 1 - p0) * (1.0 - 4.0 * kUnitRoundoff);
+    }
+    double bound = std::numeric_limits<double>::infinity();  // f at some p0: >= the minimum
+#pragma omp simd reduction(min : bound)
+    for (int64_t k = 0; k < blocks; ++k) {
+        const double start = std::sqrt(a0[k] / nd) + std::sqrt(b0[k] / nd);  // f(p0) = h(0)
+        const double end = std::sqrt(a1[k] / nd) + std::sqrt((b0[k] + ratio[k] * (a0[k] - a1[k])) / nd);  // h(T)
+        bound = std::min(bound, start);
+        a0[k] = std::min(start, end);  // the block's lower bound, before rounding margins
+    }
+    const double eps = (nd + 2.0) * kUnitRoundoff;  // relative error of a stored prefix sum
+    const double relative = 2.0 * eps + 16.0 * kUnitRoundoff;
+    const double absolute = 2.0 * std::sqrt(eps * below[n - 2] / nd);
+    const double cutoff = bound * (1.0 + relative);
+
+    double best = std::numeric_limits<double>::infinity();
+    int64_t best_p = first;
+    for (int64_t k = 0; k < blocks; ++k) {
+        if (a0[k] * (1.0 - relative) - absolute > cutoff) continue;  // cannot hold the minimum
+        const int64_t p0 = first + k * kAldBlock, p1 = std::min(p0 + kAldBlock - 1, last);
+        double values[kAldBlock];
+#pragma omp simd
+        for (int64_t j = 0; j < kAldBlock; ++j) values[j] = ald_objective(below, above, std::min(p0 + j, p1), nd);
+        for (int64_t j = 0; j <= p1 - p0; ++j) {
+            if (values[j] < best) {  // strict: the first minimum wins
+                best = values[j];
+                best_p = p0 + j;
+            }
+        }
+    }
+    const int64_t p = best_p;
+    const double alpha = above[p] / nd, beta = below[p - 1] / nd;
+    const double value = ald_objective(below, above, p, nd);
+    *loc = x[p];
+    *kappa = std::pow(beta / alpha, 0.25);
+    *scale = std::pow(alpha * beta, 0.25) * value;
+    *loglik = -nd * (1.0 + 2.0 * std::log(value));
+}
+
+// Offsets of one thread's scratch arrays inside its block.
+struct Layout {
+    int64_t keys_a, keys_b, y, histogram, partials, runs, ald_search, total;
+    int64_t x[kGroup], below[kGroup], above[kGroup];
+
+    explicit Layout(int64_t cols) {
+        int64_t at = 0;
+        auto take = [&](int64_t bytes) {
+            const int64_t start = at;
+            at += (bytes + kAlign - 1) / kAlign * kAlign;
+            return start;
+        };
+        keys_a = take(8 * cols);
+        keys_b = take(8 * cols);
+        y = take(8 * cols);
+        for (int k = 0; k < kGroup; ++k) {
+            x[k] = take(8 * cols);
+            below[k] = take(8 * cols);
+            above[k] = take(8 * cols);
+        }
+        histogram = take(4 * kMaxHistogram);
+        partials = take(8 * kFsumPartials);
+        runs = take(2 * sizeof(Run) * (int64_t(1) << kMaxFullLevels));
+        ald_search = take(8 * 4 * ald_blocks(cols));
+        total = at;
+    }
+};
+
+FCI_INLINE RowOut row_out(const FitOutput& out, int64_t r) {
+    const int64_t at = r * out.columns;
+    return {out.count + at, out.mean + at, out.lo + at, out.hi + at,
+            out.slope + at, out.intercept + at, out.r2 + at};
+}
+
+// Load one row, sort it, and decode it into x (float64, ascending) and y = ln|x|.
+template <typename Traits>
+FCI_INLINE void load_sorted(const unsigned char* src, int64_t cols, int64_t col_stride, unsigned char* block,
+                            const Layout& layout, double* x, double* y) {
+    using Bits = typename Traits::Bits;
+    Bits* keys = reinterpret_cast<Bits*>(block + layout.keys_a);
+    Bits* spare = reinterpret_cast<Bits*>(block + layout.keys_b);
+    if (col_stride == static_cast<int64_t>(sizeof(Bits))) {
+        std::memcpy(keys, src, sizeof(Bits) * cols);
+    } else {
+        for (int64_t j = 0; j < cols; ++j) std::memcpy(keys + j, src + j * col_stride, sizeof(Bits));
+    }
+#pragma omp simd
+    for (int64_t j = 0; j < cols; ++j) keys[j] = to_key(keys[j]);
+    const Bits* sorted = sort_keys(keys, spare, cols, reinterpret_cast<uint32_t*>(block + layout.histogram));
+#pragma omp simd
+    for (int64_t j = 0; j < cols; ++j) x[j] = Traits::decode(from_key(sorted[j]));
+    log_abs_block(x, y, cols);
+}
+
+// Sort row r into x, then record its whole split tree.
+FCI_INLINE void fit_tree(const HeadView& head, int64_t r, const FitOptions& options, const FitOutput& out,
+                         unsigned char* block, const Layout& layout, double* x) {
+    const unsigned char* src = head.data + r * head.row_stride;
+    const int64_t n = head.cols;
+    double* y = reinterpret_cast<double*>(block + layout.y);
+    switch (head.dtype) {
+        case DType::Float16:
+            load_sorted<Float16Traits>(src, n, head.col_stride, block, layout, x, y);
+            break;
+        case DType::BFloat16:
+            load_sorted<BFloat16Traits>(src, n, head.col_stride, block, layout, x, y);
+            break;
+        case DType::Float32:
+            load_sorted<Float32Traits>(src, n, head.col_stride, block, layout, x, y);
+            break;
+        case DType::Float64:
+            load_sorted<Float64Traits>(src, n, head.col_stride, block, layout, x, y);
+            break;
+    }
+    SortedRow row{x, y, n, 0, 0};
+    row.z0 = lower_bound(x, 0, n, 0.0);
+    row.z1 = std::upper_bound(x + row.z0, x + n, 0.0) - x;
+    double* partials = reinterpret_cast<double*>(block + layout.partials);
+
+    const RowOut o = row_out(out, r);
+    std::fill(o.count, o.count + out.columns, int64_t(0));
+    for (double* field : {o.mean, o.lo, o.hi, o.slope, o.intercept, o.r2}) {
+        std::fill(field, field + out.columns, kNaN);
+    }
+
+    Run plus, minus;
+    if (options.root == Root::Zero) {
+        plus = Run{row.z1, n};
+        minus = Run{0, row.z0};
+    } else {
+        NodeMean mean = run_mean(x, Run{0, n}, partials);
+        const int64_t p = split_at_mean(row, Run{0, n}, &mean, partials);
+        plus = Run{p, n};
+        minus = Run{0, p};
+    }
+    if (options.tree == Tree::Chain) {
+        walk_chain(row, plus, minus, options, partials, o);
+    } else {
+        Run* runs = reinterpret_cast<Run*>(block + layout.runs);
+        walk_full(row, plus, minus, options, partials, o, runs, runs + (int64_t(1) << kMaxFullLevels));
+    }
+}
+
+template <int G>
+FCI_INLINE void fit_group_of(const HeadView& head, int64_t r0, const FitOptions& options, const FitOutput& out,
+                             unsigned char* block, const Layout& layout) {
+    double* x[G];
+    double* below[G];
+    double* above[G];
+    for (int k = 0; k < G; ++k) {
+        x[k] = reinterpret_cast<double*>(block + layout.x[k]);
+        below[k] = reinterpret_cast<double*>(block + layout.below[k]);
+        above[k] = reinterpret_cast<double*>(block + layout.above[k]);
+        fit_tree(head, r0 + k, options, out, block, layout, x[k]);
+    }
+    const int64_t n = head.cols;
+    if (n < 3) {
+        for (int k = 0; k < G; ++k) out.loc[r0 + k] = out.scale[r0 + k] = out.kappa[r0 + k] = out.loglik[r0 + k] = kNaN;
+        return;
+    }
+    ald_prefix_sums<G>(x, n, below, above);
+    for (int k = 0; k < G; ++k) {
+        const int64_t r = r0 + k;
+        ald_from_sums(x[k], n, below[k], above[k], reinterpret_cast<double*>(block + layout.ald_search), out.loc + r,
+                      out.scale + r, out.kappa + r, out.loglik + r);
+    }
+}
+
+// Rows r0 .. r0 + rows - 1 (rows <= kGroup).
+FCI_ROW_KERNEL void fit_group(const HeadView& head, int64_t r0, int rows, const FitOptions& options,
+                              const FitOutput& out, unsigned char* block, const Layout& layout) {
+    switch (rows) {
+        case 1:
+            fit_group_of<1>(head, r0, options, out, block, layout);
+            break;
+        case 2:
+            fit_group_of<2>(head, r0, options, out, block, layout);
+            break;
+        case 3:
+            fit_group_of<3>(head, r0, options, out, block, layout);
+            break;
+        default:
+            fit_group_of<kGroup>(head, r0, options, out, block, layout);
+            break;
+    }
+}
+
+}  // namespace
+
+int dtype_size(DType dtype) {
+    switch (dtype) {
+        case DType::Float16:
+        case DType::BFloat16:
+            return 2;
+        case DType::Float32:
+            return 4;
+        case DType::Float64:
+            return 8;
+    }
+    return 0;
+}
+
+int64_t n_columns(Tree tree, int levels) {
+    return tree == Tree::Chain ? 2 * int64_t(levels) : (int64_t(2) << levels) - 2;
+}
+
+Workspace::Workspace(int64_t cols, int threads) {
+#ifdef _OPENMP
+    threads_ = threads > 0 ? threads : omp_get_max_threads();
+#else
+    threads_ = 1;
+    (void)threads;
+#endif
+    stride_ = Layout(cols).total;
+    const size_t bytes = static_cast<size_t>(stride_) * static_cast<size_t>(threads_);
+    base_ = static_cast<unsigned char*>(std::aligned_alloc(kAlign, bytes));
+    if (base_ == nullptr) throw std::bad_alloc();
+}
+
+Workspace::~Workspace() { std::free(base_); }
+
+void fit_rows(const HeadView& head, const FitOptions& options, const FitOutput& out, Workspace& workspace) {
+    const Layout layout(head.cols);
+    const int threads =
+        static_cast<int>(std::min<int64_t>(workspace.threads(), (head.rows + kGroup - 1) / kGroup));
+#pragma omp parallel num_threads(threads)
+    {
+#ifdef _OPENMP
+        unsigned char* block = workspace.thread_block(omp_get_thread_num());
+#else
+        unsigned char* block = workspace.thread_block(0);
+#endif
+        const int64_t groups = (head.rows + kGroup - 1) / kGroup;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t g = 0; g < groups; ++g) {
+            const int64_t r0 = g * kGroup;
+            fit_group(head, r0, static_cast<int>(std::min<int64_t>(kGroup, head.rows - r0)), options, out, block,
+                      layout);
+        }
+    }
+}
+
+double exact_sum(const double* values, int64_t n, double* partials) {
+    return exact_sum_impl(values, n, partials);
+}
+
+FCI_ROW_KERNEL void log_abs(const double* x, double* y, int64_t n) { log_abs_block(x, y, n); }
+
+const char* simd_target() {
+#if defined(FCI_NATIVE)
+    return "native";
+#elif defined(FCI_TARGET_CLONES)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("x86-64-v4")) return "x86-64-v4";
+    if (__builtin_cpu_supports("x86-64-v3")) return "x86-64-v3";
+    return "default";
+#else
+    return "default";
+#endif
+}
+
+}  // namespace fcinterp

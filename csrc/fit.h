@@ -1,0 +1,110 @@
+// fcinterp_fast C++ kernels: SPEC sections 2-4 for every row of a classifier head, on raw pointers.
+//
+// One call fits a block of R rows of a (R, D) head. Per row, in one pass over per-thread scratch:
+// load the row in its own dtype (float16 / bfloat16 / float32 / float64, any strides), radix sort the
+// float bit patterns, decode to float64 and take ln|x|, walk the split tree (chain or full, root at
+// zero or at the row mean) writing every node's count / mean / min / max / line fit, and fit the ALD
+// by maximum likelihood. Rows run in parallel (OpenMP); nothing is allocated per row.
+//
+// Exactness (the two readings fixed in fcinterp_fast/backends/reference.py):
+// * A split threshold is the correctly rounded float64 sum of the node divided once by its count.
+//   The kernel sums in SIMD order, bounds the error, and only when some element lies within that
+//   bound of the computed mean does it recompute the sum exactly (Shewchuk / math.fsum). Every
+//   membership therefore equals the reference's; nothing is left ambiguous.
+// * The line fit works on d = y - y_min. A node whose magnitudes are all equal gives slope 0,
+//   intercept y_0 and r2 = 1 exactly.
+// The ALD prefix sums are accumulated sequentially in the reference's order with no FMA contraction
+// (the build passes -ffp-contract=off), so loc / scale / kappa / loglik match it bit for bit.
+#pragma once
+
+#include <cstdint>
+
+namespace fcinterp {
+
+enum class DType : int { Float16 = 0, BFloat16 = 1, Float32 = 2, Float64 = 3 };
+enum class Tree : int { Chain = 0, Full = 1 };
+enum class Root : int { Zero = 0, Mean = 1 };
+enum class Grid : int { Paper = 0, Linspace = 1 };
+
+// Deepest chain (SPEC 2 allows capping at 64 levels) and deepest full tree.
+constexpr int kMaxChainLevels = 64;
+constexpr int kMaxFullLevels = 10;
+
+// Bytes of one element of `dtype` (2, 2, 4 or 8).
+int dtype_size(DType dtype);
+
+// Node columns of a tree with `levels` levels: 2 * levels (chain) or 2^(levels+1) - 2 (full).
+int64_t n_columns(Tree tree, int levels);
+
+struct FitOptions {
+    Tree tree = Tree::Chain;
+    Root root = Root::Zero;
+    Grid grid = Grid::Paper;
+    int64_t min_size = 20;  // split a node only when it has at least this many members
+    int levels = kMaxChainLevels;  // deepest level produced (1-based)
+};
+
+// The (rows, cols) head, read in place. Element (r, j) lies at data + r * row_stride + j * col_stride
+// (strides in bytes, any sign, need not be multiples of the element size).
+struct HeadView {
+    const unsigned char* data = nullptr;
+    DType dtype = DType::Float32;
+    int64_t rows = 0;
+    int64_t cols = 0;
+    int64_t row_stride = 0;
+    int64_t col_stride = 0;
+};
+
+// Where the results go; every array is C-contiguous. Node arrays are (rows, columns) with
+// columns == n_columns(tree, levels); ALD arrays are (rows,). The kernel writes every entry:
+// absent nodes get count 0 and NaN statistics.
+struct FitOutput {
+    int64_t columns = 0;
+    int64_t* count = nullptr;
+    double* mean = nullptr;
+    double* lo = nullptr;
+    double* hi = nullptr;
+    double* slope = nullptr;
+    double* intercept = nullptr;
+    double* r2 = nullptr;
+    double* loc = nullptr;
+    double* scale = nullptr;
+    double* kappa = nullptr;
+    double* loglik = nullptr;
+};
+
+// Per-thread working memory, allocated once per call (never per row).
+class Workspace {
+public:
+    Workspace(int64_t cols, int threads);  // threads <= 0: the OpenMP default
+    ~Workspace();
+    Workspace(const Workspace&) = delete;
+    Workspace& operator=(const Workspace&) = delete;
+    unsigned char* thread_block(int thread) const { return base_ + thread * stride_; }
+    int threads() const { return threads_; }
+
+private:
+    unsigned char* base_ = nullptr;
+    int64_t stride_ = 0;
+    int threads_ = 1;
+};
+
+// Fit every row of `head` into `out`. Preconditions (checked by the bindings): rows >= 1,
+// 1 <= cols < 2^31, 1 <= levels <= kMaxChainLevels (kMaxFullLevels for full trees), min_size >= 0,
+// out.columns == n_columns(tree, levels), `workspace` built for `cols`; rows run on the workspace's
+// threads. Non-finite values do not crash the kernel but give meaningless results (the Python layer
+// rejects them first).
+void fit_rows(const HeadView& head, const FitOptions& options, const FitOutput& out, Workspace& workspace);
+
+// Test hooks for the building blocks.
+// Correctly rounded sum of n doubles (Shewchuk's algorithm exactly as CPython's math.fsum); NaN if
+// the values are not finite. `partials` needs kFsumPartials doubles.
+constexpr int64_t kFsumPartials = 2112;
+double exact_sum(const double* values, int64_t n, double* partials);
+// y[i] = ln|x[i]| for finite non-zero x (within 1 ulp); the vectorised log the kernel uses.
+void log_abs(const double* x, double* y, int64_t n);
+// Name of the instruction set the dispatcher picked on this CPU ("x86-64-v4", "x86-64-v3",
+// "default" (baseline) or "native").
+const char* simd_target();
+
+}  // namespace fcinterp

@@ -1,0 +1,104 @@
+"""``backend="cpu"``: SPEC sections 2-4 in C++ (``csrc/``), rows in parallel with OpenMP.
+
+The extension ``fcinterp_fast._cpu`` reads the head in place (float16, bfloat16, float32 or float64,
+any strides: no upcast copy), and per row sorts it with a radix sort on the bit patterns, walks the
+whole split tree and fits the ALD in one pass over per-thread scratch, with the GIL released. Split
+thresholds are decided exactly (an exact sum is taken whenever the fast sum's error bound could
+change a side), so ``RowFit.ambiguous`` is always False. See ``csrc/fit.h`` for the algorithm.
+
+The extension is optional: if it was not built or cannot be imported, this backend reports why
+(``fcinterp_fast.backends()``) and ``backend="auto"`` falls back to ``torch``.
+"""
+from __future__ import annotations
+
+import torch
+
+from .._config import FitConfig
+from .registry import ALD_FIELDS, NODE_FIELDS, Backend, RowFit, register_backend
+
+try:
+    from .. import _cpu
+except ImportError as error:  # not built (no compiler, optional build failed) or broken
+    _cpu = None
+    _IMPORT_ERROR = (
+        f"the C++ extension fcinterp_fast._cpu is not importable ({error}); build it with "
+        f"`pip install -e .` or `python setup.py build_ext --inplace` (needs a C++17 compiler and pybind11)"
+    )
+else:
+    _IMPORT_ERROR = None
+
+__all__ = ["fit_rows", "build_info"]
+
+# Names the extension uses for the element type; bfloat16 travels as its int16 bit pattern.
+_DTYPE_NAMES = {
+    torch.float16: "float16",
+    torch.bfloat16: "bfloat16",
+    torch.float32: "float32",
+    torch.float64: "float64",
+}
+
+
+def unavailable() -> str | None:
+    return _IMPORT_ERROR
+
+
+def build_info() -> dict:
+    """How the extension was built (flags, OpenMP, SIMD level picked on this CPU)."""
+    if _cpu is None:
+        raise RuntimeError(_IMPORT_ERROR)
+    return dict(_cpu.build_info())
+
+
+def head_array(W: torch.Tensor):
+    """A numpy view of the CPU tensor ``W`` (no copy) and the dtype name for the extension."""
+    if W.dtype == torch.bfloat16:  # numpy has no bfloat16: pass the bits
+        return W.view(torch.int16).numpy(), "bfloat16"
+    return W.numpy(), _DTYPE_NAMES[W.dtype]
+
+
+def fit_rows(W: torch.Tensor, cfg: FitConfig) -> RowFit:
+    """Fit every row of ``W`` (R, D) float16 / bfloat16 / float32 / float64 on the CPU, any strides.
+
+    Returns:
+        RowFit on the CPU with ``cfg.n_columns`` node columns; ``ambiguous`` is all False.
+    """
+    if _cpu is None:
+        raise RuntimeError(f"backend 'cpu' is not available: {_IMPORT_ERROR}")
+    if not isinstance(W, torch.Tensor) or W.dim() != 2 or W.device.type != "cpu":
+        raise ValueError(f"backend 'cpu' fits a 2-D CPU tensor, got {_describe(W)}")
+    if W.dtype not in _DTYPE_NAMES:
+        raise TypeError(f"backend 'cpu' takes float16, bfloat16, float32 or float64, got {W.dtype}")
+    rows, D = W.shape
+    if rows == 0:
+        return RowFit.empty(0, cfg.n_columns)
+    if D == 0:
+        raise ValueError("cannot fit rows of length 0")
+    out = {name: torch.empty(rows, cfg.n_columns, dtype=torch.float64) for name in NODE_FIELDS[1:]}
+    out["count"] = torch.empty(rows, cfg.n_columns, dtype=torch.int64)
+    out.update({name: torch.empty(rows, dtype=torch.float64) for name in ALD_FIELDS})
+    head, dtype = head_array(W.detach())
+    _cpu.fit_rows(
+        head, dtype, cfg.tree, cfg.root, cfg.grid, cfg.min_size, cfg.levels,
+        **{name: t.numpy() for name, t in out.items()},
+        threads=torch.get_num_threads(),
+    )  # fmt: skip
+    return RowFit(**out, ambiguous=torch.zeros(rows, dtype=torch.bool))
+
+
+def _describe(W) -> str:
+    if isinstance(W, torch.Tensor):
+        return f"a {W.dim()}-D {W.device.type} tensor of shape {tuple(W.shape)}"
+    return f"a {type(W).__name__}"
+
+
+register_backend(
+    Backend(
+        name="cpu",
+        fit_rows=fit_rows,
+        devices=frozenset({"cpu"}),
+        # Working memory is per thread and O(D); this sizes blocks by their (R, N) float64 outputs.
+        bytes_per_element=16,
+        unavailable=unavailable,
+        auto_rank=5,
+    )
+)
