@@ -88,7 +88,7 @@ T* output_array(py::array& a, const char* name, const std::vector<int64_t>& shap
     return static_cast<T*>(a.mutable_data());
 }
 
-void fit_rows_py(const py::array& head, const std::string& dtype_name, const std::string& tree_name,
+int64_t fit_rows_py(const py::array& head, const std::string& dtype_name, const std::string& tree_name,
                  const std::string& root_name, const std::string& grid_name, int64_t min_size, int levels,
                  py::array count, py::array mean, py::array lo, py::array hi, py::array slope,
                  py::array intercept, py::array r2, py::array loc, py::array scale, py::array kappa,
@@ -114,7 +114,13 @@ void fit_rows_py(const py::array& head, const std::string& dtype_name, const std
 
     const HeadView view = head_view(head, dtype, dtype_name);
     const int64_t rows = view.rows;
-    const int64_t columns = n_columns(options.tree, levels);
+    const int64_t max_columns = n_columns(options.tree, levels);
+    // Node arrays may stop short of the tree's last column (see fit.h); `count` sets the width.
+    const int64_t columns = count.ndim() == 2 ? count.shape(1) : max_columns;
+    if (columns < 1 || columns > max_columns) {
+        throw py::value_error("node outputs have " + std::to_string(columns) + " columns; tree='" + tree_name +
+                              "' with levels=" + std::to_string(levels) + " has 1.." + std::to_string(max_columns));
+    }
     FitOutput out;
     out.columns = columns;
     out.count = output_array<int64_t>(count, "count", {rows, columns});
@@ -131,7 +137,7 @@ void fit_rows_py(const py::array& head, const std::string& dtype_name, const std
 
     Workspace workspace(view.cols, threads);
     py::gil_scoped_release release;
-    fit_rows(view, options, out, workspace);
+    return fit_rows(view, options, out, workspace);
 }
 
 py::array_t<double> contiguous_float64(const py::array& values, const char* what) {
@@ -181,7 +187,8 @@ PYBIND11_MODULE(_cpu, m) {
           py::arg("hi").noconvert(), py::arg("slope").noconvert(), py::arg("intercept").noconvert(),
           py::arg("r2").noconvert(), py::arg("loc").noconvert(), py::arg("scale").noconvert(),
           py::arg("kappa").noconvert(), py::arg("loglik").noconvert(), py::arg("threads") = 0,
-          R"doc(Fit every row of ``head`` (R, D) into the output arrays, in place.
+          R"doc(Fit every row of ``head`` (R, D) into the output arrays, in place; returns the number of
+node columns the results need (larger than N when some node did not fit into the outputs).
 
 Args:
     head: numpy array (R, D), any strides, read in place: float16 / float32 / float64, or an integer
@@ -189,9 +196,10 @@ Args:
     dtype: "float16", "bfloat16", "float32" or "float64".
     tree, root, grid, min_size, levels: the fit options (levels: deepest level, 1..64 for chains,
         1..10 for full trees).
-    count: (R, N) int64; mean, lo, hi, slope, intercept, r2: (R, N) float64 with N = 2 * levels
-        (chain) or 2**(levels + 1) - 2 (full); loc, scale, kappa, loglik: (R,) float64. All
-        C-contiguous and writeable; every entry is written.
+    count: (R, N) int64; mean, lo, hi, slope, intercept, r2: (R, N) float64 with 1 <= N <=
+        2 * levels (chain) or 2**(levels + 1) - 2 (full); nodes beyond column N are not written.
+        loc, scale, kappa, loglik: (R,) float64. All C-contiguous and writeable; every entry is
+        written.
     threads: OpenMP threads (0: the OpenMP default).)doc");
     m.def("_exact_sum", &exact_sum_py, py::arg("values").noconvert(),
           "Correctly rounded sum of a 1-D float64 array (the kernel's math.fsum).");

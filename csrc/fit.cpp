@@ -329,8 +329,11 @@ struct SortedRow {
     int64_t z1;
 };
 
-// Output row pointers (node arrays offset to this row).
+// Output row pointers (node arrays offset to this row). Nodes in columns >= `columns` are walked but
+// not written; `needed` tracks one past the deepest column holding a node.
 struct RowOut {
+    int64_t columns;
+    int64_t needed;
     int64_t* count;
     double* mean;
     double* lo;
@@ -491,9 +494,11 @@ FCI_INLINE int64_t split_at_mean(const SortedRow& row, Run run, NodeMean* mean, 
 
 // Record one non-empty node into column `column`; returns its mean for the split.
 FCI_INLINE NodeMean record_node(const SortedRow& row, Run run, int64_t column, Grid grid, double* partials,
-                                const RowOut& out) {
+                                RowOut& out) {
     const double* x = row.x;
     const NodeMean mean = run_mean(x, run, partials);
+    out.needed = std::max(out.needed, column + 1);
+    if (column >= out.columns) return mean;
     out.count[column] = run.size();
     out.mean[column] = mean.value;
     out.lo[column] = x[run.s];
@@ -526,14 +531,14 @@ FCI_INLINE bool splittable(const SortedRow& row, Run run, int level, const FitOp
 
 // Visit one node: record it and, when it splits, return its children (upper, lower).
 FCI_INLINE bool visit(const SortedRow& row, Run run, int level, int64_t column, const FitOptions& options,
-                      double* partials, const RowOut& out, Run* upper, Run* lower) {
+                      double* partials, RowOut& out, Run* upper, Run* lower) {
     *upper = Run{};
     *lower = Run{};
     if (run.size() == 0) return false;
     NodeMean mean = record_node(row, run, column, options.grid, partials, out);
     if (!splittable(row, run, level, options)) return false;
     const int64_t p = split_at_mean(row, run, &mean, partials);
-    out.mean[column] = mean.value;
+    if (column < out.columns) out.mean[column] = mean.value;
     *upper = Run{p, run.e};
     *lower = Run{run.s, p};
     return true;
@@ -542,7 +547,7 @@ FCI_INLINE bool visit(const SortedRow& row, Run run, int level, int64_t column, 
 // Chain: level l holds "+"*l (column 2(l-1)) and "-"*l (column 2(l-1)+1); only the upper child of
 // the + chain and the lower child of the - chain expand.
 FCI_INLINE void walk_chain(const SortedRow& row, Run plus, Run minus, const FitOptions& options, double* partials,
-                           const RowOut& out) {
+                           RowOut& out) {
     Run upper, lower;
     for (int level = 1; level <= options.levels; ++level) {
         const int64_t column = 2 * (level - 1);
@@ -562,7 +567,7 @@ FCI_INLINE void walk_chain(const SortedRow& row, Run plus, Run minus, const FitO
 // Full tree: level l holds 2^l nodes from column 2^l - 2; node i has children 2i (upper) and
 // 2i + 1 (lower). `current` / `next` hold one level's runs each (2^kMaxFullLevels entries).
 FCI_INLINE void walk_full(const SortedRow& row, Run plus, Run minus, const FitOptions& options, double* partials,
-                          const RowOut& out, Run* current, Run* next) {
+                          RowOut& out, Run* current, Run* next) {
     current[0] = plus;
     current[1] = minus;
     for (int level = 1; level <= options.levels; ++level) {
@@ -716,8 +721,8 @@ struct Layout {
 
 FCI_INLINE RowOut row_out(const FitOutput& out, int64_t r) {
     const int64_t at = r * out.columns;
-    return {out.count + at, out.mean + at, out.lo + at, out.hi + at,
-            out.slope + at, out.intercept + at, out.r2 + at};
+    return {out.columns,    0,           out.count + at, out.mean + at, out.lo + at,
+            out.hi + at,    out.slope + at, out.intercept + at, out.r2 + at};
 }
 
 // Load one row, sort it, and decode it into x (float64, ascending) and y = ln|x|.
@@ -740,8 +745,8 @@ FCI_INLINE void load_sorted(const unsigned char* src, int64_t cols, int64_t col_
     log_abs_block(x, y, cols);
 }
 
-// Sort row r into x, then record its whole split tree.
-FCI_INLINE void fit_tree(const HeadView& head, int64_t r, const FitOptions& options, const FitOutput& out,
+// Sort row r into x, then record its whole split tree; returns one past its deepest node's column.
+FCI_INLINE int64_t fit_tree(const HeadView& head, int64_t r, const FitOptions& options, const FitOutput& out,
                          unsigned char* block, const Layout& layout, double* x) {
     const unsigned char* src = head.data + r * head.row_stride;
     const int64_t n = head.cols;
@@ -765,7 +770,7 @@ FCI_INLINE void fit_tree(const HeadView& head, int64_t r, const FitOptions& opti
     row.z1 = std::upper_bound(x + row.z0, x + n, 0.0) - x;
     double* partials = reinterpret_cast<double*>(block + layout.partials);
 
-    const RowOut o = row_out(out, r);
+    RowOut o = row_out(out, r);
     std::fill(o.count, o.count + out.columns, int64_t(0));
     for (double* field : {o.mean, o.lo, o.hi, o.slope, o.intercept, o.r2}) {
         std::fill(field, field + out.columns, kNaN);
@@ -787,24 +792,26 @@ FCI_INLINE void fit_tree(const HeadView& head, int64_t r, const FitOptions& opti
         Run* runs = reinterpret_cast<Run*>(block + layout.runs);
         walk_full(row, plus, minus, options, partials, o, runs, runs + (int64_t(1) << kMaxFullLevels));
     }
+    return o.needed;
 }
 
 template <int G>
-FCI_INLINE void fit_group_of(const HeadView& head, int64_t r0, const FitOptions& options, const FitOutput& out,
+FCI_INLINE int64_t fit_group_of(const HeadView& head, int64_t r0, const FitOptions& options, const FitOutput& out,
                              unsigned char* block, const Layout& layout) {
     double* x[G];
     double* below[G];
     double* above[G];
+    int64_t needed = 0;
     for (int k = 0; k < G; ++k) {
         x[k] = reinterpret_cast<double*>(block + layout.x[k]);
         below[k] = reinterpret_cast<double*>(block + layout.below[k]);
         above[k] = reinterpret_cast<double*>(block + layout.above[k]);
-        fit_tree(head, r0 + k, options, out, block, layout, x[k]);
+        needed = std::max(needed, fit_tree(head, r0 + k, options, out, block, layout, x[k]));
     }
     const int64_t n = head.cols;
     if (n < 3) {
         for (int k = 0; k < G; ++k) out.loc[r0 + k] = out.scale[r0 + k] = out.kappa[r0 + k] = out.loglik[r0 + k] = kNaN;
-        return;
+        return needed;
     }
     ald_prefix_sums<G>(x, n, below, above);
     for (int k = 0; k < G; ++k) {
@@ -812,24 +819,21 @@ FCI_INLINE void fit_group_of(const HeadView& head, int64_t r0, const FitOptions&
         ald_from_sums(x[k], n, below[k], above[k], reinterpret_cast<double*>(block + layout.ald_search), out.loc + r,
                       out.scale + r, out.kappa + r, out.loglik + r);
     }
+    return needed;
 }
 
-// Rows r0 .. r0 + rows - 1 (rows <= kGroup).
-FCI_ROW_KERNEL void fit_group(const HeadView& head, int64_t r0, int rows, const FitOptions& options,
+// Rows r0 .. r0 + rows - 1 (rows <= kGroup); returns one past the deepest node column.
+FCI_ROW_KERNEL int64_t fit_group(const HeadView& head, int64_t r0, int rows, const FitOptions& options,
                               const FitOutput& out, unsigned char* block, const Layout& layout) {
     switch (rows) {
         case 1:
-            fit_group_of<1>(head, r0, options, out, block, layout);
-            break;
+            return fit_group_of<1>(head, r0, options, out, block, layout);
         case 2:
-            fit_group_of<2>(head, r0, options, out, block, layout);
-            break;
+            return fit_group_of<2>(head, r0, options, out, block, layout);
         case 3:
-            fit_group_of<3>(head, r0, options, out, block, layout);
-            break;
+            return fit_group_of<3>(head, r0, options, out, block, layout);
         default:
-            fit_group_of<kGroup>(head, r0, options, out, block, layout);
-            break;
+            return fit_group_of<kGroup>(head, r0, options, out, block, layout);
     }
 }
 
@@ -867,11 +871,12 @@ Workspace::Workspace(int64_t cols, int threads) {
 
 Workspace::~Workspace() { std::free(base_); }
 
-void fit_rows(const HeadView& head, const FitOptions& options, const FitOutput& out, Workspace& workspace) {
+int64_t fit_rows(const HeadView& head, const FitOptions& options, const FitOutput& out, Workspace& workspace) {
     const Layout layout(head.cols);
     const int threads =
         static_cast<int>(std::min<int64_t>(workspace.threads(), (head.rows + kGroup - 1) / kGroup));
-#pragma omp parallel num_threads(threads)
+    int64_t needed = 0;
+#pragma omp parallel num_threads(threads) reduction(max : needed)
     {
 #ifdef _OPENMP
         unsigned char* block = workspace.thread_block(omp_get_thread_num());
@@ -882,10 +887,11 @@ void fit_rows(const HeadView& head, const FitOptions& options, const FitOutput& 
 #pragma omp for schedule(dynamic, 1)
         for (int64_t g = 0; g < groups; ++g) {
             const int64_t r0 = g * kGroup;
-            fit_group(head, r0, static_cast<int>(std::min<int64_t>(kGroup, head.rows - r0)), options, out, block,
-                      layout);
+            const int rows = static_cast<int>(std::min<int64_t>(kGroup, head.rows - r0));
+            needed = std::max(needed, fit_group(head, r0, rows, options, out, block, layout));
         }
     }
+    return needed;
 }
 
 double exact_sum(const double* values, int64_t n, double* partials) {

@@ -56,8 +56,9 @@ struct HeadView {
 };
 
 // Where the results go; every array is C-contiguous. Node arrays are (rows, columns) with
-// columns == n_columns(tree, levels); ALD arrays are (rows,). The kernel writes every entry:
-// absent nodes get count 0 and NaN statistics.
+// 1 <= columns <= n_columns(tree, levels) (nodes in later columns are not written: a caller that
+// expects shallow chains allocates fewer columns and checks the count fit_rows returns); ALD arrays
+// are (rows,). The kernel writes every entry: absent nodes get count 0 and NaN statistics.
 struct FitOutput {
     int64_t columns = 0;
     int64_t* count = nullptr;
@@ -89,12 +90,13 @@ private:
     int threads_ = 1;
 };
 
-// Fit every row of `head` into `out`. Preconditions (checked by the bindings): rows >= 1,
-// 1 <= cols < 2^31, 1 <= levels <= kMaxChainLevels (kMaxFullLevels for full trees), min_size >= 0,
-// out.columns == n_columns(tree, levels), `workspace` built for `cols`; rows run on the workspace's
-// threads. Non-finite values do not crash the kernel but give meaningless results (the Python layer
-// rejects them first).
-void fit_rows(const HeadView& head, const FitOptions& options, const FitOutput& out, Workspace& workspace);
+// Fit every row of `head` into `out`; returns the number of node columns the results need (one past
+// the deepest node any row has), which exceeds out.columns when nodes were left out. Preconditions
+// (checked by the bindings): rows >= 1, 1 <= cols < 2^31, 1 <= levels <= kMaxChainLevels
+// (kMaxFullLevels for full trees), min_size >= 0, 1 <= out.columns <= n_columns(tree, levels),
+// `workspace` built for `cols`; rows run on the workspace's threads. Non-finite values do not crash
+// the kernel but give meaningless results (the Python layer rejects them first).
+int64_t fit_rows(const HeadView& head, const FitOptions& options, const FitOutput& out, Workspace& workspace);
 
 // Test hooks for the building blocks.
 // Correctly rounded sum of n doubles (Shewchuk's algorithm exactly as CPython's math.fsum); NaN if

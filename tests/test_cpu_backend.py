@@ -85,7 +85,10 @@ def assert_exact(name: str, got: torch.Tensor, want: torch.Tensor) -> None:
 
 
 def assert_same_fit(got, want, W: torch.Tensor) -> None:
-    """Exact memberships and ALD location; float64-rounding agreement everywhere else."""
+    """Exact memberships and ALD location; float64-rounding agreement everywhere else. Chains
+    without a depth come back trimmed after the deepest node: the columns cut off must be absent."""
+    assert 2 <= got.columns <= want.columns
+    got = got.pad_columns(want.columns)
     for name in ("count", "lo", "hi", "loc"):
         assert_exact(name, getattr(got, name), getattr(want, name))
     # The mean is the exact one wherever a split depends on it; elsewhere a float64 sum.
@@ -133,6 +136,17 @@ def test_split_thresholds_decided_exactly():
         W = torch.tensor([row], dtype=torch.float64)
         for cfg in (FitConfig(root="mean", min_size=2), FitConfig(tree="full", depth=4, root="mean", min_size=2)):
             assert_same_fit(cpu.fit_rows(W, cfg), reference.fit_rows(W, cfg), W)
+
+
+def test_deep_chains_refit_at_full_width():
+    """The sum of [1, 1, 1, 1 + 2^-52] rounds to 4, so its mean is its minimum: the upper child is the
+    node itself and the chain repeats to the 64-level cap, past the first 16 levels' outputs."""
+    W = torch.tensor([[1.0, 1.0, 1.0, 1.0 + 2**-52, -1.0], [1.0, 2.0, 3.0, 4.0, 5.0]], dtype=torch.float64)
+    cfg = FitConfig(min_size=2)
+    got, want = cpu.fit_rows(W, cfg), reference.fit_rows(W, cfg)
+    assert got.columns == want.columns == 128 and int(got.count[0, 126]) == 4
+    assert_same_fit(got, want, W)
+    assert fcinterp_fast.fit(W, min_size=2).nodes[-1] == "+" * 64
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -290,6 +304,8 @@ def test_native_rejects_bad_arguments(change, error, match):
         ("mean", np.empty((3, 5)), ValueError, r"'mean' must have shape \(3, 6\)"),
         ("mean", np.empty((4, 6)), ValueError, "'mean' must have shape"),
         ("count", np.empty((3, 6)), TypeError, "'count' must have dtype int64"),
+        ("count", np.empty((3, 7), np.int64), ValueError, "node outputs have 7 columns; .* has 1..6"),
+        ("count", np.empty((3, 0), np.int64), ValueError, "node outputs have 0 columns"),
         ("slope", np.empty((3, 6), np.float32), TypeError, "'slope' must have dtype float64"),
         ("r2", np.empty((6, 3)).T, ValueError, "'r2' must be C-contiguous"),
         ("loc", np.empty(4), ValueError, r"'loc' must have shape \(3,\)"),

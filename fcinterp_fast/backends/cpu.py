@@ -29,6 +29,10 @@ else:
 
 __all__ = ["fit_rows", "build_info"]
 
+# Chains without a depth may go 64 levels deep but rarely pass ~10; the outputs are first sized for
+# this many levels and the block is refitted at full width only when some row went deeper.
+_FIRST_CHAIN_LEVELS = 16
+
 # Names the extension uses for the element type; bfloat16 travels as its int16 bit pattern.
 _DTYPE_NAMES = {
     torch.float16: "float16",
@@ -60,7 +64,9 @@ def fit_rows(W: torch.Tensor, cfg: FitConfig) -> RowFit:
     """Fit every row of ``W`` (R, D) float16 / bfloat16 / float32 / float64 on the CPU, any strides.
 
     Returns:
-        RowFit on the CPU with ``cfg.n_columns`` node columns; ``ambiguous`` is all False.
+        RowFit on the CPU with ``cfg.n_columns`` node columns, except for chains without a depth:
+        there only the columns up to the deepest node any row reached, and at least the root level
+        (the rest would be absent; ``fit`` trims them anyway). ``ambiguous`` is all False.
     """
     if _cpu is None:
         raise RuntimeError(f"backend 'cpu' is not available: {_IMPORT_ERROR}")
@@ -73,16 +79,30 @@ def fit_rows(W: torch.Tensor, cfg: FitConfig) -> RowFit:
         return RowFit.empty(0, cfg.n_columns)
     if D == 0:
         raise ValueError("cannot fit rows of length 0")
-    out = {name: torch.empty(rows, cfg.n_columns, dtype=torch.float64) for name in NODE_FIELDS[1:]}
-    out["count"] = torch.empty(rows, cfg.n_columns, dtype=torch.int64)
-    out.update({name: torch.empty(rows, dtype=torch.float64) for name in ALD_FIELDS})
     head, dtype = head_array(W.detach())
-    _cpu.fit_rows(
-        head, dtype, cfg.tree, cfg.root, cfg.grid, cfg.min_size, cfg.levels,
-        **{name: t.numpy() for name, t in out.items()},
-        threads=torch.get_num_threads(),
-    )  # fmt: skip
-    return RowFit(**out, ambiguous=torch.zeros(rows, dtype=torch.bool))
+    columns = cfg.n_columns
+    if cfg.tree == "chain" and cfg.depth is None:
+        columns = min(columns, 2 * _FIRST_CHAIN_LEVELS)
+    while True:
+        out = _allocate(rows, columns)
+        needed = _cpu.fit_rows(
+            head, dtype, cfg.tree, cfg.root, cfg.grid, cfg.min_size, cfg.levels,
+            **{name: t.numpy() for name, t in out.items()},
+            threads=torch.get_num_threads(),
+        )  # fmt: skip
+        if needed <= columns:
+            break
+        columns = cfg.n_columns
+    fit = RowFit(**out, ambiguous=torch.zeros(rows, dtype=torch.bool))
+    return fit.keep_columns(max(needed, 2)) if columns < cfg.n_columns else fit
+
+
+def _allocate(rows: int, columns: int) -> dict[str, torch.Tensor]:
+    """Uninitialised outputs for the extension (it writes every entry)."""
+    out = {name: torch.empty(rows, columns, dtype=torch.float64) for name in NODE_FIELDS[1:]}
+    out["count"] = torch.empty(rows, columns, dtype=torch.int64)
+    out.update({name: torch.empty(rows, dtype=torch.float64) for name in ALD_FIELDS})
+    return out
 
 
 def _describe(W) -> str:
