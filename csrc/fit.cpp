@@ -52,6 +52,7 @@ constexpr double kUnitRoundoff = 0x1p-53;
 constexpr double kTinySlack = 0x1p-1000;
 constexpr int64_t kAlign = 64;
 constexpr int64_t kInsertionSortMax = 32;
+constexpr int64_t kMinValuesPerThread = 16384;
 
 // ------------------------------------------------------------------------------------------------
 // Keys: bit patterns that sort as unsigned integers in the order of the values
@@ -873,8 +874,10 @@ Workspace::~Workspace() { std::free(base_); }
 
 int64_t fit_rows(const HeadView& head, const FitOptions& options, const FitOutput& out, Workspace& workspace) {
     const Layout layout(head.cols);
-    const int threads =
-        static_cast<int>(std::min<int64_t>(workspace.threads(), (head.rows + kGroup - 1) / kGroup));
+    // Waking a thread costs more than fitting a few thousand values: small blocks use fewer threads.
+    const int64_t useful = std::max<int64_t>(1, head.rows * head.cols / kMinValuesPerThread);
+    const int threads = static_cast<int>(
+        std::min<int64_t>({workspace.threads(), (head.rows + kGroup - 1) / kGroup, useful}));
     int64_t needed = 0;
 #pragma omp parallel num_threads(threads) reduction(max : needed)
     {

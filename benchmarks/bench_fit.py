@@ -1,0 +1,43 @@
+"""pytest-benchmark timings of every implementation ``fcinterp bench`` knows, on the bundled
+EfficientNet-Lite0 head (1000 x 1280) in float32 and bfloat16.
+
+    pytest benchmarks/bench_fit.py --benchmark-only --benchmark-columns=min,median,rounds
+
+Slow implementations (reference, numpy-loop, scipy-ald, torch beyond --torch-rows) are timed on
+evenly spaced sample rows; ``extra_info`` records how many, and the per-row time to extrapolate.
+Not part of the test suite: speed goals live here and in benchmarks/run.py, never in tests.
+"""
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+
+from fcinterp_fast import bench
+
+_ARGS = argparse.Namespace(slow_rows=16, torch_rows=1000)
+_IMPLS = bench.implementations(_ARGS)
+
+
+@pytest.fixture(scope="module")
+def head() -> torch.Tensor:
+    return bench.make_head(bench.BUNDLED_SHAPE, seed=0)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("name", list(_IMPLS))
+def test_fit(benchmark, head, name, dtype):
+    impl = _IMPLS[name]
+    K = head.shape[0]
+    rows = K if impl.max_rows is None else min(impl.max_rows, K)
+    W = head.to(bench.DTYPES[dtype])[torch.linspace(0, K - 1, rows).round().long()].to(impl.device)
+    benchmark.group = f"{K}x{head.shape[1]} {dtype}"
+    benchmark.extra_info.update(rows_timed=rows, rows_in_head=K, computes=impl.what)
+    sync = torch.cuda.synchronize if impl.device == "cuda" else (lambda: None)
+
+    def fit():
+        impl.fit(W)
+        sync()
+
+    benchmark.pedantic(fit, rounds=3 if rows == K else 1, warmup_rounds=1)
