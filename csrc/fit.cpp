@@ -440,8 +440,17 @@ FCI_INLINE void line_fit(const LineSums& s, int64_t count, double y_min, Grid gr
     }
 }
 
-// Sum and sum of magnitudes of a run, in SIMD order.
+// Sum and sum of magnitudes of a run, in SIMD order. A run of one sign needs no second sum: rounding
+// commutes with negation, so its sum of magnitudes is exactly |sum|.
 FCI_INLINE void run_sums(const double* x, int64_t n, double* sum, double* abs_sum) {
+    if (x[0] >= 0.0 || x[n - 1] <= 0.0) {
+        double s = 0.0;
+#pragma omp simd reduction(+ : s)
+        for (int64_t i = 0; i < n; ++i) s += x[i];
+        *sum = s;
+        *abs_sum = std::fabs(s);
+        return;
+    }
     double s = 0.0, a = 0.0;
 #pragma omp simd reduction(+ : s, a)
     for (int64_t i = 0; i < n; ++i) {
@@ -644,9 +653,9 @@ FCI_INLINE void ald_from_sums(const double* x, int64_t n, const double* below, c
     const double nd = static_cast<double>(n);
     const int64_t first = 1, last = n - 2;  // interior order statistics
     const int64_t blocks = (last - first) / kAldBlock + 1;
-    double* a0 = scratch;               // A_p0
-    double* b0 = a0 + ald_blocks(n);    // B_{p0-1}
-    double* a1 = b0 + ald_blocks(n);    // A_p1
+    double* a0 = scratch;                // A_p0
+    double* b0 = a0 + ald_blocks(n);     // B_{p0-1}
+    double* a1 = b0 + ald_blocks(n);     // A_p1
     double* ratio = a1 + ald_blocks(n);  // r, rounded down
     for (int64_t k = 0; k < blocks; ++k) {
         const int64_t p0 = first + k * kAldBlock, p1 = std::min(p0 + kAldBlock - 1, last);
@@ -655,17 +664,18 @@ FCI_INLINE void ald_from_sums(const double* x, int64_t n, const double* below, c
         a1[k] = above[p1];
         ratio[k] = static_cast<double>(p0 + 1) / static_cast<double>(n - 1 - p0) * (1.0 - 4.0 * kUnitRoundoff);
     }
-    double bound = std::numeric_limits<double>::infinity();  // f at some p0: >= the minimum
+    // Bounds in units of sqrt(n) f (no divisions; the scaling's rounding is in the margin below).
+    double bound = std::numeric_limits<double>::infinity();  // sqrt(n) f at some p0: >= the minimum
 #pragma omp simd reduction(min : bound)
     for (int64_t k = 0; k < blocks; ++k) {
-        const double start = std::sqrt(a0[k] / nd) + std::sqrt(b0[k] / nd);  // f(p0) = h(0)
-        const double end = std::sqrt(a1[k] / nd) + std::sqrt((b0[k] + ratio[k] * (a0[k] - a1[k])) / nd);  // h(T)
+        const double start = std::sqrt(a0[k]) + std::sqrt(b0[k]);                                // h(0)
+        const double end = std::sqrt(a1[k]) + std::sqrt(b0[k] + ratio[k] * (a0[k] - a1[k]));  // h(T)
         bound = std::min(bound, start);
         a0[k] = std::min(start, end);  // the block's lower bound, before rounding margins
     }
     const double eps = (nd + 2.0) * kUnitRoundoff;  // relative error of a stored prefix sum
-    const double relative = 2.0 * eps + 16.0 * kUnitRoundoff;
-    const double absolute = 2.0 * std::sqrt(eps * below[n - 2] / nd);
+    const double relative = 2.0 * eps + 32.0 * kUnitRoundoff;
+    const double absolute = 2.0 * std::sqrt(eps * below[n - 2]);
     const double cutoff = bound * (1.0 + relative);
 
     double best = std::numeric_limits<double>::infinity();

@@ -149,6 +149,39 @@ def test_deep_chains_refit_at_full_width():
     assert fcinterp_fast.fit(W, min_size=2).nodes[-1] == "+" * 64
 
 
+def _ald_rows(generator: torch.Generator, n: int) -> torch.Tensor:
+    """Rows whose ALD objective is flat, tied, skewed or lumpy: where a pruned search could slip."""
+    def draw(*shape):
+        return torch.rand(*shape, generator=generator, dtype=torch.float64)
+
+    laplace = torch.log(draw(8, n)) * torch.where(draw(8, n) < 0.5, 1.0, -1.0)
+    return torch.cat([
+        laplace,
+        torch.randn(8, n, generator=generator, dtype=torch.float64),
+        draw(4, n),  # uniform: a very flat objective
+        torch.exp(3 * torch.randn(4, n, generator=generator, dtype=torch.float64)),  # one-sided, skewed
+        torch.round(4 * laplace[:4]) / 4,  # heavy ties
+        torch.where(draw(4, n) < 0.3, -1.0, 2.0),  # two values
+        torch.cat([torch.zeros(4, n - 3, dtype=torch.float64), 1e6 * draw(4, 3)], dim=1),  # outliers
+        laplace[:4].float().double(),
+    ])
+
+
+@pytest.mark.parametrize("n", [3, 4, 17, 33, 250, 1001, 3000])
+def test_ald_search_is_exact(n):
+    """The pruned search for the first minimum returns the reference's order statistic on every row
+    (torch's vectorised ALD takes the same sequential sums and evaluates every candidate)."""
+    from fcinterp_fast.backends import torch_vec
+
+    W = _ald_rows(torch.Generator().manual_seed(n), n)
+    got = cpu.fit_rows(W, FitConfig(depth=1))
+    want = torch_vec.ald_rows(W.sort(dim=1).values)
+    assert_exact("loc", got.loc, want[0])
+    for name, value in zip(("scale", "kappa", "loglik"), want[1:]):
+        torch.testing.assert_close(getattr(got, name), value, rtol=1e-12, atol=0.0, equal_nan=True,
+                                   msg=lambda m, name=name: f"{name}: {m}")  # fmt: skip
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_fit_front_end_and_auto(dtype):
     """Through fit(): auto picks cpu on CPU tensors; bf16 and views are read in place."""
