@@ -28,6 +28,14 @@ Enum parse_choice(const std::string& what, const std::string& value,
     throw py::value_error("unknown " + what + " '" + value + "'; choose one of " + listing);
 }
 
+DType parse_dtype(const std::string& name) {
+    return parse_choice<DType>("dtype", name,
+                               {{"float16", DType::Float16},
+                                {"bfloat16", DType::BFloat16},
+                                {"float32", DType::Float32},
+                                {"float64", DType::Float64}});
+}
+
 std::string shape_string(const py::array& a) {
     std::string s = "(";
     for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
@@ -93,11 +101,7 @@ int64_t fit_rows_py(const py::array& head, const std::string& dtype_name, const 
                  py::array count, py::array mean, py::array lo, py::array hi, py::array slope,
                  py::array intercept, py::array r2, py::array loc, py::array scale, py::array kappa,
                  py::array loglik, int threads) {
-    const DType dtype = parse_choice<DType>("dtype", dtype_name,
-                                            {{"float16", DType::Float16},
-                                             {"bfloat16", DType::BFloat16},
-                                             {"float32", DType::Float32},
-                                             {"float64", DType::Float64}});
+    const DType dtype = parse_dtype(dtype_name);
     FitOptions options;
     options.tree = parse_choice<Tree>("tree", tree_name, {{"chain", Tree::Chain}, {"full", Tree::Full}});
     options.root = parse_choice<Root>("root", root_name, {{"zero", Root::Zero}, {"mean", Root::Mean}});
@@ -138,6 +142,24 @@ int64_t fit_rows_py(const py::array& head, const std::string& dtype_name, const 
     Workspace workspace(view.cols, threads);
     py::gil_scoped_release release;
     return fit_rows(view, options, out, workspace);
+}
+
+// Sort and ALD only (the benchmark's "ALD part"): same kernel, no logs and no tree.
+void ald_rows_py(const py::array& head, const std::string& dtype_name, py::array loc, py::array scale,
+                 py::array kappa, py::array loglik, int threads) {
+    const DType dtype = parse_dtype(dtype_name);
+    if (threads < 0) throw py::value_error("threads must be >= 0 (0: the OpenMP default)");
+    const HeadView view = head_view(head, dtype, dtype_name);
+    FitOptions options;
+    options.ald_only = true;
+    FitOutput out;
+    out.loc = output_array<double>(loc, "loc", {view.rows});
+    out.scale = output_array<double>(scale, "scale", {view.rows});
+    out.kappa = output_array<double>(kappa, "kappa", {view.rows});
+    out.loglik = output_array<double>(loglik, "loglik", {view.rows});
+    Workspace workspace(view.cols, threads);
+    py::gil_scoped_release release;
+    fit_rows(view, options, out, workspace);
 }
 
 py::array_t<double> contiguous_float64(const py::array& values, const char* what) {
@@ -201,6 +223,11 @@ Args:
         loc, scale, kappa, loglik: (R,) float64. All C-contiguous and writeable; every entry is
         written.
     threads: OpenMP threads (0: the OpenMP default).)doc");
+    m.def("_ald_rows", &ald_rows_py, py::arg("head").noconvert(), py::arg("dtype"), py::arg("loc").noconvert(),
+          py::arg("scale").noconvert(), py::arg("kappa").noconvert(), py::arg("loglik").noconvert(),
+          py::arg("threads") = 0,
+          "The ALD fit alone (sort + SPEC 4) of every row of ``head``, into (R,) float64 arrays; for "
+          "timing the ALD part against scipy.");
     m.def("_exact_sum", &exact_sum_py, py::arg("values").noconvert(),
           "Correctly rounded sum of a 1-D float64 array (the kernel's math.fsum).");
     m.def("_log_abs", &log_abs_py, py::arg("values").noconvert(),

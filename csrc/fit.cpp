@@ -736,7 +736,7 @@ FCI_INLINE RowOut row_out(const FitOutput& out, int64_t r) {
             out.hi + at,    out.slope + at, out.intercept + at, out.r2 + at};
 }
 
-// Load one row, sort it, and decode it into x (float64, ascending) and y = ln|x|.
+// Load one row, sort it, and decode it into x (float64, ascending) and, unless y is null, y = ln|x|.
 template <typename Traits>
 FCI_INLINE void load_sorted(const unsigned char* src, int64_t cols, int64_t col_stride, unsigned char* block,
                             const Layout& layout, double* x, double* y) {
@@ -753,7 +753,7 @@ FCI_INLINE void load_sorted(const unsigned char* src, int64_t cols, int64_t col_
     const Bits* sorted = sort_keys(keys, spare, cols, reinterpret_cast<uint32_t*>(block + layout.histogram));
 #pragma omp simd
     for (int64_t j = 0; j < cols; ++j) x[j] = Traits::decode(from_key(sorted[j]));
-    log_abs_block(x, y, cols);
+    if (y != nullptr) log_abs_block(x, y, cols);
 }
 
 // Sort row r into x, then record its whole split tree; returns one past its deepest node's column.
@@ -761,7 +761,7 @@ FCI_INLINE int64_t fit_tree(const HeadView& head, int64_t r, const FitOptions& o
                          unsigned char* block, const Layout& layout, double* x) {
     const unsigned char* src = head.data + r * head.row_stride;
     const int64_t n = head.cols;
-    double* y = reinterpret_cast<double*>(block + layout.y);
+    double* y = options.ald_only ? nullptr : reinterpret_cast<double*>(block + layout.y);
     switch (head.dtype) {
         case DType::Float16:
             load_sorted<Float16Traits>(src, n, head.col_stride, block, layout, x, y);
@@ -776,6 +776,7 @@ FCI_INLINE int64_t fit_tree(const HeadView& head, int64_t r, const FitOptions& o
             load_sorted<Float64Traits>(src, n, head.col_stride, block, layout, x, y);
             break;
     }
+    if (options.ald_only) return 0;
     SortedRow row{x, y, n, 0, 0};
     row.z0 = lower_bound(x, 0, n, 0.0);
     row.z1 = std::upper_bound(x + row.z0, x + n, 0.0) - x;

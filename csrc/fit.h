@@ -42,6 +42,7 @@ struct FitOptions {
     Grid grid = Grid::Paper;
     int64_t min_size = 20;  // split a node only when it has at least this many members
     int levels = kMaxChainLevels;  // deepest level produced (1-based)
+    bool ald_only = false;  // sort and ALD only, no logs and no tree (timing the ALD part alone)
 };
 
 // The (rows, cols) head, read in place. Element (r, j) lies at data + r * row_stride + j * col_stride
@@ -93,7 +94,8 @@ private:
 // Fit every row of `head` into `out`; returns the number of node columns the results need (one past
 // the deepest node any row has), which exceeds out.columns when nodes were left out. Preconditions
 // (checked by the bindings): rows >= 1, 1 <= cols < 2^31, 1 <= levels <= kMaxChainLevels
-// (kMaxFullLevels for full trees), min_size >= 0, 1 <= out.columns <= n_columns(tree, levels),
+// (kMaxFullLevels for full trees), min_size >= 0, 1 <= out.columns <= n_columns(tree, levels)
+// (with ald_only: out.columns == 0 and no node arrays),
 // `workspace` built for `cols`; rows run on the workspace's threads. Non-finite values do not crash
 // the kernel but give meaningless results (the Python layer rejects them first).
 int64_t fit_rows(const HeadView& head, const FitOptions& options, const FitOutput& out, Workspace& workspace);

@@ -37,7 +37,7 @@ def test_quick_run_writes_table_and_json(tmp_path, capsys):
         assert f"| {r['head']} | fp32 | {r['impl']} |" in out
     assert all(r["extrapolated"] for r in records if r["impl"] in ("numpy-loop", "scipy-ald", "reference"))
     if "cpu" in impls:
-        assert all(r["cpu_speedup"] is not None for r in records)
+        assert all(r["cpu_speedup"] is not None for r in records if r["impl"] not in ("cpu", "cpu-ald"))
     assert "extrapolated per row" in out
 
 

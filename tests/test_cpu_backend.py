@@ -183,6 +183,14 @@ def test_ald_search_is_exact(n):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_ald_only_matches_the_fit(dtype):
+    W = _ald_rows(torch.Generator().manual_seed(5), 300).to(dtype)[:, ::2]
+    fit = cpu.fit_rows(W, FitConfig())
+    for name, value in zip(("loc", "scale", "kappa", "loglik"), cpu.ald_only(W)):
+        assert_exact(name, value, getattr(fit, name))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_fit_front_end_and_auto(dtype):
     """Through fit(): auto picks cpu on CPU tensors; bf16 and views are read in place."""
     torch.manual_seed(0)

@@ -27,7 +27,7 @@ except ImportError as error:  # not built (no compiler, optional build failed) o
 else:
     _IMPORT_ERROR = None
 
-__all__ = ["fit_rows", "build_info"]
+__all__ = ["fit_rows", "ald_only", "build_info"]
 
 # Chains without a depth may go 64 levels deep but rarely pass ~10; the outputs are first sized for
 # this many levels and the block is refitted at full width only when some row went deeper.
@@ -95,6 +95,17 @@ def fit_rows(W: torch.Tensor, cfg: FitConfig) -> RowFit:
         columns = cfg.n_columns
     fit = RowFit(**out, ambiguous=torch.zeros(rows, dtype=torch.bool))
     return fit.keep_columns(max(needed, 2)) if columns < cfg.n_columns else fit
+
+
+def ald_only(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ALD part alone (sort + SPEC 4 for every row, no split tree), for timing it against
+    ``scipy.stats.laplace_asymmetric.fit``. Returns loc, scale, kappa, loglik: (R,) float64."""
+    if _cpu is None:
+        raise RuntimeError(f"backend 'cpu' is not available: {_IMPORT_ERROR}")
+    out = [torch.empty(W.shape[0], dtype=torch.float64) for _ in ALD_FIELDS]
+    head, dtype = head_array(W.detach())
+    _cpu._ald_rows(head, dtype, *(t.numpy() for t in out), threads=torch.get_num_threads())
+    return tuple(out)
 
 
 def _allocate(rows: int, columns: int) -> dict[str, torch.Tensor]:
