@@ -114,9 +114,16 @@ def implementations(args: argparse.Namespace) -> dict[str, Impl]:
         impls["cpu-ald"] = Impl("cpu-ald", "ALD", "cpu", cpu.ald_only, None, threads)
     impls["numpy-loop"] = Impl("numpy-loop", "chain fit", "cpu",
                                lambda W: baselines.author_fit(W.float().numpy()), args.slow_rows, 1)  # fmt: skip
-    impls["scipy-ald"] = Impl("scipy-ald", "ALD", "cpu", lambda W: baselines.scipy_ald(W.float().numpy()),
-                              args.slow_rows, 1)  # fmt: skip
+    if _importable("scipy"):
+        impls["scipy-ald"] = Impl("scipy-ald", "ALD", "cpu", lambda W: baselines.scipy_ald(W.float().numpy()),
+                                  args.slow_rows, 1)  # fmt: skip
     return impls
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 def make_head(shape: tuple[int, int], seed: int, bundled: bool = True) -> torch.Tensor:
@@ -310,8 +317,6 @@ def markdown_table(records: list[dict]) -> str:
 
 def environment() -> dict:
     """Device, CPU name, versions and git state of this run."""
-    import scipy
-
     import fcinterp_fast
 
     env = {
@@ -323,16 +328,13 @@ def environment() -> dict:
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "python": platform.python_version(),
         "versions": {"fcinterp_fast": fcinterp_fast.__version__, "torch": torch.__version__,
-                     "numpy": np.__version__, "scipy": scipy.__version__},  # fmt: skip
+                     "numpy": np.__version__},  # fmt: skip
         "backends": fcinterp_fast.backends(),
         "git": _git_state(),
     }
-    try:
-        import triton
-
-        env["versions"]["triton"] = triton.__version__
-    except ImportError:
-        pass
+    for module in ("scipy", "triton"):
+        if _importable(module):
+            env["versions"][module] = __import__(module).__version__
     from fcinterp_fast.backends import cpu
 
     if cpu.unavailable() is None:
@@ -352,6 +354,9 @@ def _cpu_name() -> str:
 
 
 def _git_state() -> dict | None:
+    """The checkout's commit; ``FCINTERP_GIT_SHA`` names it where the tree was copied without .git."""
+    if os.environ.get("FCINTERP_GIT_SHA"):
+        return {"sha": os.environ["FCINTERP_GIT_SHA"], "dirty": None}
     root = Path(__file__).resolve().parents[1]
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
