@@ -49,13 +49,13 @@ class OptionalBuildExt(build_ext):
     """``build_ext`` that probes flags and never fails the install."""
 
     def build_extensions(self):
-        compile_args, link_args, notes = self._probe_flags()
+        compile_args, link_args, macros = self._probe_flags()
         for ext in self.extensions:
             ext.extra_compile_args = list(ext.extra_compile_args or []) + compile_args
             ext.extra_link_args = list(ext.extra_link_args or []) + link_args
             ext.define_macros = list(ext.define_macros or []) + [
-                ("FCI_BUILD_FLAGS", '"' + " ".join(compile_args + link_args).replace('"', "") + '"')
-            ] + [(name, None) for name in notes]
+                ("FCI_BUILD_FLAGS", '"' + " ".join(compile_args + macros).replace('"', "") + '"')
+            ] + [(name, None) for name in macros]
         super().build_extensions()
 
     def build_extension(self, ext):

@@ -807,14 +807,14 @@ FCI_INLINE int64_t fit_tree(const HeadView& head, int64_t r, const FitOptions& o
     return o.needed;
 }
 
-template <int G>
-FCI_INLINE int64_t fit_group_of(const HeadView& head, int64_t r0, const FitOptions& options, const FitOutput& out,
-                             unsigned char* block, const Layout& layout) {
-    double* x[G];
-    double* below[G];
-    double* above[G];
+// Rows r0 .. r0 + rows - 1 (rows <= kGroup); returns one past the deepest node column.
+FCI_ROW_KERNEL int64_t fit_group(const HeadView& head, int64_t r0, int rows, const FitOptions& options,
+                                 const FitOutput& out, unsigned char* block, const Layout& layout) {
+    double* x[kGroup];
+    double* below[kGroup];
+    double* above[kGroup];
     int64_t needed = 0;
-    for (int k = 0; k < G; ++k) {
+    for (int k = 0; k < rows; ++k) {
         x[k] = reinterpret_cast<double*>(block + layout.x[k]);
         below[k] = reinterpret_cast<double*>(block + layout.below[k]);
         above[k] = reinterpret_cast<double*>(block + layout.above[k]);
@@ -822,31 +822,29 @@ FCI_INLINE int64_t fit_group_of(const HeadView& head, int64_t r0, const FitOptio
     }
     const int64_t n = head.cols;
     if (n < 3) {
-        for (int k = 0; k < G; ++k) out.loc[r0 + k] = out.scale[r0 + k] = out.kappa[r0 + k] = out.loglik[r0 + k] = kNaN;
+        for (int k = 0; k < rows; ++k) out.loc[r0 + k] = out.scale[r0 + k] = out.kappa[r0 + k] = out.loglik[r0 + k] = kNaN;
         return needed;
     }
-    ald_prefix_sums<G>(x, n, below, above);
-    for (int k = 0; k < G; ++k) {
+    switch (rows) {  // the interleaved sums need the row count at compile time
+        case 1:
+            ald_prefix_sums<1>(x, n, below, above);
+            break;
+        case 2:
+            ald_prefix_sums<2>(x, n, below, above);
+            break;
+        case 3:
+            ald_prefix_sums<3>(x, n, below, above);
+            break;
+        default:
+            ald_prefix_sums<kGroup>(x, n, below, above);
+            break;
+    }
+    for (int k = 0; k < rows; ++k) {
         const int64_t r = r0 + k;
         ald_from_sums(x[k], n, below[k], above[k], reinterpret_cast<double*>(block + layout.ald_search), out.loc + r,
                       out.scale + r, out.kappa + r, out.loglik + r);
     }
     return needed;
-}
-
-// Rows r0 .. r0 + rows - 1 (rows <= kGroup); returns one past the deepest node column.
-FCI_ROW_KERNEL int64_t fit_group(const HeadView& head, int64_t r0, int rows, const FitOptions& options,
-                              const FitOutput& out, unsigned char* block, const Layout& layout) {
-    switch (rows) {
-        case 1:
-            return fit_group_of<1>(head, r0, options, out, block, layout);
-        case 2:
-            return fit_group_of<2>(head, r0, options, out, block, layout);
-        case 3:
-            return fit_group_of<3>(head, r0, options, out, block, layout);
-        default:
-            return fit_group_of<kGroup>(head, r0, options, out, block, layout);
-    }
 }
 
 }  // namespace
