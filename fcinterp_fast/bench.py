@@ -12,7 +12,8 @@ Slow implementations run on evenly spaced sample rows and are extrapolated per r
 table). Times are the best of ``--repeat`` runs; ns/element divides by K * D; ns/element/core
 multiplies by the threads the implementation uses (torch's thread count for backends on the CPU,
 1 for the Python loops). Peak memory is the process's resident-memory high-water mark during the
-first timed run above what it held before (Linux; CUDA: peak allocated on the device).
+first timed run above what it held before, with the C heap's free memory returned to the OS first
+(Linux; CUDA: peak allocated on the device).
 
 Results: a markdown table on stdout and a JSON file under ``--out`` with the device, CPU name,
 time stamp, versions, git sha, configuration and one record per measurement.
@@ -173,6 +174,7 @@ class _PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self.before = torch.cuda.memory_allocated()
         else:
+            _trim_heap()  # otherwise freed memory of earlier runs is reused and never shows
             self.before = _status_kib("VmRSS")
             try:
                 with open("/proc/self/clear_refs", "w") as f:
@@ -189,6 +191,17 @@ class _PeakMemory:
             peak = _status_kib("VmHWM")
             self.mib = None if peak is None else max(peak - self.before, 0) / 1024
         return False
+
+
+def _trim_heap() -> None:
+    """Hand the C heap's free memory back to the OS (glibc); elsewhere a no-op."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):
+        pass
 
 
 def _status_kib(field: str) -> int | None:
