@@ -350,30 +350,18 @@ struct LineSums {
     double srd = 0.0;  // sum rank * d
 };
 
-// Members of a run of positives: magnitudes ascend with the index.
-FCI_INLINE LineSums sums_ascending(const double* y, int64_t n) {
-    const double y0 = y[0];
+// Members of a single-signed run: magnitudes ascend with the index for positives and fall with it
+// for negatives, so rank = first + step * i with (first, step) = (0, 1) or (n - 1, -1).
+FCI_INLINE LineSums sums_run(const double* y, int64_t n, bool ascending) {
+    const int64_t first = ascending ? 0 : n - 1, step = ascending ? 1 : -1;
+    const double y0 = y[first];
     double sd = 0.0, sdd = 0.0, srd = 0.0;
 #pragma omp simd reduction(+ : sd, sdd, srd)
     for (int64_t i = 0; i < n; ++i) {
         const double d = y[i] - y0;
         sd += d;
         sdd += d * d;
-        srd += static_cast<double>(i) * d;
-    }
-    return {sd, sdd, srd};
-}
-
-// Members of a run of negatives: magnitudes ascend as the index falls.
-FCI_INLINE LineSums sums_descending(const double* y, int64_t n) {
-    const double y0 = y[n - 1];
-    double sd = 0.0, sdd = 0.0, srd = 0.0;
-#pragma omp simd reduction(+ : sd, sdd, srd)
-    for (int64_t i = 0; i < n; ++i) {
-        const double d = y[i] - y0;
-        sd += d;
-        sdd += d * d;
-        srd += static_cast<double>(n - 1 - i) * d;
+        srd += static_cast<double>(first + step * i) * d;
     }
     return {sd, sdd, srd};
 }
@@ -524,10 +512,10 @@ FCI_INLINE NodeMean record_node(const SortedRow& row, Run run, int64_t column, G
     if (n_neg > 0 && n_pos > 0) {
         sums = sums_merged(row, neg_s, neg_e, pos_s, pos_e, &y_min);
     } else if (n_pos > 0) {
-        sums = sums_ascending(row.y + pos_s, n_pos);
+        sums = sums_run(row.y + pos_s, n_pos, true);
         y_min = row.y[pos_s];
     } else if (n_neg > 0) {
-        sums = sums_descending(row.y + neg_s, n_neg);
+        sums = sums_run(row.y + neg_s, n_neg, false);
         y_min = row.y[neg_e - 1];
     }
     line_fit(sums, n_neg + n_pos, y_min, grid, out.slope + column, out.intercept + column, out.r2 + column);
