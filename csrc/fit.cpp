@@ -18,7 +18,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <new>
@@ -863,11 +862,10 @@ Workspace::Workspace(int64_t cols, int threads) {
 #endif
     stride_ = Layout(cols).total;
     const size_t bytes = static_cast<size_t>(stride_) * static_cast<size_t>(threads_);
-    base_ = static_cast<unsigned char*>(std::aligned_alloc(kAlign, bytes));
-    if (base_ == nullptr) throw std::bad_alloc();
+    base_ = static_cast<unsigned char*>(::operator new(bytes, std::align_val_t(kAlign)));  // throws bad_alloc
 }
 
-Workspace::~Workspace() { std::free(base_); }
+Workspace::~Workspace() { ::operator delete(base_, std::align_val_t(kAlign)); }
 
 int64_t fit_rows(const HeadView& head, const FitOptions& options, const FitOutput& out, Workspace& workspace) {
     const Layout layout(head.cols);

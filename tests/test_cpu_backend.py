@@ -299,6 +299,9 @@ def test_native_reads_any_strides_and_bit_views():
         got = _native(view)
         for name in want:
             np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    broadcast = _native(np.broadcast_to(base[2], base.shape))  # row stride 0
+    for name in want:
+        np.testing.assert_array_equal(broadcast[name], np.broadcast_to(want[name][2], want[name].shape), err_msg=name)
     bf16 = torch.from_numpy(base).to(torch.bfloat16)
     got = _native(bf16.view(torch.int16).numpy(), dtype="bfloat16")
     want = _native(bf16.float().numpy())
