@@ -224,19 +224,20 @@ def test_threads_do_not_change_results():
 @pytest.mark.slow
 def test_bundled_head():
     """EfficientNet-Lite0's classifier (1000 x 1280): every class against torch, a sample against
-    the reference (which takes ~50 ms a row)."""
+    the reference (which takes ~0.5 s a row)."""
     W = fcinterp_fast.head_weight(fcinterp_fast.models.load())
     assert tuple(W.shape) == (1000, 1280)
     for cfg in (FitConfig(), FitConfig(root="mean"), FitConfig(tree="full", depth=4)):
         got = cpu.fit_rows(W, cfg)
-        sample = torch.arange(0, 1000, 97)
+        sample = torch.arange(0, 1000, 199)
         assert_same_fit(got.map(lambda name, t: t[sample]), reference.fit_rows(W[sample], cfg), W[sample])
         from fcinterp_fast.backends import torch_vec
 
         vec = torch_vec.fit_rows(W, cfg)
         assert not bool(vec.ambiguous.any())
+        padded = got.pad_columns(vec.columns)
         for name in ("count", "lo", "hi", "loc"):
-            assert_exact(name, getattr(got, name), getattr(vec, name))
+            assert_exact(name, getattr(padded, name), getattr(vec, name))
 
 
 # ------------------------------------------------------------------------- building blocks
