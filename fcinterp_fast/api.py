@@ -94,7 +94,8 @@ def settle_ambiguous(block: torch.Tensor, part: RowFit, cfg: FitConfig) -> RowFi
 def _used_columns(part: RowFit, cfg: FitConfig) -> int:
     """Chains without a depth keep only the levels some row reached; otherwise every column."""
     if cfg.tree == "chain" and cfg.depth is None:
-        return max(part.deepest_column(), 2)  # at least the root split "+", "-"
+        # Whole levels (both "+"*l and "-"*l, as the layout promises), at least the root split.
+        return max(2 * -(-part.deepest_column() // 2), 2)
     return cfg.n_columns
 
 
