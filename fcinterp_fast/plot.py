@@ -144,7 +144,7 @@ def _draw_node_fit(ax, fit: HeadFit, k: int, node: str, title: str, compact: boo
     name = fit.nodes[j]
     color = SIGN_COLORS[name[0]]
     if int(fit.count[k, j]) == 0:
-        ax.set_title(f"{title}: absent", fontsize="medium")
+        ax.set_title(f"{title}: absent", fontsize="small" if compact else "medium")
         ax.text(0.5, 0.5, "node not produced", ha="center", va="center", transform=ax.transAxes, color="0.4")
         ax.set_xticks([])
         ax.set_yticks([])
@@ -255,7 +255,7 @@ def _label_bar(ax, bar: tuple, name: str, count: int, r2: float, span: float, ou
     label gets it beside the bar, towards the centre (``+`` bars sit at the right end).
     """
     lo, hi, level = bar
-    width = (hi - lo) / span
+    width = (hi - lo) / span if span > 0 else 1.0  # a row of equal values: one point, label it
     inside = dict(ha="center", va="center", fontsize="small", bbox=_LABEL_BOX)
     full = f"{pretty_node(name)}  n={count}  $R^2$={r2:.2f}"
     # Widths are fractions of the axis; a character of the small font takes about 0.8% of it.

@@ -279,6 +279,21 @@ def test_split_and_node_figures(small_fits, tree, tmp_path):
         assert_png(tmp_path / name, min_size=(200, 150))
 
 
+@pytest.mark.parametrize("tree", ["chain", "full"])
+def test_figures_of_degenerate_rows(tree, tmp_path):
+    W = torch.zeros(4, 50)  # row 0: all zeros (no node at all)
+    W[1] = 1.0  # all equal: one node, not split, no ALD density
+    W[2, :3] = torch.tensor([1.0, -2.0, 3.0])  # nodes of one magnitude: R^2 NaN
+    W[3] = torch.linspace(-1, 2, 50)
+    fit = fcinterp_fast.fit(W, tree=tree, depth=None if tree == "chain" else 2, min_size=2)
+    figures = [plot.plot_fits(fit, range(4)), plot.plot_r2_summary(fit)]
+    figures += [draw(fit, k) for k in range(3) for draw in (plot.plot_split, plot.plot_node_fits)]
+    for i, figure in enumerate(figures):
+        figure.savefig(tmp_path / f"{i}.png", dpi=30)
+        assert_png(tmp_path / f"{i}.png", min_size=(100, 100))
+    assert [ax.get_title().endswith("absent") for ax in figures[0].axes[:2]] == [True, True]
+
+
 def test_node_groups_and_class_labels(small_fits, bundled_fit):
     chain, full = small_fits["chain"], small_fits["full"]
     assert [(level, side) for level, side, _ in plot.node_groups(chain)][:4] == [(1, "+"), (1, "-"), (2, "+"), (2, "-")]

@@ -16,6 +16,7 @@ from .._config import GRIDS, ROOTS, TREES, FitConfig
 from ..api import fit as fit_head
 from ..backends import registry
 from ..heads import head_weight, open_head
+from ..plot import class_label
 from ..report import level_stats, write_report
 from ..result import HeadFit, resolve_class
 
@@ -94,8 +95,6 @@ def _open_head(args):
 
 
 def _print_summary(fit: HeadFit, ks: list[int], label: str, seconds: float) -> None:
-    from ..plot import class_label
-
     K, D = fit.shape
     print(f"fitted {label}: {K} classes x {D} features, backend {fit.backend}, {seconds:.2f} s")
     chain = fit.config.tree == "chain"
