@@ -157,3 +157,10 @@ def test_derived_estimates_match_formulas(backend):
     for name, values in want.items():
         np.testing.assert_allclose(getattr(fit, name).cpu().numpy(), values, rtol=1e-12, err_msg=name)
 
+
+def test_chain_without_depth_keeps_whole_levels(backend):
+    """A level reached only on the "+" side still lists its "-" node (absent: count 0, NaN)."""
+    fit = backend.fit(torch.tensor([[1.0, 2.0]]), min_size=0)
+    assert fit.nodes == ["+", "-", "++", "--"]
+    assert fit.count[0].tolist() == [2, 0, 1, 0]
+    assert not fit.mask("--").any()
