@@ -131,6 +131,10 @@ def test_backend_on_a_device_it_does_not_declare(backend):
             fcinterp_fast.fit(torch.ones(3, 4, device=device), backend=backend.name)
 
 
+def test_auto_without_a_backend_for_the_device():
+    with pytest.raises(ValueError, match=r"no available backend runs on meta tensors"):
+        fcinterp_fast.fit(torch.ones(3, 4, device="meta"))
+
 
 # -------------------------------------------------------------------------- files
 @pytest.fixture
