@@ -114,6 +114,15 @@ def test_tensors_and_arrays():
     assert np.shares_memory(found.numpy(), a) and np.array_equal(found.numpy(), a)
 
 
+def test_numpy_view_with_negative_strides():
+    """Reversed numpy views have negative strides, which torch tensors cannot describe: the
+    head is then read from a copy (the caller's array is left alone)."""
+    a = np.random.default_rng(1).standard_normal((6, 40))
+    view = a[::-1, ::-2]
+    assert np.array_equal(head_weight(view).numpy(), view)
+    assert_same_fit(fcinterp_fast.fit(view, min_size=2), fcinterp_fast.fit(view.copy(), min_size=2))
+
+
 # --------------------------------------------------------------------------- files
 @pytest.fixture
 def files(tmp_path):
