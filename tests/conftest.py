@@ -79,6 +79,16 @@ def backend(request) -> BackendCase:
 
 
 @pytest.fixture(scope="session")
-def any_device() -> str:
-    """CUDA when present, else CPU."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
+def lite0():
+    """The bundled ImageNet EfficientNet-Lite0 (eval mode), skipped if its weights package is
+    not installed."""
+    try:
+        return fcinterp_fast.models.load("efficientnet_lite0")
+    except ImportError as error:
+        pytest.skip(f"bundled EfficientNet-Lite0 unavailable: {error}")
+
+
+@pytest.fixture(scope="session")
+def lite0_head(lite0) -> torch.Tensor:
+    """Its (1000, 1280) float32 classifier weight."""
+    return fcinterp_fast.head_weight(lite0)
