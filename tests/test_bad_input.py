@@ -30,6 +30,20 @@ def test_non_finite_names_the_first_bad_row(backend, dtype, bad, max_memory):
         backend.fit(W, max_memory=max_memory)
 
 
+def test_non_finite_in_a_streamed_file_names_the_first_bad_row(backend, tmp_path):
+    """A .safetensors head is read a block of rows at a time: the check runs on every block."""
+    from safetensors.torch import save_file
+
+    if backend.device != "cpu":
+        pytest.skip("file heads are read into CPU blocks")
+
+    W = _head(K=12, dtype=torch.bfloat16)
+    W[8, 1], W[10, 0] = float("inf"), float("nan")
+    save_file({"head.weight": W}, tmp_path / "head.safetensors")
+    with pytest.raises(ValueError, match=r"row 8 of the head contains NaN or infinite"):
+        fcinterp_fast.fit(tmp_path / "head.safetensors", backend=backend.name, max_memory=1)
+
+
 def test_non_finite_in_a_view_names_the_row_of_the_view(backend):
     W = _head(K=6)
     W[4, 2] = float("nan")

@@ -164,3 +164,27 @@ def test_chain_without_depth_keeps_whole_levels(backend):
     assert fit.nodes == ["+", "-", "++", "--"]
     assert fit.count[0].tolist() == [2, 0, 1, 0]
     assert not fit.mask("--").any()
+
+
+def test_float64_subnormal_row(backend):
+    """Multiples of the smallest float64 (2**-1074): sums are exact, the division by the count
+    rounds to a whole multiple, e.g. mean{1, 2, 4} = 7/3 -> 2, which puts 2 in the upper child."""
+    W = torch.tensor([[1.0, 2.0, 4.0, -3.0, 0.0, -1.0]], dtype=torch.float64) * 2.0**-1074
+    fit = backend.fit(W, min_size=2)
+    assert fit.mean[0, 0].item() == 2 * 2.0**-1074
+    assert fit.count[0, fit.nodes.index("++")].item() == 2  # {2, 4}: exact arithmetic would keep {4}
+    assert_matches_oracle(fit, W, dict(min_size=2), backend.float64)
+
+
+def test_table_lists_every_present_node(backend):
+    W = torch.randn(5, 60, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    fit = backend.fit(W, tree="full", depth=3, min_size=10)
+    expected = oracle.fit_head(W.numpy(), tree="full", depth=3, min_size=10)
+    table = fit.to_pandas()
+    assert sorted(zip(table["class"], table["node"])) == sorted(
+        (k, node) for k, members in enumerate(expected.members) for node in members
+    )
+    for row in table.itertuples():
+        j = expected.nodes.index(row.node)
+        assert row.count == expected.count[row[1], j] and row.lo == expected.lo[row[1], j]
+        assert row.ald_loglik == fit.ald.loglik[row[1]].item()
