@@ -28,8 +28,9 @@ def assert_equal(what: str, actual, expected) -> None:
     """Exact equality, NaN equal to NaN (and -0.0 equal to 0.0)."""
     actual, expected = _numpy(actual), _numpy(expected)
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    both_nan = np.isnan(actual) & np.isnan(expected) if actual.dtype.kind == "f" else False
-    bad = (actual != expected) & ~both_nan
+    bad = actual != expected
+    if actual.dtype.kind == "f" and expected.dtype.kind == "f":
+        bad &= ~(np.isnan(actual) & np.isnan(expected))
     assert not bad.any(), _report(what, bad, actual, expected)
 
 
