@@ -20,8 +20,14 @@ def test_matches_oracle(backend, dtype, data):
     W = data.draw(heads(dtypes=(dtype,)), label="W")
     layout = data.draw(st.sampled_from(LAYOUTS), label="layout")
     options = data.draw(fit_options(), label="options")
+    max_memory = data.draw(st.sampled_from([None, 1]), label="max_memory")  # 1: a block per row
     view = as_layout(backend.put(W), layout)
-    fit = backend.fit(view, **options)
+    fit = backend.fit(view, max_memory=max_memory, **options)
+    K, N = W.shape[0], len(fit.nodes)
+    for name, dtype in (("count", torch.int64), ("mean", torch.float64), ("r2", torch.float64)):
+        t = getattr(fit, name)
+        assert (t.shape, t.dtype, t.device) == ((K, N), dtype, view.device), name
+    assert (fit.ald.loglik.shape, fit.ald.loglik.dtype, fit.ald.loglik.device) == ((K,), torch.float64, view.device)
     assert_matches_oracle(fit, W, options, backend.float64)
 
 
