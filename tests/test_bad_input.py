@@ -130,7 +130,7 @@ def test_bad_class():
     fit = fcinterp_fast.fit(_head())
     with pytest.raises(IndexError, match=r"class index 9 out of range for a head of 9 classes"):
         fit.members(9, "+")
-    with pytest.raises(ValueError, match=r"class 'cat' given by name, but this fit has no class names"):
+    with pytest.raises(ValueError, match=r"class 'cat' given by name, but this head has no class names"):
         fit.members("cat", "+")
 
 
