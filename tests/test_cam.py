@@ -1,4 +1,4 @@
-"""fcinterp_fast.explain / NodeCAM against pytorch-grad-cam and the SPEC (section 5).
+"""fcinterp_fast.explain / NodeCAM against pytorch-grad-cam and the SPEC (section 5); the chain figure and CLI.
 
 pytorch-grad-cam scales each map twice (min-max before and after resizing) where the SPEC scales
 once, so the two differ by up to about 1e-7 / (range of the raw map): the models and inputs below
@@ -6,8 +6,10 @@ keep that well inside the 1e-5 tolerance.
 """
 from __future__ import annotations
 
+import argparse
 import copy
 
+import matplotlib.image
 import numpy as np
 import pytest
 import timm
@@ -17,7 +19,8 @@ from PIL import Image
 from torch import nn
 
 import fcinterp_fast
-from fcinterp_fast.cam import NodeCAM, explain, noisy_copies
+from fcinterp_fast.cam import NodeCAM, cli, explain, noisy_copies
+from fcinterp_fast.cam.figure import chain_figure
 from fcinterp_fast.cam.gradcampp import combine_torch
 
 import cam_oracle
@@ -340,3 +343,42 @@ def test_class_by_name_needs_class_names(images):
     model = torchvision.models.resnet18(num_classes=10).eval()
     with pytest.raises(ValueError, match="no class names"):
         explain(model, images, [("tabby", None)], target_layer=model.layer4)
+
+
+# ------------------------------------------------------- the chain figure and its command line
+@pytest.mark.slow
+def test_chain_figure_draws_every_level(lite0, hopper_path, tmp_path):
+    fit = fcinterp_fast.fit(lite0, depth=3)
+    out = chain_figure(lite0, hopper_path, "military uniform", out=tmp_path / "sub" / "fig.png", fit=fit,
+                       n_samples=2, generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert out == tmp_path / "sub" / "fig.png"
+    picture = matplotlib.image.imread(out)
+    height, width = picture.shape[:2]
+    assert width > 2 * height  # input column, label column and three levels side by side
+    assert picture[..., :3].std() > 0.05  # not a blank canvas
+
+
+def _parse(*argv):
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_cli_defaults():
+    args = _parse()
+    assert (args.model, args.weights, args.seed, args.cls, args.method) == ("efficientnet_lite0", "abs", 0, None, "smooth")
+
+
+@pytest.mark.slow
+def test_cli_run_writes_the_figure(hopper_path, tmp_path, capsys):
+    out = tmp_path / "fig.png"
+    args = _parse("--image", hopper_path, "--class", "652", "--out", str(out), "--n-samples", "1", "--depth", "2")
+    assert cli.run(args) == 0
+    assert out.stat().st_size > 10_000 and "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_cli_run_reports_bad_class(tmp_path, capsys):
+    args = _parse("--class", "no such class", "--out", str(tmp_path / "x.png"), "--n-samples", "1", "--depth", "1")
+    assert cli.run(args) == 2
+    assert "no class named" in capsys.readouterr().err

@@ -103,8 +103,8 @@ class NodeCAM:
         self._fit = fit
         head_mod = head_module(model, head) if not isinstance(head, nn.Module) else head
         self._W = head_weight(head_mod)  # (K, D) view of the head's weight
-        if target_layer is None and _pools_class_token(model):
-            target_layer = model.blocks[-1].norm1
+        if target_layer is None:
+            target_layer = _class_token_layer(model)
         if target_layer is None and not _is_timm(model):
             raise ValueError(
                 f"{type(model).__name__} has no forward_features / forward_head (timm); pass "
@@ -203,7 +203,10 @@ class NodeCAM:
         """A (N, C, h, w) and g_t = d(V_t . f)/dA (T, N, C, h, w) in one backward batched over targets."""
         self._check_features(f)
         T = V.shape[0]
-        v = V.to(f.dtype)
+        # g is linear in v: back-propagate v scaled by a power of two to max |v| ~ 1 (exact in
+        # float32; keeps float16 / bfloat16 gradients out of the subnormal range) and scale back.
+        scale = torch.exp2(torch.log2(V.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny)).round())
+        v = (V / scale[:, None]).to(f.dtype)
         if T == 1:
             (grad,) = torch.autograd.grad(f, leaf, v[0].expand_as(f), allow_unused=True)
             grad = None if grad is None else grad[None]
@@ -213,8 +216,8 @@ class NodeCAM:
             )
         if grad is None:
             raise ValueError("the head's input does not depend on the target layer's output; choose another target_layer")
-        g = self._grid(grad.flatten(0, 1), size)
-        return self._grid(leaf.detach(), size), g.unflatten(0, (T, leaf.shape[0]))
+        g = self._grid(grad.flatten(0, 1), size).unflatten(0, (T, leaf.shape[0]))
+        return self._grid(leaf.detach(), size), g.float() * scale[:, None, None, None, None]
 
     def _feeds_mean_pool(self, A_raw: torch.Tensor, x: torch.Tensor) -> bool:
         """Whether the head input is the spatial mean of the grid of A (probed once per shape of A).
@@ -388,9 +391,18 @@ def _is_timm(model: nn.Module) -> bool:
     return callable(getattr(model, "forward_features", None)) and callable(getattr(model, "forward_head", None))
 
 
-def _pools_class_token(model: nn.Module) -> bool:
-    """timm transformers whose head reads only the class token (patch tokens of the final norm get no gradient)."""
-    return _is_timm(model) and getattr(model, "global_pool", None) == "token" and hasattr(model, "blocks")
+def _class_token_layer(model: nn.Module) -> nn.Module | None:
+    """``blocks[-1].norm1`` of timm transformers whose head reads only the class token (the patch
+    tokens of ``forward_features`` get no gradient there); None for other models."""
+    if not (_is_timm(model) and getattr(model, "global_pool", None) == "token"):
+        return None
+    try:
+        return model.blocks[-1].norm1
+    except (AttributeError, IndexError, TypeError):
+        raise ValueError(
+            f"{type(model).__name__} pools the class token, so forward_features' patch tokens get no "
+            f"gradient; pass target_layer=<a layer before the last attention>"
+        ) from None
 
 
 def _probe_input(like: torch.Tensor) -> torch.Tensor:

@@ -97,7 +97,10 @@ def combine_torch(
 
 def upsample_and_scale(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(B, T, h, w) maps -> (B, T, H, W) float32: bilinear (align_corners=False), then min-max."""
-    cam = F.interpolate(cam.float(), size=tuple(size), mode="bilinear", align_corners=False)
+    if cam.shape[-2:] == (1, 1):  # F.interpolate leaves one-ulp noise on a constant map; scaling would amplify it
+        cam = cam.float().expand(*cam.shape[:2], *size)
+    else:
+        cam = F.interpolate(cam.float(), size=tuple(size), mode="bilinear", align_corners=False)
     lo = cam.amin(dim=(2, 3), keepdim=True)
     hi = cam.amax(dim=(2, 3), keepdim=True)
     return (cam - lo) / (SCALE_GUARD + (hi - lo))

@@ -119,6 +119,10 @@ def _bilinear(acc, qy, qx, offs_o, h, w, W_out, scale_y, scale_x):
     x1 = tl.minimum(x0 + 1, w - 1)
     ly = tl.minimum(tl.maximum(src_y - y0.to(tl.float32), 0.0), 1.0)
     lx = tl.minimum(tl.maximum(src_x - x0.to(tl.float32), 0.0), 1.0)
+    # Where a neighbour is clamped onto the other (the last row / column), weight exactly 1, not
+    # (1 - l) + l: a constant map must stay exactly constant, or its min-max scaling amplifies noise.
+    ly = tl.where(y1 == y0, 0.0, ly)
+    lx = tl.where(x1 == x0, 0.0, lx)
     # (BLOCK_OUT, BLOCK_HW) separable weights, at most four non-zero per row, rows summing to 1
     wy = tl.where(qy[None, :] == y0[:, None], 1.0 - ly[:, None], 0.0)
     wy += tl.where(qy[None, :] == y1[:, None], ly[:, None], 0.0)
