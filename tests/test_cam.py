@@ -119,7 +119,7 @@ def test_gradcampp_equals_pytorch_grad_cam(case, images):
 
 def test_efficientnet_lite0_equals_pytorch_grad_cam(lite0, hopper_path):
     k = fcinterp_fast.models.find_class(fcinterp_fast.models.class_names(lite0), "military uniform")
-    maps = explain(lite0, hopper_path, [("military uniform", None)], method="gradcam++", weights="fc")
+    maps = fcinterp_fast.explain(lite0, hopper_path, [("military uniform", None)], method="gradcam++", weights="fc")
     x = fcinterp_fast.models.transform(lite0)(Image.open(hopper_path).convert("RGB"))[None]
     assert maps.shape == (1, 1, *x.shape[-2:])
     _close(maps[:, 0], cam_oracle.gradcampp(lite0, lite0.bn2, x, k))

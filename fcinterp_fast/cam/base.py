@@ -70,7 +70,13 @@ class NodeCAM:
             model's ``num_prefix_tokens`` laid on the grid of the image's aspect ratio.
 
     Call it as ``cam(images, targets, generator=None) -> (B, T, H, W)``; see ``explain``. Release the
-    hooks with ``release()`` or use it as a context manager.
+    hooks with ``release()`` or use it as a context manager. Hooks exist only with a
+    ``target_layer`` (the ``forward_features`` route needs none) and do nothing outside calls.
+
+    Precision: float16 / bfloat16 models work; activations and gradients are converted to float32
+    before alpha (g^3 underflows in float16), and the backward propagates each score vector scaled
+    by a power of two to max |v| = 1 (undone exactly afterwards) to keep half-precision gradients
+    out of the subnormal range.
 
     Example:
         >>> model = fcinterp_fast.models.load("efficientnet_lite0")             # doctest: +SKIP
