@@ -93,9 +93,18 @@ def test_fit_report_figures_and_summary(bundled_report, bundled_fit):
 @pytest.mark.slow
 def test_demo_prints_the_classes_and_where_the_report_is(bundled_report):
     out, printed = bundled_report
-    assert printed.strip().endswith(f"report: {out / 'index.md'}")
+    assert f"report: {out / 'index.md'}" in printed
+    assert printed.strip().endswith(f"explanations: {out / 'explain_grace_hopper.png'}")
     for name, k in PAPER_CLASSES.items():
         assert f"{name} ({k}): + R^2" in printed
+
+
+@pytest.mark.slow
+def test_demo_explains_the_bundled_photo(bundled_report):
+    out, _ = bundled_report
+    assert_png(out / "explain_grace_hopper.png")
+    index = (out / "index.md").read_text()
+    assert "(explain_grace_hopper.png)" in index and "`military uniform`" in index
 
 
 # --------------------------------------------------------------------------- any head file

@@ -20,7 +20,7 @@ from ..plot import class_label
 from ..report import level_stats, write_report
 from ..result import HeadFit, resolve_class
 
-__all__ = ["add_arguments", "run", "parse_size", "DEFAULT_MODEL"]
+__all__ = ["add_arguments", "run", "fit_and_report", "parse_size", "DEFAULT_MODEL"]
 
 DEFAULT_MODEL = "efficientnet_lite0"
 _SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -52,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    fit_and_report(args)
+    return 0
+
+
+def fit_and_report(args: argparse.Namespace) -> tuple[HeadFit, object, Path]:
+    """Fit the head ``args`` describe and write its report: ``(fit, what was fitted, index.md)``."""
     head, name, label, (K, _), class_names = _open_head(args)
     ks = [resolve_class(_as_class(c), K, class_names) for c in args.classes]  # before the fit: fail fast
     start = time.perf_counter()
@@ -63,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     index = write_report(fit, args.out, ks, head=label, seconds=seconds)
     _print_summary(fit, ks, label, seconds)
     print(f"report: {index}")
-    return 0
+    return fit, head, index
 
 
 def parse_size(text: str) -> int:
