@@ -32,7 +32,9 @@ one pass, with the rows held in registers:
    constant; its members go up when ``x >= mean``. The mean is a float64 sum taken in the
    reduction's order; the SPEC's threshold (correctly rounded sum / count) lies within
    ``_slack`` of it, so a row where some element of a splitting node lies that close to the
-   computed mean is flagged ``ambiguous`` and recomputed exactly by ``fit``.
+   computed mean is flagged ``ambiguous`` and recomputed exactly by ``fit``. Where the members'
+   magnitudes span few enough binades that every partial sum is exact (typical of 16-bit heads
+   and of deep nodes), the two thresholds are the same float and nothing is flagged.
 
 ``_fit_sorted_kernel`` (longer rows) takes rows already sorted by ``torch.sort`` (and, for
 root="mean", ``mirror`` from ``torch.searchsorted``), one row per program, and walks the same tree
@@ -58,16 +60,18 @@ _UNIT_ROUNDOFF = tl.constexpr(2.0**-53)
 _TINY = tl.constexpr(2.0**-1000)  # absolute slack for float64 inputs near the subnormal range
 
 
-def single_pass_config(D: int) -> tuple[int, int, int]:
-    """``(BLOCK, ROWS, num_warps)`` for rows of ``D <= MAX_SINGLE_PASS`` elements.
+def single_pass_config(D: int, heavy: bool) -> tuple[int, int, int]:
+    """``(BLOCK, ROWS, num_warps)`` for rows of ``D <= MAX_SINGLE_PASS`` elements; ``heavy``: full
+    trees or root="mean", which keep more per-element state and get twice the warps.
 
     Every distinct configuration is a separate compilation (tens of seconds, for ``tl.sort``),
     so it depends on D alone, through a few power-of-two block sizes: rows shorter than 256 are
-    padded to 128 or 256 and packed two or four to a program.
+    padded to 128 or 256 and packed two or four to a program. About 16 elements per thread keep
+    the state in registers (up to 8192 elements; 16384 spills some).
     """
     block = max(128, triton.next_power_of_2(D))
     rows = max(1, 512 // block)
-    num_warps = min(16, max(4, block // 512))
+    num_warps = min(16, max(4, block // 512) * (2 if heavy else 1))
     return block, rows, num_warps
 
 
@@ -77,11 +81,20 @@ def single_pass_config(D: int) -> tuple[int, int, int]:
 
 
 @triton.jit
-def _slack(count, abs_sum):
-    """Bound on |computed mean - SPEC mean| for a float64 sum of ``count`` terms in any order
-    (as ``torch_vec.rounding_slack``): 2 (n + 3) u sum|x| / n + tiny."""
+def _slack(count, abs_sum, smallest, MANTISSA: tl.constexpr):
+    """Bound on |computed mean - SPEC mean| of a node, or -1 when the two are the same float.
+
+    Every member is a multiple of g = ulp(smallest non-zero magnitude) at ``MANTISSA`` bits; if
+    sum|x| < 2^53 g, every partial sum in any order is exact, so the computed sum is the correctly
+    rounded one and the mean the SPEC's to the bit. Otherwise a float64 sum of n terms in any
+    order is within 2 (n + 3) u sum|x| / n + tiny of it (as ``torch_vec.rounding_slack``).
+    """
     n = count.to(tl.float64)
-    return 2.0 * (n + 3.0) * _UNIT_ROUNDOFF * abs_sum / n + _TINY
+    bound = 2.0 * (n + 3.0) * _UNIT_ROUNDOFF * abs_sum / n + _TINY
+    exponent_of_sum = (abs_sum.to(tl.int64, bitcast=True) >> 52) & 0x7FF
+    exponent_of_smallest = (smallest.to(tl.int64, bitcast=True) >> 52) & 0x7FF
+    exact = exponent_of_sum < exponent_of_smallest - MANTISSA + 54
+    return tl.where(exact, -1.0, bound)
 
 
 @triton.jit
@@ -221,13 +234,6 @@ def _pair_sum(node, v):
 
 
 @triton.jit
-def _pair_min(node, v):
-    """Chains: (ROWS, 2) minima of ``v`` over node 0 and node 1 (+inf for an empty node)."""
-    inf = tl.full(v.shape, float("inf"), v.dtype)
-    return tl.join(tl.min(tl.where(node == 0, v, inf), axis=1), tl.min(tl.where(node == 1, v, inf), axis=1))
-
-
-@triton.jit
 def _per_element(t, node, FULL: tl.constexpr):
     """Node values as seen by each element: chains select from (ROWS, 2); full trees already
     hold them per element."""
@@ -239,10 +245,16 @@ def _per_element(t, node, FULL: tl.constexpr):
 
 
 @triton.jit
-def _one_per_row(t, where):
+def _one_per_row(t, where, FULL: tl.constexpr):
     """(ROWS,) value of the node-level ``t`` at the (at most one) node of each row marked by
     ``where`` (0 if none)."""
-    return tl.sum(tl.where(where, t, tl.zeros_like(t)), axis=1)
+    if FULL:
+        return tl.sum(tl.where(where, t, tl.zeros_like(t)), axis=1)
+    else:
+        # tl.split, not a reduction over the joined axis: keeps the rows' layout intact
+        t0, t1 = tl.split(t)
+        w0, w1 = tl.split(where)
+        return tl.where(w0, t0, tl.where(w1, t1, tl.zeros_like(t0)))
 
 
 # Sizes and options stay runtime values (an argument equal to 1 would otherwise become a
@@ -259,6 +271,7 @@ def _fit_rows_kernel(
     FULL: tl.constexpr, ROOT_MEAN: tl.constexpr, SORT_DTYPE: tl.constexpr,
 ):
     """Fit ``ROWS`` rows of ``w`` (n_rows, D) in one pass; see the module docstring."""
+    MANTISSA: tl.constexpr = 53 if SORT_DTYPE == tl.float64 else 24
     # -- map the program to its rows --------------------------------------------------------
     pid = tl.program_id(0)
     rows = pid * ROWS + tl.arange(0, ROWS)  # (ROWS,)
@@ -278,6 +291,8 @@ def _fit_rows_kernel(
     z1 = tl.sum((valid & (xs <= 0)).to(tl.int32), axis=1)[:, None]  # first position > 0
     neg_max = tl.max(tl.where(valid & (xs < 0), x64, float("-inf")), axis=1)[:, None]  # x[z0 - 1]
     pos_min = tl.min(tl.where(valid & (xs > 0), x64, float("inf")), axis=1)[:, None]  # x[z1]
+    row_min = tl.min(tl.where(valid, xs, float("inf")), axis=1)  # (ROWS,)
+    row_max = tl.max(tl.where(valid, xs, float("-inf")), axis=1)
     nonzero = valid & (xs != 0)
     y = tl.log(tl.where(nonzero, tl.abs(x64), 1.0))  # float64 log magnitudes, 0 off the nodes
 
@@ -299,7 +314,8 @@ def _fit_rows_kernel(
     # -- root split ---------------------------------------------------------------------------
     if ROOT_MEAN:
         mu = tl.sum(tl.where(valid, x64, 0.0), axis=1)[:, None] / n
-        slack = _slack(D, tl.sum(tl.where(valid, tl.abs(x64), 0.0), axis=1)[:, None])
+        row_smallest = tl.minimum(-neg_max, pos_min)
+        slack = _slack(D, tl.sum(tl.where(valid, tl.abs(x64), 0.0), axis=1)[:, None], row_smallest, MANTISSA)
         ambiguous = tl.max((valid & (tl.abs(x64 - mu) <= slack)).to(tl.int32), axis=1)
         node = tl.where(valid, tl.where(x64 >= mu, 0, 1), -1)
         # The row by magnitude, for the one node per level that straddles zero: |x| along the
@@ -340,10 +356,16 @@ def _fit_rows_kernel(
         else:
             count = _pair_sum(node, ones)
             total = _pair_sum(node, values)
-            abs_total = _pair_sum(node, tl.abs(values))
-            lo = _pair_min(node, xs)
-            hi = -_pair_min(node, -xs)
-            first = tl.where(slot == 0, D - count, 0)  # chains: + is a suffix, - a prefix
+            if ROOT_MEAN:
+                abs_total = _pair_sum(node, tl.abs(values))
+            else:
+                abs_total = tl.abs(total)  # single-signed nodes
+            # + is a suffix of the sorted row and - a prefix: + ends at the row's maximum and
+            # - starts at its minimum
+            inf = float("inf")
+            lo = tl.join(tl.min(tl.where(node == 0, xs, inf), axis=1), row_min)
+            hi = tl.join(row_max, tl.max(tl.where(node == 1, xs, -inf), axis=1))
+            first = tl.where(slot == 0, D - count, 0)
         end = first + count
         present = count > 0
         lo = lo.to(tl.float64)
@@ -376,11 +398,11 @@ def _fit_rows_kernel(
                 marked = straddles & (pos == first)  # the node's first element speaks for it
             else:
                 marked = straddles
-            s_lo = tl.where(tl.max(marked.to(tl.int32), axis=1) > 0, _one_per_row(lo, marked), float("inf"))
-            s_hi = _one_per_row(hi, marked)
+            s_lo = tl.where(_one_per_row(marked.to(tl.int32), marked, FULL) > 0, _one_per_row(lo, marked, FULL), float("inf"))
+            s_hi = _one_per_row(hi, marked, FULL)
             s_member = by_size_fit & (by_size >= s_lo[:, None]) & (by_size <= s_hi[:, None])
             s_rank = (tl.cumsum(s_member.to(tl.int32), axis=1) - 1).to(tl.float64)
-            s_d = by_size_y - _one_per_row(y_min, marked)[:, None]
+            s_d = by_size_y - _one_per_row(y_min, marked, FULL)[:, None]
             s_rd = tl.sum(tl.where(s_member, s_rank * s_d, 0.0), axis=1)
             sum_rd = tl.where(straddles, s_rd[:, None], sum_rd)
         slope, intercept, r2 = _line_fit(L, y_min, sum_d, sum_rd, sum_dd, linspace)
@@ -402,7 +424,7 @@ def _fit_rows_kernel(
         split = present & (count >= min_size) & (lo != hi) & (level < levels)
         split_e = member & (_per_element(split.to(tl.int32), node, FULL) != 0)
         mean_e = _per_element(mean, node, FULL)
-        slack_e = _per_element(_slack(tl.maximum(count, 1), abs_total), node, FULL)
+        slack_e = _per_element(_slack(tl.maximum(count, 1), abs_total, smallest, MANTISSA), node, FULL)
         close = split_e & (tl.abs(x64 - mean_e) <= slack_e)
         ambiguous = tl.maximum(ambiguous, tl.max(close.to(tl.int32), axis=1))
         upper = x64 >= mean_e
@@ -447,6 +469,7 @@ def _fit_sorted_kernel(
     ``mirror`` (n_rows, D) int64: #{x <= -x_i} (read only when ROOT_MEAN); ``above`` (n_rows, D)
     float64 scratch; ``start``/``stop`` (n_rows, n_columns) int32 node runs, zero-initialised.
     """
+    MANTISSA: tl.constexpr = 53 if s_ptr.dtype.element_ty == tl.float64 else 24
     row = tl.program_id(0).to(tl.int64)
     s_row = s_ptr + row * D
     lane = tl.arange(0, CHUNK)
@@ -501,7 +524,11 @@ def _fit_sorted_kernel(
             total += tl.sum(x, axis=0)
             abs_total += tl.sum(tl.abs(x), axis=0)
         mu = total / n
-        slack = _slack(D, abs_total)
+        largest_negative = tl.load(s_row + tl.maximum(z0 - 1, 0)).to(tl.float64)
+        smallest_positive = tl.load(s_row + tl.minimum(z1, D - 1)).to(tl.float64)
+        row_smallest = tl.minimum(tl.where(z0 > 0, -largest_negative, float("inf")),
+                                  tl.where(z1 < D, smallest_positive, float("inf")))  # fmt: skip
+        slack = _slack(D, abs_total, row_smallest, MANTISSA)
         split = _count_below(s_row, D, mu, True, CHUNK)
         lower_end = split
         for start in range(0, D, CHUNK):
@@ -550,7 +577,7 @@ def _fit_sorted_kernel(
                 )
                 y_min = tl.log(tl.where(L > 0, smallest, 1.0))
                 split_node = (count >= min_size) & (lo != hi) & (level < levels)
-                slack = _slack(count, node_abs)
+                slack = _slack(count, node_abs, smallest, MANTISSA)
                 sum_d = tl.zeros((), dtype=tl.float64)
                 sum_rd = tl.zeros((), dtype=tl.float64)
                 sum_dd = tl.zeros((), dtype=tl.float64)

@@ -74,14 +74,14 @@ def _check_input(W: torch.Tensor) -> None:
         raise ValueError(f"backend 'triton' fits a (rows, D) matrix, got shape {tuple(W.shape)}")
     if W.dtype not in FLOAT_DTYPES:
         raise TypeError(f"backend 'triton' reads float16, bfloat16, float32 or float64, got {W.dtype}")
+    if W.shape[1] == 0:
+        raise ValueError("backend 'triton' needs rows of at least one element (D >= 1)")
     if W.device.type not in _devices():
         allowed = " or ".join(sorted(_devices()))
         raise ValueError(
             f"backend 'triton' runs on {allowed} tensors, got a {W.device.type} tensor; move it with "
             f".cuda() (or set TRITON_INTERPRET=1 before importing triton to use the CPU interpreter)"
         )
-    if W.shape[1] == 0:
-        raise ValueError("backend 'triton' needs rows of at least one element (D >= 1)")
 
 
 def fit_rows(W: torch.Tensor, cfg: FitConfig) -> RowFit:
@@ -117,7 +117,7 @@ def _single_pass(W: torch.Tensor, cfg: FitConfig, out: RowFit, kernels) -> None:
     import triton.language as tl
 
     R, D = W.shape
-    block, rows, num_warps = kernels.single_pass_config(D)
+    block, rows, num_warps = kernels.single_pass_config(D, heavy=cfg.tree == "full" or cfg.root == "mean")
     grid = (triton.cdiv(R, rows),)
     kernels._fit_rows_kernel[grid](
         W, *_outputs(out),
