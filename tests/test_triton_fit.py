@@ -312,6 +312,8 @@ def test_gpu_real_head(dtype):
         got = triton_fit.fit_rows(W, cfg)
         assert not got.ambiguous.any()
         assert_rowfit_close(got, reference.fit_rows(W[sample].cpu(), cfg), rows=sample)
-        assert_rowfit_close(got, torch_vec.fit_rows(W, cfg))
+        want = torch_vec.fit_rows(W, cfg)
+        decided = ~want.ambiguous  # rows the torch backend's cruder bound leaves undecided
+        assert_rowfit_close(got.map(lambda _, t: t[decided]), want.map(lambda _, t: t[decided]))
     fit = fcinterp_fast.fit(W, backend="triton")
     assert fit.backend == "triton" and fit.count.shape[0] == 1000 and fit.count.device.type == "cuda"
