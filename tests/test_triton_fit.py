@@ -88,6 +88,7 @@ def check_against_reference(W: torch.Tensor, **options) -> RowFit:
     got = triton_fit.fit_rows(W, cfg)
     want = reference.fit_rows(W.cpu(), cfg)
     decided = ~got.ambiguous.cpu()
+    assert decided.any(), "every row was flagged ambiguous: nothing left to compare"
     assert_rowfit_close(
         got.map(lambda _, t: t[decided.to(t.device)]), want.map(lambda _, t: t[decided])
     )
@@ -140,7 +141,9 @@ def test_interpreter_dtypes(dtype):
 
 
 @interpreter_only
-@pytest.mark.parametrize("options", MODES[:2], ids=MODE_IDS[:2])
+@pytest.mark.parametrize(
+    "options", MODES[:2] + [dict(tree="chain", root="zero", depth=2)], ids=MODE_IDS[:2] + ["chain-depth-2"]
+)
 def test_interpreter_awkward_rows(options):
     check_against_reference(awkward_rows(33, torch.float32), min_size=4, **options)
 
@@ -189,6 +192,24 @@ def test_interpreter_ambiguous_rows_are_flagged_and_settled(long_rows, monkeypat
     want = fcinterp_fast.fit(W, backend="reference", **options)
     assert fit.nodes == want.nodes
     assert_rowfit_close(rowfit_of(fit), rowfit_of(want))
+
+
+@interpreter_only
+@pytest.mark.parametrize("long_rows", [False, True], ids=["single-pass", "torch-sort-path"])
+def test_interpreter_exactness_uses_the_heads_precision(long_rows, monkeypatch):
+    """Mean 6 / 6 = 1 is an element. Its members span 2^-30 .. 3: as float32 values (24-bit
+    multiples of 2^-53) the sum could round, so the row is flagged; as bfloat16 values (multiples
+    of 2^-37) every partial sum is exact, so the threshold is decided without the reference."""
+    if long_rows:
+        monkeypatch.setattr(_triton_kernels, "MAX_SINGLE_PASS", 4)
+    W = torch.tensor([[2.0**-30, -(2.0**-30), 1.0, 2.0, 3.0, 0.0]])
+    cfg = FitConfig(root="mean", min_size=2)
+    assert triton_fit.fit_rows(W, cfg).ambiguous.tolist() == [True]
+    head16 = W.to(torch.bfloat16)
+    assert torch.equal(head16.float(), W)
+    got = triton_fit.fit_rows(head16, cfg)
+    assert got.ambiguous.tolist() == [False]
+    assert_rowfit_close(got, reference.fit_rows(head16, cfg))
 
 
 @interpreter_only

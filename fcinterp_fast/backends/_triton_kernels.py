@@ -268,10 +268,12 @@ def _fit_rows_kernel(
     min_size, levels, linspace,
     # Meta-parameters
     BLOCK: tl.constexpr, ROWS: tl.constexpr,
-    FULL: tl.constexpr, ROOT_MEAN: tl.constexpr, SORT_DTYPE: tl.constexpr,
+    FULL: tl.constexpr, ROOT_MEAN: tl.constexpr, SORT_DTYPE: tl.constexpr, MANTISSA: tl.constexpr,
 ):
-    """Fit ``ROWS`` rows of ``w`` (n_rows, D) in one pass; see the module docstring."""
-    MANTISSA: tl.constexpr = 53 if SORT_DTYPE == tl.float64 else 24
+    """Fit ``ROWS`` rows of ``w`` (n_rows, D) in one pass; see the module docstring.
+
+    ``MANTISSA``: significand bits of w's dtype (for ``_slack``).
+    """
     # -- map the program to its rows --------------------------------------------------------
     pid = tl.program_id(0)
     rows = pid * ROWS + tl.arange(0, ROWS)  # (ROWS,)
@@ -462,14 +464,14 @@ def _fit_sorted_kernel(
     loc_ptr, scale_ptr, kappa_ptr, loglik_ptr, ambiguous_ptr,
     D, n_columns, min_size, levels, linspace,
     # Meta-parameters
-    CHUNK: tl.constexpr, FULL: tl.constexpr, ROOT_MEAN: tl.constexpr,
+    CHUNK: tl.constexpr, FULL: tl.constexpr, ROOT_MEAN: tl.constexpr, MANTISSA: tl.constexpr,
 ):
     """Fit one sorted row of ``s`` (n_rows, D) per program; see the module docstring.
 
+    ``MANTISSA``: significand bits of the head's own dtype (the sorted copy may be wider).
     ``mirror`` (n_rows, D) int64: #{x <= -x_i} (read only when ROOT_MEAN); ``above`` (n_rows, D)
     float64 scratch; ``start``/``stop`` (n_rows, n_columns) int32 node runs, zero-initialised.
     """
-    MANTISSA: tl.constexpr = 53 if s_ptr.dtype.element_ty == tl.float64 else 24
     row = tl.program_id(0).to(tl.int64)
     s_row = s_ptr + row * D
     lane = tl.arange(0, CHUNK)

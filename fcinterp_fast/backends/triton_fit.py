@@ -29,6 +29,9 @@ MIN_TRITON = (3, 4)
 _SORTED_PATH_BYTES = 256 * 2**20
 #: Elements per step of the long-row kernel's loops over a node.
 _CHUNK = 2048
+#: Significand bits (with the implicit one) of each input dtype: every value is a multiple of
+#: 2^(exponent + 1 - bits), which lets the kernels prove a node's float64 sum exact.
+_MANTISSA = {torch.float16: 11, torch.bfloat16: 8, torch.float32: 24, torch.float64: 53}
 
 
 def interpreting() -> bool:
@@ -124,7 +127,7 @@ def _single_pass(W: torch.Tensor, cfg: FitConfig, out: RowFit, kernels) -> None:
         R, D, W.stride(0), W.stride(1), cfg.n_columns, *_options(cfg),
         BLOCK=block, ROWS=rows,
         FULL=cfg.tree == "full", ROOT_MEAN=cfg.root == "mean",
-        SORT_DTYPE=tl.float64 if W.dtype == torch.float64 else tl.float32,
+        SORT_DTYPE=tl.float64 if W.dtype == torch.float64 else tl.float32, MANTISSA=_MANTISSA[W.dtype],
         num_warps=num_warps,
     )  # fmt: skip
 
@@ -148,7 +151,7 @@ def _sorted_path(W: torch.Tensor, cfg: FitConfig, out: RowFit, kernels) -> None:
         kernels._fit_sorted_kernel[(stop - start,)](
             xs, mirror, above, start_table, stop_table, *part,
             D, cfg.n_columns, *_options(cfg),
-            CHUNK=_CHUNK, FULL=cfg.tree == "full", ROOT_MEAN=root_mean,
+            CHUNK=_CHUNK, FULL=cfg.tree == "full", ROOT_MEAN=root_mean, MANTISSA=_MANTISSA[W.dtype],
             num_warps=8,
         )  # fmt: skip
 
