@@ -9,25 +9,28 @@ one pass, with the rows held in registers:
    float64 for float64 input), pad with +inf and sort each row with ``tl.sort``.
 2. ALD maximum likelihood (SPEC 4, as ``reference.ald_fit``): with gaps g_i = x_{i+1} - x_i,
    n * beta at x_p is the prefix sum of (i + 1) g_i over i < p and n * alpha the suffix sum of
-   (n - 1 - i) g_i over i >= p. The neighbours x_{i-1}, x_{i+1} come from ``tl.gather``; the
-   terms are placed so that both sums are inclusive float64 scans (forward and reverse), hence
-   sums of non-negative terms in which ties give exact zeros. First minimum of sqrt(alpha) +
-   sqrt(beta) over p = 1..n-2 (``tl.argmin`` breaks ties to the left).
+   (n - 1 - i) g_i over i >= p. The neighbours x_{i-1}, x_{i+1} come from two "shift" scans
+   (``_neighbours``; ``tl.gather`` would cost 2x the registers and spill); the terms are placed
+   so that both sums are inclusive float64 scans (forward and reverse), hence sums of
+   non-negative terms in which ties give exact zeros. First minimum of sqrt(alpha) + sqrt(beta)
+   over p = 1..n-2 (``tl.argmin`` breaks ties to the left).
 3. The split tree, level by level, in a ``while`` loop that stops when no row of the program has a
    node left to split. ``node`` holds, for every sorted element, the index of its node within the
-   level (-1: none). Every node is a run of the sorted row, so a node is known by its first
-   position ``s``, its end ``e`` and its totals; everything else is read off positions:
-   ``lo = x[s]``, ``hi = x[e - 1]``, its non-zero count from the row's zero run ``[z0, z1)``, its
-   smallest magnitude from the two elements nearest zero, and the rank of every member among the
-   node's magnitudes (``_magnitude_rank``; nodes straddling zero only occur with root="mean" and
-   use ``mirror[i]`` = #{x <= -x_i}, found by a binary search with ``tl.gather``).
+   level (-1: none). Every node is a run ``[s, e)`` of the sorted row, so the rest is read off
+   positions and a few totals: its non-zero count from the row's zero run ``[z0, z1)``, its
+   smallest magnitude from its ends or the row's elements nearest zero, and the rank of every
+   member among the node's magnitudes (``_magnitude_rank``: a distance to the end of the run).
    Node totals are float64 sums over the members themselves (never prefix-sum differences, which
    would cancel): for chains (two nodes per level: ``+`` is a suffix of the row, ``-`` a prefix)
-   two masked reductions; for full trees a segmented scan keyed by node id followed by a reverse
-   segmented scan that copies each run's total back to all its members.
-   Pass 1 gives count, sum and absolute sum, pass 2 (relative to the node's smallest log
-   magnitude) the line-fit sums; node statistics are stored straight into the ``RowFit``
-   columns (``_config`` layout) by each node's first element.
+   masked reductions; for full trees a segmented scan keyed by node id followed by a reverse
+   segmented scan that copies each run's totals (and last value) back to all its members.
+   Pass 1 gives count, sum, absolute sum, min and max; pass 2 (relative to the node's smallest
+   log magnitude) the line-fit sums. Node statistics are stored straight into the ``RowFit``
+   columns (``_config`` layout), for full trees by each node's first element.
+   With root="mean" one node per level may hold both signs; its members' ranks interleave the
+   two runs. |x| along the sorted row falls then rises (a bitonic sequence), so one
+   ``tl.bitonic_merge`` of (|x|, sign) keys orders the row by magnitude once, and each level
+   takes that node's rank sum there (a cumulative count of its members).
 4. Splits: a node splits when it has at least ``min_size`` members, is below ``levels`` and not
    constant; its members go up when ``x >= mean``. The mean is a float64 sum taken in the
    reduction's order; the SPEC's threshold (correctly rounded sum / count) lies within
