@@ -131,7 +131,7 @@ class Backend:
 
 _REGISTRY: dict[str, Backend] = {}
 # Modules that register a backend when imported, in the order they are listed to users.
-_MODULES = ("reference", "torch_vec")
+_MODULES = ("reference", "torch_vec", "triton_fit")
 
 
 def register_backend(backend: Backend) -> Backend:
