@@ -92,9 +92,11 @@ def settle_ambiguous(block: torch.Tensor, part: RowFit, cfg: FitConfig) -> RowFi
 
 
 def _used_columns(part: RowFit, cfg: FitConfig) -> int:
-    """Chains without a depth keep only the levels some row reached; otherwise every column."""
+    """Chains without a depth keep the levels some row reached, each level whole (its "+" and
+    "-" node, so that every node of a kept level can be named); otherwise every column."""
     if cfg.tree == "chain" and cfg.depth is None:
-        return max(part.deepest_column(), 2)  # at least the root split "+", "-"
+        levels = max(1, -(-part.deepest_column() // 2))  # at least the root split "+", "-"
+        return 2 * levels
     return cfg.n_columns
 
 

@@ -31,7 +31,8 @@ def head_weight(obj, name: str | None = None) -> torch.Tensor:
             ``"classifier.weight"``); for files, the tensor name (``"lm_head.weight"``).
 
     Returns:
-        (K, D) tensor, a view of the stored weight (conv kernels flattened).
+        (K, D) tensor, a view of the stored weight (conv kernels flattened); numpy views with
+        negative strides are copied.
 
     Raises:
         TypeError / ValueError: unsupported object, missing or ambiguous tensor, wrong shape or
@@ -42,6 +43,8 @@ def head_weight(obj, name: str | None = None) -> torch.Tensor:
     if isinstance(obj, np.ndarray):
         if obj.dtype not in (np.float16, np.float32, np.float64):
             raise TypeError(f"head array has dtype {obj.dtype}; expected float16, float32 or float64")
+        if any(stride < 0 for stride in obj.strides):  # e.g. a[::-1]: torch has no negative strides
+            obj = obj.copy()
         return check_head_tensor(torch.from_numpy(obj))
     if isinstance(obj, (str, os.PathLike)):
         from .io import read_file_head

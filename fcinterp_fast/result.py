@@ -12,7 +12,7 @@ from ._config import FitConfig
 from .backends.registry import RowFit
 from .source import HeadSource
 
-__all__ = ["HeadFit", "AldFit", "derived_columns"]
+__all__ = ["HeadFit", "AldFit", "derived_columns", "resolve_class"]
 
 # Rows of the head read at a time when building masks or tables.
 _BLOCK_ROWS = 4096
@@ -35,6 +35,22 @@ class AldFit:
     def lam(self) -> torch.Tensor:
         """The paper's lambda = 1 / scale, (K,) float64."""
         return 1 / self.scale
+
+
+def resolve_class(cls: int | str, n_classes: int, class_names: Sequence[str] | None = None) -> int:
+    """Index in ``range(n_classes)`` of a class given by index (negative counts from the end) or by
+    (case-insensitive) name; unknown names raise ``ValueError`` with the closest names."""
+    if isinstance(cls, bool) or not isinstance(cls, (int, str)):
+        raise TypeError(f"a class is an int index or a name, got {cls!r}")
+    if isinstance(cls, int):
+        if not -n_classes <= cls < n_classes:
+            raise IndexError(f"class index {cls} out of range for a head of {n_classes} classes")
+        return cls % n_classes
+    if class_names is None:
+        raise ValueError(f"class {cls!r} given by name, but this head has no class names; pass its index")
+    from .models import find_class
+
+    return find_class(class_names, cls)
 
 
 def derived_columns(slope: torch.Tensor, intercept: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -122,19 +138,8 @@ class HeadFit:
 
     # --------------------------------------------------------------------------- lookup
     def class_index(self, cls: int | str) -> int:
-        """Index of a class given by index or (case-insensitive) name."""
-        K = len(self)
-        if isinstance(cls, bool) or not isinstance(cls, (int, str)):
-            raise TypeError(f"a class is an int index or a name, got {cls!r}")
-        if isinstance(cls, int):
-            if not -K <= cls < K:
-                raise IndexError(f"class index {cls} out of range for a head of {K} classes")
-            return cls % K
-        if self.class_names is None:
-            raise ValueError(f"class {cls!r} given by name, but this fit has no class names")
-        from .models import find_class
-
-        return find_class(self.class_names, cls)
+        """Index of a class given by index or (case-insensitive) name (see ``resolve_class``)."""
+        return resolve_class(cls, len(self), self.class_names)
 
     def column(self, node: str, k: int | None = None):
         """Column of ``node``. ``"+*"`` / ``"-*"`` name the deepest node of that chain, which

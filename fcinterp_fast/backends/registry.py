@@ -131,7 +131,7 @@ class Backend:
 
 _REGISTRY: dict[str, Backend] = {}
 # Modules that register a backend when imported, in the order they are listed to users.
-_MODULES = ("reference", "torch_vec", "cpu")
+_MODULES = ("reference", "torch_vec", "cpu", "triton_fit")
 
 
 def register_backend(backend: Backend) -> Backend:
@@ -170,6 +170,11 @@ def resolve(name: str, device: torch.device) -> Backend:
             for b in _load_all().values()
             if b.auto_rank is not None and device.type in b.devices and b.unavailable() is None
         ]
+        if not candidates:
+            raise ValueError(
+                f"no available backend runs on {device.type} tensors; move the head to the CPU or a "
+                f"CUDA device (backends here: {available()})"
+            )
         return min(candidates, key=lambda b: b.auto_rank)
     backend = get_backend(name)
     reason = backend.unavailable()

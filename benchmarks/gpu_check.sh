@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The one prepared check for a machine with a CUDA GPU (see DEVELOPERS.md). From the repository
+# root (a copy of the working tree, with .whl/ beside it):
+#
+#     OUT=/some/dir GIT_SHA=$(git rev-parse HEAD) bash benchmarks/gpu_check.sh
+#
+# Steps, each bounded by `timeout`; a failing step never stops the ones after it:
+#   1. install the wheels in .whl/ (packages that machine lacks) into /tmp/site
+#   2. in the background: compile the benchmark's Triton kernels (and the largest test rows) in
+#      parallel processes, so that the compile time overlaps the steps below
+#   3. build the C++ extension in place, if setup.py exists
+#   4. the GPU tests: pytest -m gpu           -> $OUT/gpu-tests.log
+#   5. the benchmark: benchmarks/bench_gpu.py -> $OUT/gpu-results.json, $OUT/gpu-results.md
+# Everything printed also goes to $OUT/gpu-check.log. The whole script ends within 6 minutes.
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/benchmarks/results}
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/gpu-check.log") 2>&1
+
+T0=$(date +%s)
+LIMIT=345  # seconds for the whole script, leaving margin under 6 minutes
+elapsed() { echo $(($(date +%s) - T0)); }
+left() { echo $((LIMIT - $(elapsed))); }
+# step NAME SECONDS COMMAND...: run with a time limit, report, never fail the script
+step() {
+    local name=$1 limit=$2
+    shift 2
+    if [ "$limit" -le 5 ]; then
+        echo "== [$(elapsed)s] $name: skipped, no time left"
+        return 0
+    fi
+    echo "== [$(elapsed)s] $name (limit ${limit}s)"
+    timeout --kill-after=5 "$limit" "$@"
+    local rc=$?
+    echo "== [$(elapsed)s] $name: exit $rc"
+    return 0
+}
+min() { if [ "$1" -lt "$2" ]; then echo "$1"; else echo "$2"; fi; }
+
+export GIT_SHA=${GIT_SHA:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
+export PYTHONUNBUFFERED=1
+echo "== gpu_check on $(hostname), git $GIT_SHA, $(date -u +%FT%TZ)"
+nvidia-smi -L 2>&1 | head -n 4
+python3 -c "import sys, torch, triton; print('python', sys.version.split()[0], 'torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.cuda.is_available())"
+
+# 1. wheels
+if compgen -G ".whl/*.whl" >/dev/null; then
+    step "install wheels" 40 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+fi
+export PYTHONPATH=/tmp/site:$PWD
+
+# 2. compile in the background (Triton's on-disk cache is shared by every later step)
+step "precompile kernels" 240 python3 benchmarks/bench_gpu.py --compile-only --jobs 6 --precompile 6x16384:float32 &
+PRECOMPILE=$!
+
+# 3. C++ extension
+if [ -f setup.py ]; then
+    step "build extension" 90 python3 setup.py build_ext --inplace
+fi
+
+# 4. GPU tests
+PYTEST_ARGS=(-m gpu -q -x -p no:cacheprovider)
+python3 -c "import xdist" 2>/dev/null && PYTEST_ARGS+=(-n 8)
+python3 -c "import pytest_timeout" 2>/dev/null && PYTEST_ARGS+=(--timeout 200)
+step "gpu tests" "$(min 190 $(($(left) - 120)))" \
+    bash -c 'python3 -m pytest "$@" tests > "$0/gpu-tests.log" 2>&1; rc=$?; tail -n 30 "$0/gpu-tests.log"; exit $rc' \
+    "$OUT" "${PYTEST_ARGS[@]}"
+
+# 5. benchmark (after the background compile, which is bounded by its own limit)
+wait "$PRECOMPILE"
+BUDGET=$(($(left) - 40))
+step "benchmark" "$(($(left) - 5))" python3 benchmarks/bench_gpu.py --out "$OUT" --budget "$BUDGET"
+
+echo "== [$(elapsed)s] done; results in $OUT"
+ls -l "$OUT"

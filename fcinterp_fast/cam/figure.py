@@ -1,0 +1,149 @@
+"""The paper's Fig. 5: what every level of the ``+`` and ``-`` chains of one class sees.
+
+One row per chain: the overlay of the Smooth Grad-CAM++ map of each node (``+``, ``++``, ``+++`` ...
+and ``-``, ``--`` ...) on the image, titled with the node and its number of neurons; the first column
+holds the image and the map through every neuron of the class. All maps come from one fused call.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .base import NodeCAM, prepare_images, _device_dtype
+from .targets import class_index
+
+__all__ = ["chain_figure"]
+
+_WEIGHT_LABELS = {"abs": "|W|", "fc": "W", "ones": "1"}
+
+
+def chain_figure(
+    model: nn.Module,
+    image,
+    cls: int | str | None,
+    *,
+    out: str | os.PathLike,
+    fit=None,
+    n_samples: int = 16,
+    noise: float = 0.15,
+    generator: torch.Generator | None = None,
+    weights: str = "abs",
+    smooth: str = "maps",
+    method: str = "smooth",
+    target_layer: nn.Module | None = None,
+    cmap: str = "jet",
+    overlay_alpha: float = 0.5,
+    dpi: int = 150,
+) -> Path:
+    """Draw the image and, for each level of the ``+`` and ``-`` chains of class ``cls``, its map.
+
+    Args:
+        model: a timm classifier in eval mode (or any model with ``target_layer``).
+        image: a path, a PIL image, or a preprocessed (3, H, W) / (1, 3, H, W) tensor.
+        cls: class index or name; None takes the model's top prediction.
+        out: where to write the figure (the format follows the suffix: .png, .pdf, .svg ...).
+        fit: the ``HeadFit`` giving the chains (None: ``fcinterp_fast.fit`` with its defaults).
+        n_samples, noise, generator, weights, smooth, method, target_layer: as in ``explain``.
+        cmap, overlay_alpha, dpi: drawing options.
+
+    Returns:
+        The path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    device, dtype = _device_dtype(model)
+    if isinstance(image, torch.Tensor) and image.ndim == 3:
+        image = image[None]
+    x = prepare_images(image, model, device, dtype)
+    if x.shape[0] != 1:
+        raise ValueError(f"chain_figure draws one image, got a batch of {x.shape[0]}")
+    with torch.no_grad():
+        probabilities = model(x).float().softmax(dim=-1)[0]
+    options = dict(method=method, n_samples=n_samples, noise=noise, smooth=smooth, weights=weights)
+    with NodeCAM(model, fit=fit, target_layer=target_layer, **options) as cam:
+        head_fit = cam.fit
+        names = cam.class_names
+        k = int(probabilities.argmax()) if cls is None else class_index(cls, len(head_fit), names)
+        chains = [_chain(head_fit, k, sign) for sign in "+-"]
+        targets = [(k, None)] + [(k, node) for chain in chains for node in chain]
+        maps, resolved = cam.explain_targets(x, targets, generator=generator)
+    maps = maps[0].cpu().numpy()
+    picture = _displayable(x[0].float().cpu(), model)
+
+    levels = max(len(c) for c in chains)
+    # column 0: the image and the whole class; a narrow column for the chain labels; then the levels
+    fig, axes = plt.subplots(
+        2, levels + 2, figsize=(1.9 * (levels + 1) + 1.2, 4.7), squeeze=False,
+        gridspec_kw=dict(wspace=0.06, hspace=0.32, width_ratios=[1, 0.14] + [1] * levels),
+    )  # fmt: skip
+    for ax in axes.flat:
+        ax.set_axis_off()
+    axes[0, 0].imshow(picture)
+    axes[0, 0].set_title("input", fontsize=9)
+
+    def draw(ax, index, title):
+        ax.imshow(picture)
+        ax.imshow(maps[index], cmap=cmap, alpha=overlay_alpha, vmin=0.0, vmax=1.0)
+        ax.set_title(title, fontsize=9)
+
+    draw(axes[1, 0], 0, f"whole class\n{resolved[0].size} neurons")
+    index = 1
+    for row, (chain, label) in enumerate(zip(chains, ("+ chain: discriminative", "- chain: confusing"))):
+        axes[row, 1].text(0.5, 0.5, label, rotation=90, ha="center", va="center", fontsize=9,
+                          transform=axes[row, 1].transAxes)  # fmt: skip
+        for level, node in enumerate(chain):
+            draw(axes[row, level + 2], index, f"{_node_label(node)}\n{resolved[index].size} neurons")
+            index += 1
+    colors = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0.0, 1.0), cmap=cmap)
+    fig.colorbar(colors, ax=axes.ravel().tolist(), fraction=0.02, pad=0.01, label="map (min-max scaled)")
+
+    class_name = names[k].split(",")[0] if names else f"class {k}"
+    how = "Grad-CAM++" if method == "gradcam++" else f"Smooth Grad-CAM++ (n={n_samples}, noise {noise:g}, {smooth})"
+    fig.suptitle(
+        f"{_model_name(model)}: {class_name!r} (class {k}, p = {float(probabilities[k]):.2f}); "
+        f"{how}, omega = {_WEIGHT_LABELS[weights]}",
+        fontsize=10,
+    )
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
+def _chain(fit, k: int, sign: str) -> list[str]:
+    """The nodes of one chain present for class k, root first."""
+    nodes = [n for j, n in enumerate(fit.nodes) if set(n) == {sign} and fit.count[k, j] > 0]
+    return sorted(nodes, key=len)
+
+
+def _node_label(node: str) -> str:
+    """``+++`` as is; long chains as ``+x7 (+++++++)`` would not fit, so ``+ x 7``."""
+    return node if len(node) <= 5 else f"{node[0]} \u00d7 {len(node)}"
+
+
+def _displayable(x: torch.Tensor, model: nn.Module):
+    """(3, H, W) preprocessed image -> (H, W, 3) numpy in [0, 1], undoing the model's normalisation."""
+    try:
+        import timm.data
+
+        config = timm.data.resolve_data_config(model=model)
+        mean = torch.tensor(config["mean"])[:, None, None]
+        std = torch.tensor(config["std"])[:, None, None]
+        picture = x * std + mean
+    except (ImportError, KeyError):
+        picture = x
+    if picture.min() < -0.1 or picture.max() > 1.1:  # not the model's normalisation: stretch instead
+        picture = (x - x.min()) / (x.max() - x.min() + 1e-12)
+    return picture.clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def _model_name(model: nn.Module) -> str:
+    config = getattr(model, "pretrained_cfg", None) or {}
+    return config.get("architecture") or type(model).__name__

@@ -1,0 +1,143 @@
+"""Targets of an explanation: ``(class, node)`` pairs and the score vector of each (SPEC section 5).
+
+The score of target (k, n) is s(x) = sum_{j in n} omega_kj f_j(x), f the pre-logit features, so
+ds/df is the vector v with v_j = omega_kj for j in node n and 0 elsewhere: the row k of the head
+masked by the node. ``score_vectors`` builds the (T, D) matrix of those vectors.
+"""
+from __future__ import annotations
+
+import dataclasses
+import operator
+from typing import Callable, Sequence
+
+import torch
+
+__all__ = ["WEIGHTS", "Target", "parse_targets", "class_index", "score_vectors"]
+
+#: omega: |W| (default), W (the exact masked-FC logit without bias) or 1 (the author's notebook).
+WEIGHTS = ("abs", "fc", "ones")
+_NODE_CHARS = frozenset("+-*")
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One resolved target.
+
+    Attributes:
+        cls: class index in [0, K).
+        node: the node as given (``"+++"``, ``"+*"``) or None for every neuron of the class.
+        name: the node's name in the fit (``"+*"`` resolved to the deepest ``+`` node of this
+            class), or None.
+        size: number of neurons the score sums over.
+    """
+
+    cls: int
+    node: str | None
+    name: str | None
+    size: int
+
+
+def parse_targets(targets) -> list[tuple[object, str | None]]:
+    """Normalise the ``targets`` argument to a list of ``(class, node)`` pairs.
+
+    Accepted: a list of pairs ``(class, node)`` and bare classes (node None); one pair on its own
+    (recognised because its second item is None or a node name made of ``+``, ``-``, ``*``); one
+    bare class. A class is an int index or a class name.
+    """
+    if _is_class(targets) or (isinstance(targets, tuple) and len(targets) == 2 and _is_node(targets[1])):
+        targets = [targets]
+    if isinstance(targets, (str, bytes)) or not isinstance(targets, Sequence):
+        raise TypeError(f"targets must be a list of (class, node) pairs, got {type(targets).__name__}")
+    pairs = []
+    for item in targets:
+        if _is_class(item):
+            pairs.append((item, None))
+        elif isinstance(item, (tuple, list)) and len(item) == 2 and _is_class(item[0]):
+            if item[1] is not None and not isinstance(item[1], str):
+                raise TypeError(f"a node is a name such as '+++', '-*' or None, got {item[1]!r}")
+            pairs.append((item[0], item[1]))
+        else:
+            raise TypeError(f"a target is (class, node) with class an int or a name, got {item!r}")
+    if not pairs:
+        raise ValueError("targets is empty; give at least one (class, node) pair")
+    return pairs
+
+
+def class_index(cls, K: int, names: Sequence[str] | None) -> int:
+    """Index in [0, K) of a class given by index (negative counts from the end) or by name."""
+    if isinstance(cls, str):
+        if names is None:
+            raise ValueError(f"class {cls!r} is given by name, but the model has no class names; pass its index")
+        from ..models import find_class
+
+        return find_class(names, cls)
+    k = operator.index(cls)
+    if not -K <= k < K:
+        raise IndexError(f"class index {k} out of range for a head of {K} classes")
+    return k % K
+
+
+def score_vectors(
+    W: torch.Tensor,
+    targets: list[tuple[object, str | None]],
+    weights: str,
+    get_fit: Callable[[], object],
+    names: Sequence[str] | None,
+) -> tuple[torch.Tensor, list[Target]]:
+    """The (T, D) float32 vectors ds_t/df of every target, on W's device, and the resolved targets.
+
+    Args:
+        W: (K, D) head weight.
+        targets: ``(class, node)`` pairs from ``parse_targets``.
+        weights: one of ``WEIGHTS``.
+        get_fit: returns the ``HeadFit`` of W; called only when some node is not None.
+        names: class names for classes given by name (None: only indices).
+
+    Raises:
+        ValueError: unknown weights or node, a node with no member in that class, a fit of another head.
+        IndexError: class index out of range.
+    """
+    if weights not in WEIGHTS:
+        raise ValueError(f"unknown weights {weights!r}; choose one of {', '.join(map(repr, WEIGHTS))}")
+    K, D = W.shape
+    vectors, resolved = [], []
+    for cls, node in targets:
+        k = class_index(cls, K, names)
+        row = W[k].detach().float()
+        omega = {"abs": row.abs, "fc": row.clone, "ones": lambda: torch.ones_like(row)}[weights]()
+        if node is None:
+            vectors.append(omega)
+            resolved.append(Target(k, None, None, D))
+            continue
+        fit = get_fit()
+        if tuple(fit.shape) != (K, D):
+            raise ValueError(f"the fit is of a ({fit.shape[0]}, {fit.shape[1]}) head, the model's head is ({K}, {D})")
+        column = fit.column(node, k) if node in ("+*", "-*") else fit.column(node)
+        size = int(fit.count[k, column])
+        if size == 0:
+            present = [n for j, n in enumerate(fit.nodes) if fit.count[k, j] > 0]
+            raise ValueError(
+                f"node {node!r} has no neurons in class {k} (it was not split that deep); its nodes are "
+                f"{', '.join(present)}"
+            )
+        inside = torch.zeros(D, dtype=torch.bool, device=W.device)
+        inside[fit.members(k, node).to(W.device)] = True
+        vectors.append(torch.where(inside, omega, 0.0))
+        resolved.append(Target(k, node, fit.nodes[column], size))
+    return torch.stack(vectors), resolved
+
+
+def _is_class(x) -> bool:
+    if isinstance(x, str):
+        return not _is_node(x)
+    if isinstance(x, bool):
+        return False
+    try:
+        operator.index(x)
+    except TypeError:
+        return False
+    return True
+
+
+def _is_node(x) -> bool:
+    return x is None or (isinstance(x, str) and bool(x) and set(x) <= _NODE_CHARS)

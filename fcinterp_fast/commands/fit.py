@@ -1,0 +1,118 @@
+"""``fcinterp fit``: fit the head of a bundled model or of a weights file, and write a report.
+
+Example:
+    fcinterp fit --model efficientnet_lite0 --classes tricycle "web site" whiptail --out report
+    fcinterp fit --weights model.safetensors --name lm_head.weight --classes 0 17 --tree full --depth 3
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from pathlib import Path
+
+from .. import models
+from .._config import GRIDS, ROOTS, TREES, FitConfig
+from ..api import fit as fit_head
+from ..backends import registry
+from ..heads import head_weight, open_head
+from ..plot import class_label
+from ..report import level_stats, write_report
+from ..result import HeadFit, resolve_class
+
+__all__ = ["add_arguments", "run", "fit_and_report", "parse_size", "DEFAULT_MODEL"]
+
+DEFAULT_MODEL = "efficientnet_lite0"
+_SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = FitConfig()
+    head = parser.add_argument_group("the head (a bundled model by default)")
+    where = head.add_mutually_exclusive_group()
+    where.add_argument("--model", choices=models.list_models(), help=f"a bundled model (default {DEFAULT_MODEL})")
+    where.add_argument("--weights", type=Path, metavar="FILE", help="a .safetensors or .pth file holding the head")
+    head.add_argument("--name", metavar="TENSOR",
+                      help="the head's tensor in FILE (e.g. lm_head.weight) or submodule of the model; "
+                           "default: found by name and shape")  # fmt: skip
+    head.add_argument("--device", default="cpu", help="where to fit, e.g. cuda (default cpu; a file's head is then read whole)")
+    parser.add_argument("--classes", nargs="+", default=[], metavar="CLASS",
+                        help='classes to draw and detail: indices or ImageNet names ("web site")')  # fmt: skip
+    parser.add_argument("--out", type=Path, default=Path("report"), metavar="DIR", help="report folder (default ./report)")
+    options = parser.add_argument_group("fit options (see fcinterp_fast.fit)")
+    options.add_argument("--backend", default="auto", choices=["auto", *registry.names()], help="default auto")
+    options.add_argument("--tree", default=defaults.tree, choices=TREES, help=f"default {defaults.tree}")
+    options.add_argument("--root", default=defaults.root, choices=ROOTS, help=f"split the row at zero or at its mean (default {defaults.root})")
+    options.add_argument("--grid", default=defaults.grid, choices=GRIDS, help=f"Algorithm 1's x grid (default {defaults.grid})")
+    options.add_argument("--depth", type=int, metavar="N", help="deepest level (default: none for chains; full trees need one, <= 10)")
+    options.add_argument("--min-size", type=int, default=defaults.min_size, metavar="N",
+                         help=f"split only nodes with at least N members (default {defaults.min_size})")  # fmt: skip
+    options.add_argument("--max-memory", type=parse_size, metavar="BYTES",
+                         help="working memory of one block of rows, e.g. 256M or 2G (default 512M)")  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    fit_and_report(args)
+    return 0
+
+
+def fit_and_report(args: argparse.Namespace) -> tuple[HeadFit, object, Path]:
+    """Fit the head ``args`` describe and write its report: ``(fit, what was fitted, index.md)``."""
+    head, name, label, (K, _), class_names = _open_head(args)
+    ks = [resolve_class(_as_class(c), K, class_names) for c in args.classes]  # before the fit: fail fast
+    start = time.perf_counter()
+    fit = fit_head(
+        head, backend=args.backend, tree=args.tree, root=args.root, min_size=args.min_size,
+        depth=args.depth, grid=args.grid, name=name, max_memory=args.max_memory,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    index = write_report(fit, args.out, ks, head=label, seconds=seconds)
+    _print_summary(fit, ks, label, seconds)
+    print(f"report: {index}")
+    return fit, head, index
+
+
+def parse_size(text: str) -> int:
+    """``"512M"`` -> 536870912: a byte count with an optional K/M/G/T suffix (powers of 1024)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", text, flags=re.IGNORECASE)
+    if not match or float(match[1]) * _SIZE_UNITS[match[2].upper()] < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size in bytes; write e.g. 1000000, 256M or 2G")
+    return int(float(match[1]) * _SIZE_UNITS[match[2].upper()])
+
+
+def _as_class(text: str) -> int | str:
+    return int(text) if re.fullmatch(r"-?\d+", text.strip()) else text
+
+
+def _open_head(args):
+    """What to pass to ``fit`` (object and tensor name), a label, the shape and the class names."""
+    if args.weights is not None:
+        if args.device != "cpu":  # backends run where the tensor is: read the head whole, move it
+            weight = head_weight(args.weights, args.name).to(args.device)
+            return weight, None, f"{args.weights}", tuple(weight.shape), None
+        source, _ = open_head(args.weights, args.name)  # validates the file and the tensor up front
+        tensor = getattr(source, "name", args.name)
+        label = f"{args.weights}" + (f", tensor {tensor}" if tensor else "")
+        return args.weights, args.name, label, tuple(source.shape), None
+    name = args.model or DEFAULT_MODEL
+    model = models.load(name, device=args.device)
+    label = f"{name} (bundled ImageNet weights)"
+    return model, args.name, label, tuple(head_weight(model, args.name).shape), models.class_names(model)
+
+
+def _print_summary(fit: HeadFit, ks: list[int], label: str, seconds: float) -> None:
+    K, D = fit.shape
+    print(f"fitted {label}: {K} classes x {D} features, backend {fit.backend}, {seconds:.2f} s")
+    chain = fit.config.tree == "chain"
+    medians = [f"{s.side * s.level if chain else f'L{s.level}{s.side}'} {s.median:.3f}" for s in level_stats(fit)]
+    print("  median R^2 per node: " + ", ".join(medians))
+    for k in ks:
+        plus, minus = fit.column("+"), fit.column("-")
+        deepest = {side: fit.nodes[fit.column(side + "*", k)] for side in "+-"} if chain else {}
+        print(
+            f"  {class_label(fit, k)}: + R^2 {float(fit.r2[k, plus]):.3f} (n {int(fit.count[k, plus])}), "
+            f"- R^2 {float(fit.r2[k, minus]):.3f} (n {int(fit.count[k, minus])})"
+            + (f", chains to {' and '.join(f'{n} (n {int(fit.count[k, fit.column(n)])})' for n in deepest.values())}"
+               if deepest else "")
+            + f"; ALD kappa {float(fit.ald.kappa[k]):.4g}, scale {float(fit.ald.scale[k]):.4g}"
+        )

@@ -1,0 +1,384 @@
+"""fcinterp_fast.explain / NodeCAM against pytorch-grad-cam and the SPEC (section 5); the chain figure and CLI.
+
+pytorch-grad-cam scales each map twice (min-max before and after resizing) where the SPEC scales
+once, so the two differ by up to about 1e-7 / (range of the raw map): the models and inputs below
+keep that well inside the 1e-5 tolerance.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+
+import matplotlib.image
+import numpy as np
+import pytest
+import timm
+import torch
+import torchvision
+from PIL import Image
+from torch import nn
+
+import fcinterp_fast
+from fcinterp_fast.cam import NodeCAM, cli, explain, noisy_copies
+from fcinterp_fast.cam.figure import chain_figure
+from fcinterp_fast.cam.gradcampp import combine_torch
+
+import cam_oracle
+
+ATOL = 1e-5
+
+
+def _random_model(name: str, **kwargs) -> nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model(name, pretrained=False, **kwargs).eval()
+
+
+def _random_vit() -> nn.Module:
+    """ViT-tiny on 64 x 64 images; its head is scaled up so that raw maps span well over 1e-2
+    (see the module docstring on pytorch-grad-cam's double scaling)."""
+    model = _random_model("vit_tiny_patch16_224", img_size=64)
+    with torch.no_grad():
+        model.head.weight.mul_(20)
+    return model
+
+
+@pytest.fixture(scope="module")
+def resnet18():
+    return _random_model("resnet18")
+
+
+@pytest.fixture(scope="module")
+def resnet18_fit(resnet18):
+    return fcinterp_fast.fit(resnet18)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return fcinterp_fast.models.load("efficientnet_lite0")
+
+
+@pytest.fixture(scope="module")
+def hopper_path():
+    from matplotlib import cbook
+
+    return cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+
+
+def _tokens_to_grid(side):
+    return lambda t: t[:, 1:].reshape(t.shape[0], side, side, t.shape[-1]).permute(0, 3, 1, 2)
+
+
+def _close(ours: torch.Tensor, ref: np.ndarray, atol: float = ATOL) -> None:
+    diff = np.abs(ours.detach().cpu().numpy() - ref)
+    bad = np.argwhere(diff > atol)
+    assert not len(bad), f"{len(bad)} of {diff.size} differ (max {diff.max():.3g}), first at {bad[:3].tolist()}"
+
+
+# ------------------------------------------------------------------------- pytorch-grad-cam
+_CASES = {
+    # name: (model factory, our target_layer, pytorch-grad-cam's layer, its reshape_transform)
+    "resnet18-layer4": (lambda: _random_model("resnet18"), None, lambda m: m.layer4, None),
+    "resnet18-layer3": (lambda: _random_model("resnet18"), lambda m: m.layer3, lambda m: m.layer3, None),
+    "vit-tiny": (
+        _random_vit,
+        None,  # class-token ViTs default to blocks[-1].norm1
+        lambda m: m.blocks[-1].norm1,
+        _tokens_to_grid(4),
+    ),
+    "swin-tiny": (
+        lambda: _random_model("swin_tiny_patch4_window7_224", img_size=64, window_size=2),
+        None,
+        lambda m: m.norm,
+        lambda t: t.permute(0, 3, 1, 2),
+    ),
+    "torchvision-layer4": (
+        lambda: torchvision.models.resnet18(num_classes=10).eval(),
+        lambda m: m.layer4,
+        lambda m: m.layer4,
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(_CASES))
+def test_gradcampp_equals_pytorch_grad_cam(case, images):
+    factory, ours_layer, their_layer, reshape = _CASES[case]
+    model = factory()
+    classes = [3, 7]
+    layer = ours_layer(model) if ours_layer else None
+    maps = explain(model, images, [(k, None) for k in classes], method="gradcam++", weights="fc", target_layer=layer)
+    assert maps.shape == (2, 2, 64, 64) and maps.dtype == torch.float32
+    for t, k in enumerate(classes):
+        _close(maps[:, t], cam_oracle.gradcampp(model, their_layer(model), images, k, reshape=reshape))
+
+
+def test_efficientnet_lite0_equals_pytorch_grad_cam(lite0, hopper_path):
+    k = fcinterp_fast.models.find_class(fcinterp_fast.models.class_names(lite0), "military uniform")
+    maps = fcinterp_fast.explain(lite0, hopper_path, [("military uniform", None)], method="gradcam++", weights="fc")
+    x = fcinterp_fast.models.transform(lite0)(Image.open(hopper_path).convert("RGB"))[None]
+    assert maps.shape == (1, 1, *x.shape[-2:])
+    _close(maps[:, 0], cam_oracle.gradcampp(lite0, lite0.bn2, x, k))
+
+
+@pytest.mark.parametrize("weights, layer", [("abs", "layer4"), ("abs", "layer3"), ("fc", "layer3"), ("ones", "layer4")])
+def test_masked_nodes_equal_masked_head_copy(resnet18, resnet18_fit, images, weights, layer):
+    fit = resnet18_fit
+    k = 11
+    nodes = ["+", "--", "+*"]
+    target_layer = getattr(resnet18, layer) if layer == "layer3" else None
+    maps = explain(resnet18, images, [(k, n) for n in nodes], method="gradcam++", weights=weights, fit=fit,
+                   target_layer=target_layer)  # fmt: skip
+    W = resnet18.fc.weight.detach()
+    omega = {"abs": W[k].abs(), "fc": W[k], "ones": torch.ones_like(W[k])}[weights]
+    for t, node in enumerate(nodes):
+        mask = torch.zeros_like(omega, dtype=torch.bool)
+        mask[fit.members(k, node)] = True
+        clone = cam_oracle.masked_head_copy(resnet18, resnet18.fc, k, torch.where(mask, omega, 0))
+        _close(maps[:, t], cam_oracle.gradcampp(clone, getattr(clone, layer), images, k))
+
+
+@pytest.mark.parametrize("smooth", ["maps", "derivatives"])
+@pytest.mark.parametrize("layer", ["layer4", "layer3"])
+def test_smooth_equals_looped_pytorch_grad_cam(resnet18, resnet18_fit, images, smooth, layer):
+    fit = resnet18_fit
+    k, node, n = 5, "++", 3
+    target_layer = resnet18.layer3 if layer == "layer3" else None
+    maps = explain(resnet18, images, [(k, node)], n_samples=n, smooth=smooth, fit=fit, target_layer=target_layer,
+                   generator=torch.Generator().manual_seed(4))  # fmt: skip
+    W = resnet18.fc.weight.detach()
+    mask = torch.zeros(W.shape[1], dtype=torch.bool)
+    mask[fit.members(k, node)] = True
+    clone = cam_oracle.masked_head_copy(resnet18, resnet18.fc, k, torch.where(mask, W[k].abs(), 0))
+    copies = noisy_copies(images, n, 0.15, torch.Generator().manual_seed(4))
+    clean = images if smooth == "derivatives" else None
+    _close(maps[:, 0], cam_oracle.smooth_maps(clone, getattr(clone, layer), copies, n, k, clean=clean))
+
+
+# ------------------------------------------------------------------------ fusion and noise
+@pytest.mark.parametrize("layer", ["layer4", "layer3"])
+@pytest.mark.parametrize("smooth", ["maps", "derivatives"])
+def test_fused_targets_equal_single_runs(resnet18, resnet18_fit, images, layer, smooth):
+    targets = [(0, "+"), (0, "-*"), (9, None), (42, "++")]
+    options = dict(n_samples=3, smooth=smooth, fit=resnet18_fit, target_layer=resnet18.layer3 if layer == "layer3" else None)
+    with NodeCAM(resnet18, **options) as cam:
+        fused = cam(images, targets, generator=torch.Generator().manual_seed(2))
+        for t, target in enumerate(targets):
+            single = cam(images, [target], generator=torch.Generator().manual_seed(2))
+            torch.testing.assert_close(fused[:, t], single[:, 0], atol=ATOL, rtol=0)
+
+
+def test_mean_pooled_layer_runs_no_backward(resnet18, resnet18_fit, images, monkeypatch):
+    def no_backward(*args, **kwargs):
+        raise AssertionError("a backward ran for a layer that feeds only global average pooling")
+
+    monkeypatch.setattr(torch.autograd, "grad", no_backward)
+    maps = explain(resnet18, images, [(1, "+"), (2, None)], n_samples=2, fit=resnet18_fit)
+    assert maps.shape == (2, 2, 64, 64)
+
+
+def test_one_backward_for_all_targets(resnet18, resnet18_fit, images, monkeypatch):
+    calls = []
+    real_grad = torch.autograd.grad
+
+    def counting_grad(*args, **kwargs):
+        calls.append(kwargs.get("is_grads_batched", False))
+        return real_grad(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", counting_grad)
+    explain(resnet18, images, [(1, "+"), (2, None), (3, "-")], n_samples=2, fit=resnet18_fit, target_layer=resnet18.layer3)
+    assert calls == [True]
+
+
+@pytest.mark.parametrize("smooth", ["maps", "derivatives"])
+@pytest.mark.parametrize("layer", ["layer4", "layer3"])
+def test_one_clean_sample_is_gradcampp(resnet18, resnet18_fit, images, smooth, layer):
+    options = dict(fit=resnet18_fit, target_layer=resnet18.layer3 if layer == "layer3" else None)
+    targets = [(3, "+"), (4, None)]
+    plain = explain(resnet18, images, targets, method="gradcam++", **options)
+    smooth_maps = explain(resnet18, images, targets, n_samples=1, noise=0.0, smooth=smooth, **options)
+    torch.testing.assert_close(smooth_maps, plain, atol=1e-6, rtol=0)
+
+
+def test_generator_makes_maps_reproducible(resnet18, resnet18_fit, images):
+    def run(seed):
+        return explain(resnet18, images, [(3, "+")], n_samples=4, noise=0.3, fit=resnet18_fit, target_layer=resnet18.layer3,
+                       generator=torch.Generator().manual_seed(seed))  # fmt: skip
+
+    assert torch.equal(run(7), run(7))
+    assert (run(7) - run(8)).abs().max() > 1e-3
+
+
+def test_noisy_copies_follow_the_documented_draw(images):
+    copies = noisy_copies(images, 3, 0.2, torch.Generator().manual_seed(5))
+    eps = torch.randn((2, 3, 3, 64, 64), generator=torch.Generator().manual_seed(5))
+    sigma = 0.2 * (images.amax(dim=(1, 2, 3)) - images.amin(dim=(1, 2, 3)))
+    torch.testing.assert_close(copies, (images[:, None] + sigma[:, None, None, None, None] * eps).flatten(0, 1))
+
+
+# -------------------------------------------------------------------------- float16 models
+def test_alpha_is_float32_for_float16_inputs():
+    gen = torch.Generator().manual_seed(3)
+    A = torch.rand(2, 16, 3, 3, generator=gen).half()
+    g = (torch.randn(2, 2, 16, 3, 3, generator=gen) * 2e-3).half()  # g^3 underflows in float16
+    ours = combine_torch(A, g, copies=1, size=(6, 6))
+    torch.testing.assert_close(ours, combine_torch(A.float(), g.float(), copies=1, size=(6, 6)), atol=1e-6, rtol=0)
+    # float16 arithmetic would lose S g^3 (it underflows), so this comparison is not vacuous
+    assert ((g * g * g) == 0).float().mean() > 0.5 and (g.float() ** 3 != 0).all()
+
+
+def test_float16_model_gives_float32_maps_close_to_float32_model(images):
+    model = _random_model("resnet18")
+    half = copy.deepcopy(model).half()
+    targets = [(3, None), (8, None)]
+    ours = explain(half, images, targets, method="gradcam++")
+    ref = explain(model, images, targets, method="gradcam++")
+    assert ours.dtype == torch.float32 and torch.isfinite(ours).all()
+    torch.testing.assert_close(ours, ref, atol=2e-2, rtol=0)
+
+
+# ------------------------------------------------------------------- inputs and resolution
+def test_images_as_paths_and_pil_equal_preprocessed_tensor(lite0, hopper_path):
+    x = fcinterp_fast.models.transform(lite0)(Image.open(hopper_path).convert("RGB"))[None]
+    targets = [("military uniform", "+"), (652, None)]
+    with NodeCAM(lite0, method="gradcam++") as cam:
+        from_tensor = cam(x, targets)
+        torch.testing.assert_close(cam([hopper_path], targets), from_tensor)
+        torch.testing.assert_close(cam(Image.open(hopper_path), targets), from_tensor)
+
+
+def test_deepest_node_and_class_names_resolve(resnet18, resnet18_fit, images):
+    fit = resnet18_fit
+    with NodeCAM(resnet18, method="gradcam++", fit=fit) as cam:
+        maps, resolved = cam.explain_targets(images, [(5, "+*"), (5, "-*"), (-1, None)])
+    for target, chain in zip(resolved[:2], "+-"):
+        deepest = max((n for j, n in enumerate(fit.nodes) if set(n) == {chain} and fit.count[5, j] > 0), key=len)
+        assert target.name == deepest and target.size == int(fit.count[5, fit.nodes.index(deepest)])
+    assert resolved[2].cls == 999 and resolved[2].size == 512
+    with NodeCAM(resnet18, method="gradcam++", fit=fit) as cam:
+        direct = cam(images, [(5, resolved[0].name), (5, resolved[1].name), (999, None)])
+    torch.testing.assert_close(maps, direct)
+
+
+def test_single_pair_and_bare_class_targets(resnet18, resnet18_fit, images):
+    with NodeCAM(resnet18, method="gradcam++", fit=resnet18_fit) as cam:
+        pair = cam(images, (4, "+"))
+        torch.testing.assert_close(pair, cam(images, [(4, "+")]))
+        torch.testing.assert_close(cam(images, 4), cam(images, [(4, None)]))
+
+
+def test_model_and_images_are_not_modified(resnet18, resnet18_fit, images):
+    state = {k: v.clone() for k, v in resnet18.state_dict().items()}
+    x = images.clone()
+    with NodeCAM(resnet18, target_layer=resnet18.layer3, n_samples=2, fit=resnet18_fit) as cam:
+        assert resnet18.layer3._forward_hooks and resnet18.fc._forward_pre_hooks
+        cam(images, [(1, "+"), (2, "-")])
+        # inert outside calls: a plain forward is unchanged and leaves nothing behind
+        with torch.no_grad():
+            assert not resnet18(images).requires_grad
+    assert not resnet18.layer3._forward_hooks and not resnet18.fc._forward_pre_hooks
+    assert not resnet18.training and all(p.grad is None for p in resnet18.parameters())
+    assert all(torch.equal(state[k], v) for k, v in resnet18.state_dict().items())
+    assert torch.equal(images, x)
+    with pytest.raises(RuntimeError, match="released"):
+        cam(images, [(1, None)])
+
+
+def test_custom_model_needs_target_layer(images):
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    with pytest.raises(ValueError, match="target_layer"):
+        explain(model, images, [(1, None)])
+
+
+# --------------------------------------------------------------------------------- errors
+@pytest.mark.parametrize(
+    "kwargs, targets, error, match",
+    [
+        (dict(method="gradcam"), [(1, None)], ValueError, "unknown method"),
+        (dict(weights="signed"), [(1, None)], ValueError, "unknown weights"),
+        (dict(smooth="both"), [(1, None)], ValueError, "unknown smooth"),
+        (dict(n_samples=0), [(1, None)], ValueError, "n_samples"),
+        (dict(noise=-0.1), [(1, None)], ValueError, "noise"),
+        (dict(), [(1000, None)], IndexError, "out of range"),
+        (dict(), [(1, "+x")], ValueError, "unknown node"),
+        (dict(), [(1, "+" * 40)], ValueError, "unknown node"),
+        (dict(), [], ValueError, "empty"),
+        (dict(), [(1.5, None)], TypeError, "target"),
+    ],
+)
+def test_bad_arguments_raise(resnet18, resnet18_fit, images, kwargs, targets, error, match):
+    with pytest.raises(error, match=match):
+        explain(resnet18, images, targets, fit=resnet18_fit, **kwargs)
+
+
+@pytest.mark.parametrize("shape", [(3, 64, 64), (2, 3, 64), (0, 3, 64, 64)])
+def test_bad_image_shapes_raise(resnet18, shape):
+    with pytest.raises(ValueError, match="images"):
+        explain(resnet18, torch.zeros(shape), [(1, None)])
+
+
+def test_training_mode_raises(images):
+    model = _random_model("resnet18").train()
+    with pytest.raises(ValueError, match="eval"):
+        explain(model, images, [(1, None)])
+    assert model.training
+
+
+def test_node_absent_for_class_raises(resnet18, images):
+    model = copy.deepcopy(resnet18)
+    with torch.no_grad():
+        row = model.fc.weight[0]
+        row.copy_(-row.abs())
+        row[:5] = 0.1  # five positive weights: "+" is too small to split, so class 0 has no "++"
+    with pytest.raises(ValueError, match="no neurons in class 0"):
+        explain(model, images, [(0, "++")], method="gradcam++")
+    assert explain(model, images, [(1, "++")], method="gradcam++").shape == (2, 1, 64, 64)
+
+
+def test_class_by_name_needs_class_names(images):
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    with pytest.raises(ValueError, match="no class names"):
+        explain(model, images, [("tabby", None)], target_layer=model.layer4)
+
+
+# ------------------------------------------------------- the chain figure and its command line
+@pytest.mark.slow
+def test_chain_figure_draws_every_level(lite0, hopper_path, tmp_path):
+    fit = fcinterp_fast.fit(lite0, depth=3)
+    out = chain_figure(lite0, hopper_path, "military uniform", out=tmp_path / "sub" / "fig.png", fit=fit,
+                       n_samples=2, generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert out == tmp_path / "sub" / "fig.png"
+    picture = matplotlib.image.imread(out)
+    height, width = picture.shape[:2]
+    assert width > 2 * height  # input column, label column and three levels side by side
+    assert picture[..., :3].std() > 0.05  # not a blank canvas
+
+
+def _parse(*argv):
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_cli_defaults():
+    args = _parse()
+    assert (args.model, args.weights, args.seed, args.cls, args.method) == ("efficientnet_lite0", "abs", 0, None, "smooth")
+
+
+@pytest.mark.slow
+def test_cli_run_writes_the_figure(hopper_path, tmp_path, capsys):
+    out = tmp_path / "fig.png"
+    args = _parse("--image", hopper_path, "--class", "652", "--out", str(out), "--n-samples", "1", "--depth", "2")
+    assert cli.run(args) == 0
+    assert out.stat().st_size > 10_000 and "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_cli_run_reports_bad_class(tmp_path, capsys):
+    args = _parse("--class", "no such class", "--out", str(tmp_path / "x.png"), "--n-samples", "1", "--depth", "1")
+    assert cli.run(args) == 2
+    assert "no class named" in capsys.readouterr().err

@@ -1,0 +1,163 @@
+"""``head_weight`` finds the (K, D) head in models, modules, tensors, arrays and files, without
+copying it; ``fit`` of any of them equals ``fit`` of the head it finds."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import fcinterp_fast
+from fcinterp_fast import head_weight
+
+timm = pytest.importorskip("timm")
+torchvision = pytest.importorskip("torchvision")
+
+
+def _same_storage(found: torch.Tensor, weight: torch.Tensor) -> None:
+    """``found`` is ``weight`` (flattened for conv 1x1 kernels), not a copy."""
+    assert found.data_ptr() == weight.data_ptr()
+    assert torch.equal(found, weight.detach().flatten(1))
+
+
+def assert_same_fit(a: fcinterp_fast.HeadFit, b: fcinterp_fast.HeadFit) -> None:
+    assert a.nodes == b.nodes
+    for name in ("count", "mean", "lo", "hi", "slope", "intercept", "r2"):
+        assert torch.equal(getattr(a, name).nan_to_num(), getattr(b, name).nan_to_num()), name
+    for name in ("loc", "scale", "kappa", "loglik"):
+        assert torch.equal(getattr(a.ald, name).nan_to_num(), getattr(b.ald, name).nan_to_num()), name
+
+
+# ------------------------------------------------------------------------- models
+@pytest.mark.parametrize(
+    "build, head",
+    [
+        (lambda: timm.create_model("resnet18", pretrained=False), lambda m: m.fc),
+        # DeiT distilled: get_classifier() is (head, head_dist); the class head comes first
+        (lambda: timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False), lambda m: m.head),
+        # DLA: the classifier is a conv 1x1 (1000, 512, 1, 1)
+        (lambda: timm.create_model("dla34", pretrained=False), lambda m: m.fc),
+        (lambda: torchvision.models.resnet18(weights=None), lambda m: m.fc),
+        # SqueezeNet: Sequential(Dropout, Conv2d 1x1, ReLU, AdaptiveAvgPool2d)
+        (lambda: torchvision.models.squeezenet1_0(weights=None), lambda m: m.classifier[1]),
+        (lambda: torchvision.models.vgg11(weights=None), lambda m: m.classifier[6]),
+        (lambda: torchvision.models.efficientnet_b0(weights=None), lambda m: m.classifier[1]),
+        (lambda: torchvision.models.mobilenet_v3_small(weights=None), lambda m: m.classifier[3]),
+    ],
+    ids=["timm-resnet18", "timm-deit-distilled", "timm-dla34-conv", "tv-resnet18", "tv-squeezenet-conv",
+         "tv-vgg11", "tv-efficientnet_b0", "tv-mobilenet_v3"],
+)  # fmt: skip
+def test_model_heads(build, head):
+    model = build()
+    _same_storage(head_weight(model), head(model).weight)
+
+
+def test_fit_of_a_model_is_the_fit_of_its_head():
+    model = timm.create_model("resnet18", pretrained=False)
+    from_model = fcinterp_fast.fit(model, tree="full", depth=2)
+    assert_same_fit(from_model, fcinterp_fast.fit(head_weight(model), tree="full", depth=2))
+    assert len(from_model.class_names) == 1000 and from_model.class_names[0].startswith("tench")
+
+
+def test_named_head():
+    model = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False)
+    _same_storage(head_weight(model, name="head_dist"), model.head_dist.weight)
+    _same_storage(head_weight(model, name="head_dist.weight"), model.head_dist.weight)
+    with pytest.raises(ValueError, match=r"has no submodule 'head_distilled'; linear / conv 1x1 candidates: .*head_dist"):
+        head_weight(model, name="head_distilled")
+
+
+def test_model_without_a_head():
+    with pytest.raises(ValueError, match=r"get_classifier\(\) holds no nn.Linear or conv 1x1 layer"):
+        head_weight(timm.create_model("resnet18", pretrained=False, num_classes=0))
+
+
+# -------------------------------------------------------------------- Hugging Face
+@pytest.fixture(scope="module")
+def transformers():
+    return pytest.importorskip("transformers")
+
+
+def test_hugging_face_language_model(transformers):
+    """A causal LM's head is its output embedding (tied to the input embedding for GPT-2)."""
+    config = transformers.GPT2Config(
+        n_layer=1, n_embd=32, n_head=2, vocab_size=100, n_positions=16, bos_token_id=0, eos_token_id=0
+    )
+    model = transformers.GPT2LMHeadModel(config)
+    _same_storage(head_weight(model), model.lm_head.weight)
+    assert_same_fit(fcinterp_fast.fit(model, min_size=4), fcinterp_fast.fit(model.lm_head.weight, min_size=4))
+
+
+def test_hugging_face_sequence_classifier(transformers):
+    config = transformers.BertConfig(
+        num_hidden_layers=1, hidden_size=32, num_attention_heads=2, intermediate_size=64, vocab_size=100, num_labels=7
+    )
+    model = transformers.BertForSequenceClassification(config)
+    _same_storage(head_weight(model), model.classifier.weight)
+
+
+# ------------------------------------------------------------ modules and arrays
+def test_modules():
+    linear = nn.Linear(16, 10)
+    _same_storage(head_weight(linear), linear.weight)
+    conv = nn.Conv2d(16, 10, kernel_size=1)
+    _same_storage(head_weight(conv), conv.weight)
+    with pytest.raises(ValueError, match=r"Conv2d holds no nn.Linear or conv 1x1 layer"):
+        head_weight(nn.Conv2d(16, 10, kernel_size=3))
+
+
+def test_tensors_and_arrays():
+    W = torch.randn(10, 16, 1, 1)
+    _same_storage(head_weight(W), W)
+    a = np.random.default_rng(0).standard_normal((10, 16)).astype(np.float32)
+    found = head_weight(a)
+    assert np.shares_memory(found.numpy(), a) and np.array_equal(found.numpy(), a)
+
+
+def test_numpy_view_with_negative_strides():
+    """Reversed numpy views have negative strides, which torch tensors cannot describe: the
+    head is then read from a copy (the caller's array is left alone)."""
+    a = np.random.default_rng(1).standard_normal((6, 40))
+    view = a[::-1, ::-2]
+    assert np.array_equal(head_weight(view).numpy(), view)
+    assert_same_fit(fcinterp_fast.fit(view, min_size=2), fcinterp_fast.fit(view.copy(), min_size=2))
+
+
+# --------------------------------------------------------------------------- files
+@pytest.fixture
+def files(tmp_path):
+    """The same state dict as .safetensors and .pth: a backbone conv, a conv 1x1 head under a
+    non-head name, and a linear head under a head name."""
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(0)
+    state = {
+        "features.0.weight": torch.randn(8, 3, 3, 3, generator=generator),
+        "features.1.bias": torch.randn(8, generator=generator),
+        "proj.weight": torch.randn(12, 8, 1, 1, generator=generator).half(),
+        "classifier.weight": torch.randn(20, 12, generator=generator),
+    }
+    save_file(state, tmp_path / "model.safetensors")
+    torch.save(state, tmp_path / "model.pth")
+    return state, tmp_path
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_file_heads(files, suffix):
+    state, folder = files
+    path = folder / f"model{suffix}"
+    assert torch.equal(head_weight(path), state["classifier.weight"])
+    assert torch.equal(head_weight(path, name="proj.weight"), state["proj.weight"].flatten(1))
+    assert head_weight(path, name="proj.weight").dtype == torch.float16
+    assert_same_fit(fcinterp_fast.fit(path), fcinterp_fast.fit(state["classifier.weight"]))
+    # streamed in blocks of one row
+    assert_same_fit(
+        fcinterp_fast.fit(str(path), name="proj.weight", max_memory=1, min_size=2),
+        fcinterp_fast.fit(state["proj.weight"], min_size=2),
+    )
+
+
+def test_single_tensor_pth(tmp_path):
+    W = torch.randn(7, 9)
+    torch.save(W, tmp_path / "head.pt")
+    assert torch.equal(head_weight(tmp_path / "head.pt"), W)
