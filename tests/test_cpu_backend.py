@@ -86,7 +86,7 @@ def assert_exact(name: str, got: torch.Tensor, want: torch.Tensor) -> None:
 
 def assert_same_fit(got, want, W: torch.Tensor) -> None:
     """Exact memberships and ALD location; float64-rounding agreement everywhere else. Chains
-    without a depth come back trimmed after the deepest node: the columns cut off must be absent."""
+    without a depth come back with fewer columns: the columns left out must be absent."""
     assert 2 <= got.columns <= want.columns
     got = got.pad_columns(want.columns)
     for name in ("count", "lo", "hi", "loc"):

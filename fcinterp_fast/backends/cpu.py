@@ -65,8 +65,8 @@ def fit_rows(W: torch.Tensor, cfg: FitConfig) -> RowFit:
 
     Returns:
         RowFit on the CPU with ``cfg.n_columns`` node columns, except for chains without a depth:
-        there only the columns up to the deepest node any row reached, and at least the root level
-        (the rest would be absent; ``fit`` trims them anyway). ``ambiguous`` is all False.
+        there the first 16 levels when no row goes deeper (the rest would be absent; ``fit`` trims
+        unused levels anyway). ``ambiguous`` is all False.
     """
     if _cpu is None:
         raise RuntimeError(f"backend 'cpu' is not available: {_IMPORT_ERROR}")
@@ -93,8 +93,7 @@ def fit_rows(W: torch.Tensor, cfg: FitConfig) -> RowFit:
         if needed <= columns:
             break
         columns = cfg.n_columns
-    fit = RowFit(**out, ambiguous=torch.zeros(rows, dtype=torch.bool))
-    return fit.keep_columns(max(needed, 2)) if columns < cfg.n_columns else fit
+    return RowFit(**out, ambiguous=torch.zeros(rows, dtype=torch.bool))
 
 
 def ald_only(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
