@@ -25,7 +25,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 #: Backends that compute every statistic in float64: held to the oracle's float64 error bounds
 #: alone. Every other backend also gets SPEC 3's float32 tolerance (rtol 1e-5 / atol 1e-6).
-FLOAT64_BACKENDS = frozenset({"reference", "torch"})
+FLOAT64_BACKENDS = frozenset({"reference", "torch", "cpu"})
 
 
 @dataclasses.dataclass(frozen=True)
