@@ -367,9 +367,9 @@ def _cpu_name() -> str:
 
 
 def _git_state() -> dict | None:
-    """The checkout's commit; ``FCINTERP_GIT_SHA`` names it where the tree was copied without .git."""
-    if os.environ.get("FCINTERP_GIT_SHA"):
-        return {"sha": os.environ["FCINTERP_GIT_SHA"], "dirty": None}
+    """The checkout's commit; ``GIT_SHA`` names it where the tree was copied without .git."""
+    if os.environ.get("GIT_SHA"):
+        return {"sha": os.environ["GIT_SHA"], "dirty": None}
     root = Path(__file__).resolve().parents[1]
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
