@@ -65,6 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: heads {','.join(QUICK_HEADS)}, fp32 only, 1 repeat, 2 slow rows")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic heads")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for torch and the cpu backend (default: torch's default)")
     parser.add_argument("--synthetic", action="store_true",
                         help="a synthetic 1000x1280 head instead of the bundled EfficientNet-Lite0 classifier")
 
@@ -253,6 +255,11 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmark; print the table, write the JSON. Returns the process exit code."""
     if args.quick:
         args.heads, args.dtypes, args.repeat, args.slow_rows = ",".join(QUICK_HEADS), "fp32", 1, 2
+    if args.threads is not None:
+        if args.threads < 1:
+            print(f"fcinterp bench: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+            return 2
+        torch.set_num_threads(args.threads)
     impls = implementations(args)
     if args.list:
         for impl in impls.values():

@@ -46,6 +46,8 @@ def test_bad_options_exit_with_a_message(tmp_path, capsys):
     assert "not KxD" in capsys.readouterr().err
     assert bench.run(_args("--impls", "nope", "--out", str(tmp_path))) == 2
     assert "unknown 'nope'" in capsys.readouterr().err
+    assert bench.run(_args("--threads", "0", "--out", str(tmp_path))) == 2
+    assert "--threads must be >= 1" in capsys.readouterr().err
 
 
 def test_author_loop_computes_the_chain_line_fits():
