@@ -1,14 +1,16 @@
 // Kernels of fcinterp_fast._cpu; see fit.h for the contract.
 //
-// Per row (all in the calling thread's scratch):
+// Per row (all in the calling thread's scratch; rows are taken kGroup at a time):
 //   load     the row's bit patterns, turned into unsigned keys that sort like the values
-//   sort     LSD radix sort of the keys (2 passes for 16-bit types, 3 for float32, 6 for float64;
-//            passes whose digit is the same for every key are skipped)
+//   sort     LSD radix sort of the keys: 2 passes of 8 bits for 16-bit types; float32 / float64 keys
+//            sorted on their top 22 / 33 bits (2 / 3 passes of 11 bits), then one insertion pass
+//            (full radix sort if that pass meets too many near-ties)
 //   decode   x = sorted values as float64, y = ln|x| (vectorised log, fdlibm's polynomial)
 //   tree     every node is a run [s, e) of x; per node: count, sum (mean), min, max, and the line
 //            fit from three sums over its members in magnitude order; the split point of a node is
-//            found by binary search for its mean
-//   ALD      gaps of x, two prefix sums of weighted gaps, first minimum of sqrt(alpha) + sqrt(beta)
+//            found by binary search for its mean, made exact where the fast sum cannot decide
+//   ALD      two prefix sums of weighted gaps (the group's rows interleaved), then the first minimum
+//            of sqrt(alpha) + sqrt(beta) with provably safe pruning of blocks
 //
 // Build notes: the file must be compiled with -ffp-contract=off (see fit.h: bitwise agreement of
 // the ALD with the reference), and without -ffast-math (the exact sum and the error bounds rely on

@@ -13,8 +13,10 @@
 //   membership therefore equals the reference's; nothing is left ambiguous.
 // * The line fit works on d = y - y_min. A node whose magnitudes are all equal gives slope 0,
 //   intercept y_0 and r2 = 1 exactly.
-// The ALD prefix sums are accumulated sequentially in the reference's order with no FMA contraction
-// (the build passes -ffp-contract=off), so loc / scale / kappa / loglik match it bit for bit.
+// * The ALD prefix sums are accumulated sequentially in the reference's order with no FMA
+//   contraction (the build passes -ffp-contract=off), and the search for the first minimum skips only
+//   blocks it proves cannot hold it, so the chosen order statistic (loc) is the reference's; scale,
+//   kappa and loglik then agree to the last bit or so (pow and log come from the C library).
 #pragma once
 
 #include <cstdint>
