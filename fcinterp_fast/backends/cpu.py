@@ -46,10 +46,14 @@ def unavailable() -> str | None:
     return _IMPORT_ERROR
 
 
+def _require_extension() -> None:
+    if _cpu is None:
+        raise RuntimeError(f"backend 'cpu' is not available: {_IMPORT_ERROR}")
+
+
 def build_info() -> dict:
     """How the extension was built (flags, OpenMP, SIMD level picked on this CPU)."""
-    if _cpu is None:
-        raise RuntimeError(_IMPORT_ERROR)
+    _require_extension()
     return dict(_cpu.build_info())
 
 
@@ -68,8 +72,7 @@ def fit_rows(W: torch.Tensor, cfg: FitConfig) -> RowFit:
         there the first 16 levels when no row goes deeper (the rest would be absent; ``fit`` trims
         unused levels anyway). ``ambiguous`` is all False.
     """
-    if _cpu is None:
-        raise RuntimeError(f"backend 'cpu' is not available: {_IMPORT_ERROR}")
+    _require_extension()
     if not isinstance(W, torch.Tensor) or W.dim() != 2 or W.device.type != "cpu":
         raise ValueError(f"backend 'cpu' fits a 2-D CPU tensor, got {_describe(W)}")
     if W.dtype not in _DTYPE_NAMES:
@@ -99,8 +102,7 @@ def fit_rows(W: torch.Tensor, cfg: FitConfig) -> RowFit:
 def ald_only(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The ALD part alone (sort + SPEC 4 for every row, no split tree), for timing it against
     ``scipy.stats.laplace_asymmetric.fit``. Returns loc, scale, kappa, loglik: (R,) float64."""
-    if _cpu is None:
-        raise RuntimeError(f"backend 'cpu' is not available: {_IMPORT_ERROR}")
+    _require_extension()
     out = [torch.empty(W.shape[0], dtype=torch.float64) for _ in ALD_FIELDS]
     head, dtype = head_array(W.detach())
     _cpu._ald_rows(head, dtype, *(t.numpy() for t in out), threads=torch.get_num_threads())
