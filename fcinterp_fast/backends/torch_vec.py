@@ -199,7 +199,7 @@ register_backend(
         name="torch",
         fit_rows=fit_rows,
         devices=frozenset({"cpu", "cuda"}),
-        bytes_per_element=192,
+        bytes_per_element=320,
         auto_rank=10,
     )
 )
