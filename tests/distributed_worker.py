@@ -1,6 +1,7 @@
 """Started by ``test_distributed.py`` under torchrun: fit head files sharded over the ranks.
 
-Usage: ``torchrun ... distributed_worker.py JOBS.json`` with a list of ``{"path", "options", "out"}``;
+Usage: ``torchrun ... distributed_worker.py JOBS.json BACKEND`` (gloo or nccl), JOBS a list of
+``{"path", "options", "out"}``;
 rank 0 saves each gathered ``HeadFit`` (node names and every field) to ``out`` with ``torch.save``.
 """
 import json
@@ -12,7 +13,7 @@ from fcinterp_fast import distributed
 
 with open(sys.argv[1]) as f:
     jobs = json.load(f)
-with distributed.process_group("gloo"):
+with distributed.process_group(sys.argv[2]):
     for job in jobs:
         result = distributed.fit_sharded(job["path"], backend="torch", **job["options"])
         if result is not None:

@@ -58,10 +58,11 @@ def test_streamed_safetensors_equals_in_memory(tmp_path, K, D):
     W = random_head(K, D)
     path = save_head(tmp_path / "head.safetensors", W)
     max_memory = budget_for(997, W)  # 997 rows: blocks that do not divide K
-    plan = plan_fit(path, backend="torch", name="lm_head.weight", max_memory=max_memory)
+    options = dict(backend="torch", name="lm_head.weight", max_memory=max_memory, device="cpu")
+    plan = plan_fit(path, **options)
     assert isinstance(plan.source, FileSource) and plan.block_rows == 997
 
-    streamed = fcinterp_fast.fit(path, backend="torch", name="lm_head.weight", max_memory=max_memory)
+    streamed = fcinterp_fast.fit(path, **options)
     assert_same_fit(streamed, fcinterp_fast.fit(W, backend="torch"))
     assert streamed.count.device.type == "cpu" and streamed.shape == (K, D)
 
@@ -71,7 +72,7 @@ def test_streamed_safetensors_equals_in_memory(tmp_path, K, D):
 def test_streamed_file_equals_in_memory(tmp_path, suffix, options):
     W = random_head(3001, 96, torch.bfloat16, seed=1)
     path = save_head(tmp_path / f"head{suffix}", W)
-    streamed = fcinterp_fast.fit(path, backend="torch", max_memory=budget_for(250, W), **options)
+    streamed = fcinterp_fast.fit(path, backend="torch", max_memory=budget_for(250, W), device="cpu", **options)
     assert isinstance(streamed.source, FileSource)  # read with file reads, not memory-mapped
     assert_same_fit(streamed, fcinterp_fast.fit(W, backend="torch", **options))
     torch.testing.assert_close(streamed.mask("++"), fcinterp_fast.fit(W, **options).mask("++"))
@@ -83,7 +84,7 @@ def test_reads_one_block_at_a_time(tmp_path, monkeypatch):
     reads = []
     read_into = FileSource.read_into
     monkeypatch.setattr(FileSource, "read_into", lambda self, a, b, out: reads.append((a, b)) or read_into(self, a, b, out))
-    fcinterp_fast.fit(path, backend="torch", max_memory=budget_for(150, W))
+    fcinterp_fast.fit(path, backend="torch", max_memory=budget_for(150, W), device="cpu")
     assert reads == [(a, min(a + 150, 1000)) for a in range(0, 1000, 150)]
 
 
@@ -91,11 +92,12 @@ def test_reads_one_block_at_a_time(tmp_path, monkeypatch):
 def test_conv_kernel_and_strided_checkpoint_heads(tmp_path, suffix):
     W = random_head(300, 40, torch.float32, seed=2)
     conv = save_head(tmp_path / f"conv{suffix}", W[:, :, None, None].contiguous(), name="classifier.weight")
-    assert_same_fit(fcinterp_fast.fit(conv, backend="torch", max_memory=budget_for(64, W)), fcinterp_fast.fit(W, backend="torch"))
+    options = dict(backend="torch", max_memory=budget_for(64, W), device="cpu")  # exact: the same device
+    assert_same_fit(fcinterp_fast.fit(conv, **options), fcinterp_fast.fit(W, backend="torch"))
     if suffix == ".pth":  # a transposed view is stored as its base: read through torch.load instead
         path = tmp_path / "strided.pth"
         torch.save({"fc.weight": W.t().contiguous().t()}, path)
-        assert_same_fit(fcinterp_fast.fit(path, backend="torch", max_memory=budget_for(64, W)), fcinterp_fast.fit(W, backend="torch"))
+        assert_same_fit(fcinterp_fast.fit(path, **options), fcinterp_fast.fit(W, backend="torch"))
 
 
 def test_non_finite_row_named_by_its_index_in_the_file(tmp_path):
