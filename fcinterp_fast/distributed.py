@@ -50,7 +50,8 @@ def fit_sharded(W, *, group: dist.ProcessGroup | None = None, progress: bool | N
 
     Args:
         W: the head, as for ``fit``: usually a ``.safetensors`` / ``.pth`` path every rank can read.
-        group: the process group (None: the default group of ``process_group()``/torchrun).
+        group: the process group (None: the default group of ``process_group()``/torchrun). With
+            NCCL each rank's current CUDA device must be its own GPU (``process_group`` sets it).
         progress: rank 0's progress bar, counting its own shard (other ranks show none).
         **options: the other keywords of ``fit`` (``backend``, ``tree``, ``root``, ``min_size``,
             ``depth``, ``grid``, ``name``, ``max_memory``, ``device``). With NCCL, ``device``

@@ -2,6 +2,7 @@
 the progress bar, GPU staging, and Parquet tables written in row groups."""
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -220,6 +221,62 @@ def test_parquet_has_one_row_group_per_block_and_equals_the_table(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ GPU
+class _Event:
+    """``torch.cuda.Event`` on the CPU: counts its records; waits on it are logged with that count."""
+
+    def __init__(self, log: list):
+        self.records, self.log = 0, log
+
+    def record(self, stream=None):
+        self.records += 1
+
+    def synchronize(self):  # the reader thread, before refilling a pinned buffer
+        self.log.append(("host waits", self, self.records))
+
+
+class _Stream:
+    def __init__(self, log: list):
+        self.log = log
+
+    def wait_event(self, event):
+        self.log.append(("stream waits", event, event.records))
+
+    def wait_stream(self, other):
+        pass
+
+
+@pytest.mark.parametrize("K", [1, 100, 101, 350])
+def test_gpu_pipeline_delivers_every_block_and_waits_for_the_right_events(monkeypatch, K):
+    """The ring of two pinned and two device buffers, run on the CPU with synchronous stand-ins for
+    streams and events: every block arrives intact, and each wait is on the event of the block that
+    last used the buffer about to be reused."""
+    from fcinterp_fast import source as sources
+    from fcinterp_fast import stream
+
+    events, log = [], []
+    monkeypatch.setattr(torch.cuda, "Event", lambda: events.append(_Event(log)) or events[-1])
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device: _Stream(log))
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device: _Stream(log))
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    real_buffers = stream._buffers
+    monkeypatch.setattr(stream, "_buffers", lambda source, ranges, pin, device=None: real_buffers(source, ranges, False))
+
+    W = random_head(K, 16)
+    ranges = [(a, min(a + 50, K)) for a in range(0, K, 50)]
+    for i, (first, block) in enumerate(stream._through_pinned_memory(sources.TensorSource(W), ranges, torch.device("cpu"))):
+        assert first == ranges[i][0] and torch.equal(block, W[ranges[i][0] : ranges[i][1]])
+        block.fill_(float("nan"))  # the fit is done with it: later blocks must not see this
+    copied, fitted = events[:2], events[2:]
+
+    def waits(kind, on):
+        return [(on.index(e), n) for k, e, n in log if k == kind and e in on]
+
+    n = len(ranges)  # block i is use number i // 2 of buffer slot i % 2
+    assert waits("host waits", copied) == [(i % 2, i // 2) for i in range(n)]  # copies of i - 2 done
+    assert waits("stream waits", fitted) == [(i % 2, i // 2) for i in range(n)]  # fits of i - 2 done
+    assert waits("stream waits", copied) == [(i % 2, i // 2 + 1) for i in range(n)]  # block i copied
+
+
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
