@@ -146,7 +146,9 @@ def settle_ambiguous(block: torch.Tensor, part: RowFit, cfg: FitConfig) -> RowFi
 def _trim(part: RowFit, cfg: FitConfig) -> RowFit:
     """Chains without a depth keep only the levels some row reached; otherwise every column."""
     if cfg.tree == "chain" and cfg.depth is None:
-        return part.keep_columns(max(part.deepest_column(), 2))  # at least the root split "+", "-"
+        kept = part.keep_columns(max(part.deepest_column(), 2))  # at least the root split "+", "-"
+        # Copy out of the views: a block's 128 chain columns (7 KB a row) must not outlive it.
+        return kept.map(lambda _, t: t.contiguous())
     return part
 
 

@@ -101,6 +101,21 @@ def test_conv_kernel_and_strided_checkpoint_heads(tmp_path, suffix):
         assert_same_fit(fcinterp_fast.fit(path, **options), fcinterp_fast.fit(W, backend="torch"))
 
 
+def test_blocks_keep_only_their_trimmed_columns(monkeypatch):
+    """A chain fit holds, per block, the levels some row reached, not all 64 levels' columns."""
+    from fcinterp_fast.backends.registry import RowFit
+
+    held = []
+    cat = RowFit.cat
+    monkeypatch.setattr(RowFit, "cat", staticmethod(lambda parts: held.extend(parts) or cat(parts)))
+    W = random_head(300, 64)
+    result = fcinterp_fast.fit(W, backend="torch", max_memory=budget_for(100, W))
+    assert len(held) == 3 and len(result.nodes) < 20
+    for part in held:
+        for name, values in part.fields().items():
+            assert values.untyped_storage().nbytes() == values.numel() * values.element_size(), name
+
+
 def test_non_finite_row_named_by_its_index_in_the_file(tmp_path):
     W = random_head(2000, 64)
     W[1234, 17] = float("inf")
