@@ -1,6 +1,8 @@
 """``fit()``: validate, open the head, pick a backend, fit in row blocks, assemble a ``HeadFit``."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import sys
 
@@ -11,8 +13,9 @@ from .backends import registry
 from .backends.registry import RowFit
 from .result import HeadFit
 from .source import HeadSource, check_block
+from .stream import iter_blocks, staging_bytes_per_element
 
-__all__ = ["fit", "DEFAULT_MAX_MEMORY"]
+__all__ = ["fit", "plan_fit", "FitPlan", "DEFAULT_MAX_MEMORY"]
 
 #: Working-memory budget of one row block when ``max_memory`` is not given (bytes).
 DEFAULT_MAX_MEMORY = 512 * 2**20
@@ -30,54 +33,103 @@ def fit(
     name: str | None = None,
     max_memory: int | None = None,
     progress: bool | None = None,
+    device: str | torch.device | None = None,
 ) -> HeadFit:
     """Fit the ALD model and the split tree of every class row of a classifier head.
 
     Args:
         W: the head: a (K, D) or (K, D, 1, 1) tensor or numpy array (float16, bfloat16, float32 or
             float64, any device, any strides), an ``nn.Linear`` / conv 1x1 module, a model (its head
-            is found by ``head_weight``), or a ``.safetensors`` / ``.pth`` path.
-        backend: ``"auto"`` (fastest available for W's device), ``"reference"``, ``"torch"``,
-            ``"cpu"`` or ``"triton"``.
+            is found by ``head_weight``), or a ``.safetensors`` / ``.pth`` path (read a block of
+            rows at a time: memory stays within ``max_memory`` whatever the size of the file).
+        backend: ``"auto"`` (fastest available for the fitting device), ``"reference"``,
+            ``"torch"``, ``"cpu"`` or ``"triton"``.
         tree: ``"chain"`` (only ``+ -> ++ -> ...`` and ``- -> -- -> ...``) or ``"full"``.
         root: ``"zero"`` (split at 0, Algorithm 1) or ``"mean"`` (split at the row mean).
         min_size: split a node only when it has at least this many members.
         depth: deepest level (None: no limit for chains, up to 64; required, <= 10, for full trees).
         grid: ``"paper"`` (x_i = i / L) or ``"linspace"`` (x_i = i / (L - 1)).
         name: which tensor or submodule holds the head (files and models; see ``head_weight``).
-        max_memory: working-memory budget in bytes for one block of rows (default 512 MiB).
-        progress: show a progress bar (None: only on a terminal for heads of 10M+ weights).
+        max_memory: bytes of working memory for one block of rows, the backend's scratch space
+            and the read-ahead buffers together (default ``DEFAULT_MAX_MEMORY``, 512 MiB).
+        progress: show a progress bar in rows/s (None: on a terminal, for fits lasting over a
+            second; True: always; False: never).
+        device: where the blocks are fitted (beyond the SPEC signature). None: on the head's own
+            device for tensors and modules; for files (which have no device), on the current CUDA
+            device when CUDA is available and the backend runs there, else on the CPU. Results stay
+            on the head's device (the CPU for files) either way.
 
     Returns:
-        HeadFit with (K, N) node statistics, the per-class ALD fit, masks and tables. Tensors are
-        on W's device. W itself is never modified.
+        HeadFit with (K, N) node statistics, the per-class ALD fit, masks and tables. W itself is
+        never modified.
 
     Example:
         >>> import torch, fcinterp_fast
         >>> fit = fcinterp_fast.fit(torch.randn(10, 64), tree="full", depth=2)
         >>> fit.nodes
         ['+', '-', '++', '+-', '-+', '--']
+        >>> big = fcinterp_fast.fit("model.safetensors", name="lm_head.weight",
+        ...                         max_memory=2**30, device="cuda")  # doctest: +SKIP
     """
-    cfg = FitConfig(tree=tree, root=root, grid=grid, min_size=min_size, depth=depth)
-    if max_memory is not None and (not isinstance(max_memory, int) or max_memory <= 0):
-        raise ValueError(f"max_memory must be a positive number of bytes, got {max_memory!r}")
-    source, class_names = _open(W, name)
-    chosen = registry.resolve(backend, source.device)
-    K, D = source.shape
-    block_rows = _block_rows(D, chosen.bytes_per_element, max_memory or DEFAULT_MAX_MEMORY)
+    plan = plan_fit(
+        W, backend=backend, tree=tree, root=root, min_size=min_size, depth=depth, grid=grid,
+        name=name, max_memory=max_memory, device=device,
+    )  # fmt: skip
+    return plan.head_fit(plan.fit_rows(0, plan.source.shape[0], progress=progress))
 
-    parts = []
-    with _progress_bar(K, D, progress) as bar:
-        for start in range(0, K, block_rows):
-            stop = min(start + block_rows, K)
-            block = source.rows(start, stop)
-            check_block(block, start)
-            part = settle_ambiguous(block, chosen.fit_rows(block, cfg), cfg)
-            parts.append(part.keep_columns(_used_columns(part, cfg)))
-            bar.update(stop - start)
-    rows = RowFit.cat(parts)
-    nodes = cfg.nodes[: rows.columns]
-    return HeadFit(rows, nodes, cfg, source, backend=chosen.name, class_names=class_names)
+
+@dataclasses.dataclass
+class FitPlan:
+    """What ``fit`` settles before reading any weight; ``distributed.fit_sharded`` shares it.
+
+    Attributes:
+        source: the head, read in row blocks; class_names: K names or None.
+        config: the validated options; backend: the registry entry that fits the blocks.
+        device: where blocks are fitted; results are kept on ``source.device``.
+        block_rows: rows per block, from the memory budget.
+    """
+
+    source: HeadSource
+    class_names: list[str] | None
+    config: FitConfig
+    backend: registry.Backend
+    device: torch.device
+    block_rows: int
+
+    def fit_rows(self, start: int, stop: int, progress: bool | None = None, desc: str | None = None) -> RowFit:
+        """Fit rows ``start:stop`` block by block; (stop - start) rows on ``source.device``."""
+        cfg, parts = self.config, []
+        desc = desc or f"fit [{self.backend.name} on {self.device.type}]"
+        with _progress_bar(stop - start, progress, desc) as bar:
+            for first, block in iter_blocks(self.source, start, stop, self.block_rows, self.device):
+                check_block(block, first)
+                part = settle_ambiguous(block, self.backend.fit_rows(block, cfg), cfg)
+                parts.append(_trim(part, cfg).to(self.source.device))
+                bar.update(block.shape[0])
+        if not parts:  # an empty shard of a distributed fit
+            return _trim(RowFit.empty(0, cfg.n_columns, self.source.device), cfg)
+        return RowFit.cat(parts)
+
+    def head_fit(self, rows: RowFit) -> HeadFit:
+        """The ``HeadFit`` of all K rows fitted under this plan."""
+        nodes = self.config.nodes[: rows.columns]
+        return HeadFit(rows, nodes, self.config, self.source, backend=self.backend.name, class_names=self.class_names)
+
+
+def plan_fit(
+    W, *, backend="auto", tree="chain", root="zero", min_size=20, depth=None, grid="paper", name=None,
+    max_memory=None, device=None,
+) -> FitPlan:  # fmt: skip
+    """Validate the options, open the head and choose backend, device and block size (see ``fit``)."""
+    cfg = FitConfig(tree=tree, root=root, grid=grid, min_size=min_size, depth=depth)
+    if max_memory is not None and (isinstance(max_memory, bool) or not isinstance(max_memory, int) or max_memory <= 0):
+        raise ValueError(f"max_memory must be a positive number of bytes (an int), got {max_memory!r}")
+    source, class_names = _open(W, name)
+    where = _fitting_device(device, source, backend)
+    chosen = registry.resolve(backend, where)
+    per_element = chosen.bytes_per_element + staging_bytes_per_element(source, where)
+    block_rows = _block_rows(source.shape[1], per_element, max_memory or DEFAULT_MAX_MEMORY)
+    return FitPlan(source, class_names, cfg, chosen, where, block_rows)
 
 
 def settle_ambiguous(block: torch.Tensor, part: RowFit, cfg: FitConfig) -> RowFit:
@@ -91,13 +143,34 @@ def settle_ambiguous(block: torch.Tensor, part: RowFit, cfg: FitConfig) -> RowFi
     return part
 
 
-def _used_columns(part: RowFit, cfg: FitConfig) -> int:
+def _trim(part: RowFit, cfg: FitConfig) -> RowFit:
     """Chains without a depth keep the levels some row reached, each level whole (its "+" and
     "-" node, so that every node of a kept level can be named); otherwise every column."""
     if cfg.tree == "chain" and cfg.depth is None:
         levels = max(1, -(-part.deepest_column() // 2))  # at least the root split "+", "-"
-        return 2 * levels
-    return cfg.n_columns
+        kept = part.keep_columns(2 * levels)
+        # Copy out of the views: a block's 128 chain columns (7 KB a row) must not outlive it.
+        return kept.map(lambda _, t: t.contiguous())
+    return part
+
+
+def _fitting_device(device, source: HeadSource, backend: str) -> torch.device:
+    if device is None:
+        if not source.on_disk:
+            return source.device
+        # A file has no device of its own: use the GPU when there is one the backend can use.
+        on_gpu = torch.cuda.is_available() and (backend == "auto" or "cuda" in registry.get_backend(backend).devices)
+        device = "cuda" if on_gpu else "cpu"
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device must be None, 'cpu', 'cuda', 'cuda:N' or a torch.device, got {device!r}") from error
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device={str(device)!r} was asked for, but CUDA is not available here; use device='cpu'")
+        if device.index is None:  # compare equal to tensors on the current GPU
+            device = torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def _block_rows(D: int, bytes_per_element: int, max_memory: int) -> int:
@@ -111,21 +184,21 @@ def _open(W, name: str | None) -> tuple[HeadSource, list[str] | None]:
 
 
 class _NoBar:
-    def update(self, n):
+    def update(self, n: int) -> None:
         pass
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, *exc):
-        return False
-
-
-def _progress_bar(K: int, D: int, progress: bool | None):
-    if progress is None:
-        progress = K * D >= 10_000_000 and sys.stderr.isatty() and not os.environ.get("CI")
+def _progress_bar(rows: int, progress: bool | None, desc: str):
+    """A tqdm bar counting rows (rows/s), or a silent stand-in; a context manager either way."""
+    if progress is not None and not isinstance(progress, bool):
+        raise TypeError(f"progress must be True, False or None, got {progress!r}")
+    if progress is None:  # only where someone watches, and only once the fit has taken a second
+        progress = sys.stderr.isatty() and not os.environ.get("CI")
+        delay = 1.0
+    else:
+        delay = 0.0
     if not progress:
-        return _NoBar()
+        return contextlib.nullcontext(_NoBar())
     from tqdm.auto import tqdm
 
-    return tqdm(total=K, unit="rows", desc="fit", unit_scale=True, leave=False)
+    return tqdm(total=rows, unit="rows", unit_scale=True, desc=desc, delay=delay, leave=False, smoothing=0.1)

@@ -1,40 +1,117 @@
-"""Heads stored in files: ``.safetensors`` (read through memory-mapped slices) and ``.pth``."""
+"""Heads stored in files: ``.safetensors`` and ``torch.save`` checkpoints, read a block of rows at a time.
+
+A head stored row-major at a known byte offset of its file is read by ``FileSource`` with plain file
+reads into buffers that ``fit`` reuses (pinned ones when a GPU fits the rows). Memory maps are
+avoided on purpose: every page of a mapped file that has been read stays mapped and counts in the
+process's resident memory, so streaming a 1 GB head through a map ends with 1 GB more RSS however
+small the blocks are; pages brought in by ``read`` belong to the kernel's page cache instead.
+
+* ``.safetensors``: an 8-byte little-endian header length, a JSON header ``{name: {"dtype",
+  "shape", "data_offsets": [begin, end]}}`` (offsets relative to the end of the header), then the
+  data. The header is checked against the file size before anything else is read, so corrupt and
+  truncated files raise ``ValueError`` naming the file and what is wrong.
+* ``.pth`` / ``.pt`` / ``.bin`` / ``.ckpt`` (``torch.save`` zip archives, tensors stored
+  uncompressed): loading with ``map_location="meta"`` reads no data but records where each storage
+  starts in the file (torch >= 2.5). Heads that are strided views, or checkpoints loaded by an older
+  torch, fall back to ``torch.load(mmap=True)`` (correct, but resident memory then grows with the
+  pages read).
+"""
 from __future__ import annotations
 
+import json
+import math
+import sys
 from pathlib import Path
 
 import torch
 
 from .heads import HEAD_FILE_SUFFIXES, choose_tensor
-from .source import HeadSource, check_head_tensor
+from .source import HeadSource, TensorSource, check_head_tensor
 
-__all__ = ["read_file_head", "open_file_head", "SafetensorsSource"]
+__all__ = ["FileSource", "read_file_head", "open_file_head"]
+
+_SAFETENSORS_FLOATS = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
+_SAFETENSORS_ITEMSIZE = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+}  # fmt: skip
+# The safetensors library refuses headers above 100 MB; a larger length means a corrupt file.
+_MAX_SAFETENSORS_HEADER = 100_000_000
 
 
-class SafetensorsSource(HeadSource):
-    """One tensor of a ``.safetensors`` file, read a block of rows at a time."""
+class FileSource(HeadSource):
+    """A (K, D) head stored row-major (little-endian) at byte ``offset`` of ``path``, read on demand.
 
-    def __init__(self, path: Path, name: str):
-        from safetensors import safe_open
+    Attributes:
+        path: the file; name: the tensor's name in it; offset: byte position of element (0, 0).
+        shape: (K, D) (a stored (K, D, 1, 1) conv kernel reads as (K, D)); dtype: float dtype.
+        device: always the CPU (``fit`` moves blocks where they are fitted).
+    """
 
-        self.path, self.name = path, name
-        self._file = safe_open(str(path), framework="pt")
-        self._slice = self._file.get_slice(name)
-        shape = tuple(self._slice.get_shape())
-        dtype = _SAFETENSORS_DTYPES.get(self._slice.get_dtype())
-        if dtype is None:
-            raise TypeError(f"tensor {name!r} in {path} has dtype {self._slice.get_dtype()}; expected F16, BF16, F32 or F64")
-        if len(shape) == 4 and shape[2:] == (1, 1):
-            shape = shape[:2]
-        check_head_tensor(torch.empty(shape, dtype=dtype, device="meta"), what=f"tensor {name!r} in {path}")
-        self.shape, self.dtype, self.device = shape, dtype, torch.device("cpu")
+    on_disk = True
+
+    def __init__(self, path: Path, name: str, shape: tuple[int, ...], dtype: torch.dtype, offset: int):
+        if sys.byteorder != "little":
+            raise RuntimeError(f"reading {path} needs a little-endian machine (the file's byte order)")
+        what = f"tensor {name!r} in {path}"
+        head = check_head_tensor(torch.empty(shape, dtype=dtype, device="meta"), what=what)
+        self.path, self.name, self.offset = path, name, offset
+        self.shape, self.dtype, self.device = tuple(head.shape), dtype, torch.device("cpu")
+        self._row_bytes = self.shape[1] * dtype.itemsize
+        end, size = offset + self.shape[0] * self._row_bytes, path.stat().st_size
+        if end > size:
+            raise ValueError(f"{path} is truncated: {what} ends at byte {end}, but the file has {size} bytes")
 
     def rows(self, start: int, stop: int) -> torch.Tensor:
-        block = self._slice[start:stop]
-        return block.flatten(1) if block.dim() == 4 else block
+        return self.read_into(start, stop, torch.empty((stop - start, self.shape[1]), dtype=self.dtype))
+
+    def read_into(self, start: int, stop: int, out: torch.Tensor) -> torch.Tensor:
+        """Read rows ``start:stop`` into ``out`` ((stop - start, D) contiguous CPU tensor of ``dtype``)."""
+        view = memoryview(out.view(torch.uint8).numpy()).cast("B")  # the raw bytes of ``out``
+        position = self.offset + start * self._row_bytes
+        with open(self.path, "rb", buffering=0) as f:  # one handle per call: safe from any thread
+            f.seek(position)
+            done = 0
+            while done < len(view):
+                n = f.readinto(view[done:])
+                if not n:
+                    raise ValueError(
+                        f"{self.path} is truncated: reading rows {start}:{stop} of tensor {self.name!r} "
+                        f"stopped at byte {position + done} (the file shrank after it was opened)"
+                    )
+                done += n
+        return out
 
 
-_SAFETENSORS_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
+def open_file_head(path: Path, name: str | None) -> HeadSource:
+    """A block reader over the head tensor of a file (reads no weights until asked)."""
+    _check_suffix(path)
+    if path.suffix == ".safetensors":
+        tensors, data_start = _safetensors_header(path)
+        key = choose_tensor(path, {k: tuple(v["shape"]) for k, v in tensors.items()}, name)
+        entry = tensors[key]
+        dtype = _SAFETENSORS_FLOATS.get(entry["dtype"])
+        if dtype is None:
+            raise TypeError(f"tensor {key!r} in {path} has dtype {entry['dtype']}; expected F16, BF16, F32 or F64")
+        return FileSource(path, key, tuple(entry["shape"]), dtype, data_start + entry["data_offsets"][0])
+    state = _torch_state(path, meta=True)
+    key = choose_tensor(path, {k: tuple(v.shape) for k, v in state.items()}, name)
+    tensor = check_head_tensor(state[key], what=f"tensor {key!r} in {path}")
+    offset = getattr(tensor.untyped_storage(), "_checkpoint_offset", None)
+    if offset is None or not tensor.is_contiguous():
+        return TensorSource(read_file_head(path, key))
+    return FileSource(path, key, tuple(tensor.shape), tensor.dtype, offset + tensor.storage_offset() * tensor.element_size())
+
+
+def read_file_head(path: Path, name: str | None) -> torch.Tensor:
+    """The head tensor of a file (memory-mapped for ``torch.save`` files, read for safetensors)."""
+    _check_suffix(path)
+    if path.suffix == ".safetensors":
+        source = open_file_head(path, name)
+        return source.rows(0, source.shape[0])
+    state = _torch_state(path, meta=False)
+    key = choose_tensor(path, {k: tuple(v.shape) for k, v in state.items()}, name)
+    return check_head_tensor(state[key], what=f"tensor {key!r} in {path}")
 
 
 def _check_suffix(path: Path) -> None:
@@ -44,19 +121,66 @@ def _check_suffix(path: Path) -> None:
         raise ValueError(f"{path}: unsupported head file type {path.suffix!r}; use one of {', '.join(HEAD_FILE_SUFFIXES)}")
 
 
-def _safetensors_shapes(path: Path) -> dict[str, tuple]:
-    from safetensors import safe_open
-
+def _safetensors_header(path: Path) -> tuple[dict[str, dict], int]:
+    """The validated header entries of every tensor, and the byte offset where the data starts."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        prefix = f.read(8)
+        length = int.from_bytes(prefix, "little")
+        if len(prefix) < 8 or length > min(size - 8, _MAX_SAFETENSORS_HEADER):
+            raise ValueError(
+                f"{path} is not a valid safetensors file (corrupt or truncated): its first 8 bytes give "
+                f"a header of {length} bytes, but the file has {size} bytes"
+            )
+        raw = f.read(length)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except Exception as error:  # safetensors raises its own error types for corrupt headers
-        raise ValueError(f"could not read {path} as safetensors: {error}") from error
+        header = json.loads(raw)
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
+        raise ValueError(f"{path} is not a valid safetensors file: its header is not JSON ({error})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path} is not a valid safetensors file: its header is a {type(header).__name__}, not a JSON object")
+    data_start, tensors = 8 + length, {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if not _valid_entry(entry):
+            raise ValueError(
+                f"{path} is corrupt: header entry {name!r} is not {{'dtype': str, 'shape': [int, ...], "
+                f"'data_offsets': [begin, end]}}: {str(entry)[:200]}"
+            )
+        (begin, end), itemsize = entry["data_offsets"], _SAFETENSORS_ITEMSIZE.get(entry["dtype"])
+        if itemsize is not None and end - begin != math.prod(entry["shape"]) * itemsize:
+            raise ValueError(
+                f"{path} is corrupt: tensor {name!r} ({entry['dtype']}, shape {entry['shape']}) needs "
+                f"{math.prod(entry['shape']) * itemsize} bytes, but its data_offsets span {end - begin}"
+            )
+        if data_start + end > size:
+            raise ValueError(
+                f"{path} is truncated: tensor {name!r} ends at byte {data_start + end}, but the file has {size} bytes"
+            )
+        tensors[name] = entry
+    return tensors, data_start
 
 
-def _torch_state(path: Path) -> dict[str, torch.Tensor]:
+def _valid_entry(entry) -> bool:
+    def whole(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    if not isinstance(entry, dict) or not isinstance(entry.get("dtype"), str):
+        return False
+    shape, offsets = entry.get("shape"), entry.get("data_offsets")
+    return (
+        isinstance(shape, list) and all(map(whole, shape))
+        and isinstance(offsets, list) and len(offsets) == 2 and all(map(whole, offsets))
+        and offsets[0] <= offsets[1]
+    )  # fmt: skip
+
+
+def _torch_state(path: Path, meta: bool) -> dict[str, torch.Tensor]:
+    """The tensors of a ``torch.save`` file: meta tensors (no data read) or memory-mapped ones."""
+    where = dict(map_location="meta") if meta else dict(map_location="cpu", mmap=True)
     try:
-        state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        state = torch.load(path, weights_only=True, **where)
     except Exception as error:
         raise ValueError(f"could not read {path} with torch.load: {error}") from error
     if isinstance(state, torch.Tensor):
@@ -66,24 +190,3 @@ def _torch_state(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a tensor or a state dict")
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-
-
-def open_file_head(path: Path, name: str | None) -> HeadSource:
-    """A block reader over the head tensor of a file (never loads the whole file)."""
-    _check_suffix(path)
-    if path.suffix == ".safetensors":
-        return SafetensorsSource(path, choose_tensor(path, _safetensors_shapes(path), name))
-    from .source import TensorSource
-
-    return TensorSource(read_file_head(path, name))
-
-
-def read_file_head(path: Path, name: str | None) -> torch.Tensor:
-    """The head tensor of a file (memory-mapped where the format allows)."""
-    _check_suffix(path)
-    if path.suffix == ".safetensors":
-        source = open_file_head(path, name)
-        return source.rows(0, source.shape[0])
-    state = _torch_state(path)
-    key = choose_tensor(path, {k: tuple(v.shape) for k, v in state.items()}, name)
-    return check_head_tensor(state[key], what=f"tensor {key!r} in {path}")

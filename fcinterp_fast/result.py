@@ -6,6 +6,7 @@ import dataclasses
 import os
 from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 
 from ._config import FitConfig
@@ -189,37 +190,42 @@ class HeadFit:
 
     def iter_table(self, block_rows: int = _BLOCK_ROWS) -> Iterator[dict[str, list]]:
         """Long-format table (one row per class and present node) in blocks of classes."""
+        for block in self._table_blocks(block_rows):
+            yield {name: values.tolist() if isinstance(values, np.ndarray) else values for name, values in block.items()}
+
+    def _table_blocks(self, block_rows: int) -> Iterator[dict[str, np.ndarray | list]]:
+        """``iter_table``'s blocks with numeric columns as numpy arrays (strings stay lists)."""
+        if isinstance(block_rows, bool) or not isinstance(block_rows, int) or block_rows < 1:
+            raise ValueError(f"block_rows must be a positive int, got {block_rows!r}")
+        ald = {
+            "ald_loc": self.ald.loc, "ald_scale": self.ald.scale, "ald_kappa": self.ald.kappa,
+            "ald_lambda": self.ald.lam, "ald_loglik": self.ald.loglik,
+        }  # fmt: skip
         for start in range(0, len(self), block_rows):
-            stop = min(start + block_rows, len(self))
-            block = slice(start, stop)
-            present = (self.count[block] > 0).cpu()
-            k_idx, n_idx = present.nonzero(as_tuple=True)
+            block = slice(start, min(start + block_rows, len(self)))
+            k_idx, n_idx = (self.count[block] > 0).cpu().nonzero(as_tuple=True)
             node_values = {
-                name: getattr(self, name)[block].cpu()[k_idx, n_idx].tolist()
+                name: getattr(self, name)[block].cpu()[k_idx, n_idx].numpy()
                 for name in ("count", "mean", "lo", "hi", "slope", "intercept", "r2")
             }
             derived = derived_columns(self.slope[block].cpu(), self.intercept[block].cpu())
-            node_values.update({name: t[k_idx, n_idx].tolist() for name, t in derived.items()})
-            ald = {
-                "ald_loc": self.ald.loc, "ald_scale": self.ald.scale, "ald_kappa": self.ald.kappa,
-                "ald_lambda": self.ald.lam, "ald_loglik": self.ald.loglik,
-            }  # fmt: skip
-            ald = {name: t[block].cpu()[k_idx].tolist() for name, t in ald.items()}
-            classes = (k_idx + start).tolist()
+            node_values.update({name: t[k_idx, n_idx].numpy() for name, t in derived.items()})
+            classes = (k_idx + start).numpy()
+            names = [self.nodes[n] for n in n_idx.tolist()]
             yield {
                 "class": classes,
-                "class_name": [self.class_names[k] if self.class_names else "" for k in classes],
-                "node": [self.nodes[n] for n in n_idx.tolist()],
-                "level": [len(self.nodes[n]) for n in n_idx.tolist()],
+                "class_name": [self.class_names[k] for k in classes] if self.class_names else [""] * len(classes),
+                "node": names,
+                "level": np.fromiter(map(len, names), dtype=np.int64, count=len(names)),
                 **node_values,
-                **ald,
+                **{name: t[block].cpu()[k_idx].numpy() for name, t in ald.items()},
             }
 
     def to_pandas(self):
         """The long-format table as a ``pandas.DataFrame`` (columns ``TABLE_COLUMNS``)."""
         import pandas as pd
 
-        frames = [pd.DataFrame(block, columns=self.TABLE_COLUMNS) for block in self.iter_table()]
+        frames = [pd.DataFrame(block, columns=self.TABLE_COLUMNS) for block in self._table_blocks(_BLOCK_ROWS)]
         return pd.concat(frames, ignore_index=True)
 
     def to_csv(self, path: str | os.PathLike) -> None:
@@ -229,3 +235,20 @@ class HeadFit:
             writer.writerow(self.TABLE_COLUMNS)
             for block in self.iter_table():
                 writer.writerows(zip(*(block[c] for c in self.TABLE_COLUMNS)))
+
+    def to_parquet(self, path: str | os.PathLike, block_rows: int = _BLOCK_ROWS) -> None:
+        """Write the long-format table to a Parquet file, one row group per block of classes.
+
+        Only one block of the table exists at a time, so millions of classes are written without
+        holding the table next to the fit. Needs ``pyarrow`` (``pip install fcinterp-fast[parquet]``).
+        """
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError as error:
+            raise ImportError("HeadFit.to_parquet needs pyarrow: pip install pyarrow (or fcinterp-fast[parquet])") from error
+        types = {"class": pa.int64(), "class_name": pa.string(), "node": pa.string(), "level": pa.int64(), "count": pa.int64()}
+        schema = pa.schema([(name, types.get(name, pa.float64())) for name in self.TABLE_COLUMNS])
+        with pq.ParquetWriter(path, schema) as writer:
+            for block in self._table_blocks(block_rows):
+                writer.write_table(pa.table(block, schema=schema), row_group_size=max(1, len(block["node"])))

@@ -21,15 +21,22 @@ class HeadSource:
         shape: (K, D).
         dtype: one of ``FLOAT_DTYPES``.
         device: where ``rows`` returns its blocks.
+        on_disk: True when every block is read from storage (``fit`` then reads one block ahead
+            into buffers it reuses); False when ``rows`` returns views of memory already held.
     """
 
     shape: tuple[int, int]
     dtype: torch.dtype
     device: torch.device
+    on_disk: bool = False
 
     def rows(self, start: int, stop: int) -> torch.Tensor:
         """Rows ``start:stop`` as a (stop - start, D) tensor (a view where possible; never written)."""
         raise NotImplementedError
+
+    def read_into(self, start: int, stop: int, out: torch.Tensor) -> torch.Tensor:
+        """Copy rows ``start:stop`` into ``out``, a (stop - start, D) CPU tensor of ``dtype``; returns ``out``."""
+        return out.copy_(self.rows(start, stop))
 
     @property
     def nbytes(self) -> int:

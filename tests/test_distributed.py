@@ -1,0 +1,124 @@
+"""``fcinterp_fast.distributed``: rows sharded over torchrun processes (gloo on CPU) give exactly the
+single-process fit, and a failure on one rank stops every rank with its message."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import fcinterp_fast
+from fcinterp_fast import distributed
+
+WORKER = Path(__file__).with_name("distributed_worker.py")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def torchrun(jobs: list[dict], tmp_path: Path, nproc: int = 2, backend: str = "gloo") -> subprocess.CompletedProcess:
+    spec = tmp_path / "jobs.json"
+    spec.write_text(json.dumps(jobs))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", str(WORKER), str(spec), backend]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+
+
+def shallow_then_deep(K: int, D: int) -> torch.Tensor:
+    """First half: rows of +-1 (no split below the root); second half: Gaussian rows (deep chains).
+    Rank 0 of two then trims its chains to 2 columns while rank 1 keeps more."""
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(K, D, generator=g) * 0.05
+    W[: K // 2] = torch.randint(0, 2, (K // 2, D), generator=g) * 2.0 - 1
+    return W.half()
+
+
+def test_two_gloo_ranks_give_the_single_process_fit(tmp_path):
+    cases = {
+        "chain": (shallow_then_deep(1001, 64), {"max_memory": 64 * 324 * 97}),  # odd K, several blocks a rank
+        "full-mean": (shallow_then_deep(300, 48), {"tree": "full", "depth": 3, "root": "mean"}),
+        "one-row": (shallow_then_deep(3, 48)[2:], {}),  # rank 0 has no rows at all
+    }
+    for _, options in cases.values():
+        options["device"] = "cpu"  # bit-for-bit needs the same device (files go to a GPU if any)
+    assert fcinterp_fast.fit(cases["chain"][0][:500], backend="torch").nodes == ["+", "-"]
+    jobs = []
+    for name, (W, options) in cases.items():
+        save_file({"head.weight": W}, str(tmp_path / f"{name}.safetensors"))
+        jobs.append({"path": str(tmp_path / f"{name}.safetensors"), "options": options, "out": str(tmp_path / f"{name}.pt")})
+    run = torchrun(jobs, tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for job in jobs:
+        sharded = torch.load(job["out"])
+        single = fcinterp_fast.fit(job["path"], backend="torch", **job["options"])
+        assert sharded["nodes"] == single.nodes and sharded["backend"] == "torch"
+        for name in ("count", "mean", "lo", "hi", "slope", "intercept", "r2"):
+            torch.testing.assert_close(sharded[name], getattr(single, name), rtol=0, atol=0, equal_nan=True, msg=name)
+        for name in ("loc", "scale", "kappa", "loglik"):
+            torch.testing.assert_close(sharded[f"ald.{name}"], getattr(single.ald, name), rtol=0, atol=0, equal_nan=True, msg=name)
+
+
+def test_a_bad_row_on_one_rank_stops_every_rank(tmp_path):
+    W = shallow_then_deep(200, 32)
+    W[150, 3] = float("nan")  # in rank 1's shard
+    save_file({"head.weight": W}, str(tmp_path / "bad.safetensors"))
+    run = torchrun([{"path": str(tmp_path / "bad.safetensors"), "options": {}, "out": str(tmp_path / "x.pt")}], tmp_path)
+    assert run.returncode != 0
+    assert "ValueError: row 150 of the head contains NaN or infinite values" in run.stderr
+    assert "the distributed fit failed on rank 1: ValueError: row 150" in run.stderr  # rank 0's error
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_fit_sharded_outside_a_process_group():
+    with pytest.raises(RuntimeError, match="needs an initialised torch.distributed process group"):
+        distributed.fit_sharded(torch.randn(4, 8))
+
+
+def test_process_group_outside_torchrun(monkeypatch):
+    for variable in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(variable, raising=False)
+    with pytest.raises(RuntimeError, match=r"RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT missing here\): launch with `torchrun"):
+        with distributed.process_group():
+            pass
+    with pytest.raises(ValueError, match="unknown distributed backend 'mpi'"):
+        with distributed.process_group("mpi"):
+            pass
+
+
+@pytest.mark.parametrize("rows", [0, 1, 5, 1001])
+@pytest.mark.parametrize("world", [1, 2, 3, 7])
+def test_shards_cover_every_row_once_in_order(rows, world):
+    shards = [distributed.shard(rows, rank, world) for rank in range(world)]
+    assert shards[0][0] == 0 and shards[-1][1] == rows
+    assert all(a[1] == b[0] for a, b in zip(shards, shards[1:]))
+    sizes = [stop - start for start, stop in shards]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_distributed_arguments():
+    parser = argparse.ArgumentParser()
+    distributed.add_distributed_arguments(parser)
+    assert vars(parser.parse_args([])) == {"distributed": False, "dist_backend": "auto"}
+    assert vars(parser.parse_args(["--distributed", "--dist-backend", "gloo"])) == {"distributed": True, "dist_backend": "gloo"}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--dist-backend", "mpi"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_nccl_rank_fits_on_its_gpu(tmp_path):
+    W = shallow_then_deep(1001, 64)
+    save_file({"head.weight": W}, str(tmp_path / "head.safetensors"))
+    job = {"path": str(tmp_path / "head.safetensors"), "options": {"max_memory": 64 * 324 * 97}, "out": str(tmp_path / "nccl.pt")}
+    run = torchrun([job], tmp_path, nproc=1, backend="nccl")
+    assert run.returncode == 0, run.stderr[-3000:]
+    sharded, single = torch.load(job["out"]), fcinterp_fast.fit(W, backend="torch")
+    assert sharded["nodes"] == single.nodes and sharded["count"].device.type == "cpu"
+    for name in ("count", "lo", "hi"):  # memberships exact on any device (SPEC 2)
+        torch.testing.assert_close(sharded[name], getattr(single, name), rtol=0, atol=0, equal_nan=True, msg=name)
+    for name in ("mean", "slope", "intercept", "r2"):
+        torch.testing.assert_close(sharded[name], getattr(single, name), rtol=1e-10, atol=1e-12, equal_nan=True, msg=name)
