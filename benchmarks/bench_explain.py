@@ -22,7 +22,6 @@ import datetime
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import fcinterp_fast  # noqa: E402
 from fcinterp_fast.cam import explain, noisy_copies  # noqa: E402
 from fcinterp_fast.cam.base import prepare_images  # noqa: E402
+from fcinterp_fast.bench import git_state  # noqa: E402
 
 CLASS = "military uniform"
 NOISE = 0.15
@@ -158,11 +158,8 @@ def _versions() -> dict[str, str]:
 
 
 def _git_sha() -> str | None:
-    try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return done.stdout.strip()
+    git = git_state()
+    return git["sha"] if git else None
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ import multiprocessing
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 
@@ -41,6 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from fcinterp_fast._config import FitConfig  # noqa: E402
 from fcinterp_fast.api import DEFAULT_MAX_MEMORY  # noqa: E402
 from fcinterp_fast.backends import registry, torch_vec, triton_fit  # noqa: E402
+from fcinterp_fast.bench import git_state  # noqa: E402
 
 #: (K, D, dtype): classifier heads (ImageNet-1k, -21k) and LLM vocabulary heads.
 HEADS = [
@@ -113,19 +113,14 @@ def copy_bandwidth(timer: Timer, device: str, nbytes: int) -> float:
 def environment(device: str) -> dict:
     import triton
 
-    sha = os.environ.get("GIT_SHA")
-    if not sha:
-        try:
-            sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            sha = "unknown"
+    git = git_state()
     return {
         "device_name": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
         "triton": triton.__version__,
         "python": platform.python_version(),
-        "git_sha": sha,
+        "git_sha": git["sha"] if git else "unknown",
         "interpreter": triton_fit.interpreting(),
     }
 

@@ -184,10 +184,10 @@ def write_json(rows: list[dict], path: Path, args) -> None:
 
     import fcinterp_fast
 
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    except OSError:
-        sha = ""
+    from fcinterp_fast.bench import git_state
+
+    git = git_state()
+    sha = git["sha"] if git else ""
     stamp = datetime.datetime.now(datetime.timezone.utc)
     record = {
         "benchmark": "stream", "time": stamp.isoformat(timespec="seconds"), "git_sha": sha,

@@ -38,7 +38,7 @@ step() {
 }
 min() { if [ "$1" -lt "$2" ]; then echo "$1"; else echo "$2"; fi; }
 
-export GIT_SHA=${GIT_SHA:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
+export GIT_SHA=${GIT_SHA:-$(git rev-parse --verify -q HEAD 2>/dev/null || echo unknown)}
 export PYTHONUNBUFFERED=1
 echo "== gpu_check on $(hostname), git $GIT_SHA, $(date -u +%FT%TZ)"
 nvidia-smi -L 2>&1 | head -n 4

@@ -133,12 +133,10 @@ def plan_fit(
 
 
 def settle_ambiguous(block: torch.Tensor, part: RowFit, cfg: FitConfig) -> RowFit:
-    """Recompute with the exact reference the rows a fast backend could not decide (SPEC 2)."""
+    """Recompute on an exact CPU backend the rows a fast backend could not decide (SPEC 2)."""
     rows = part.ambiguous.nonzero().flatten()
     if rows.numel():
-        from .backends import reference
-
-        exact = reference.fit_rows(block[rows.to(block.device)], cfg)
+        exact = registry.exact_backend().fit_rows(block[rows.to(block.device)].cpu(), cfg)
         part.assign_rows(rows, exact.pad_columns(part.columns).keep_columns(part.columns))
     return part
 

@@ -350,7 +350,7 @@ def environment() -> dict:
         "versions": {"fcinterp_fast": fcinterp_fast.__version__, "torch": torch.__version__,
                      "numpy": np.__version__},  # fmt: skip
         "backends": fcinterp_fast.backends(),
-        "git": _git_state(),
+        "git": git_state(),
     }
     for module in ("scipy", "triton"):
         if _importable(module):
@@ -373,13 +373,16 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _git_state() -> dict | None:
-    """The checkout's commit; ``GIT_SHA`` names it where the tree was copied without .git."""
+def git_state() -> dict | None:
+    """The checkout's commit ``{"sha", "dirty"}`` for benchmark records (every script here uses
+    this one); ``GIT_SHA`` names it where the tree was copied without .git."""
     if os.environ.get("GIT_SHA"):
         return {"sha": os.environ["GIT_SHA"], "dirty": None}
     root = Path(__file__).resolve().parents[1]
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        sha = subprocess.run(
+            ["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        )
         dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True)
     except (OSError, subprocess.CalledProcessError):
         return None

@@ -132,5 +132,6 @@ register_backend(
         bytes_per_element=16,
         unavailable=unavailable,
         auto_rank=5,
+        exact=True,
     )
 )

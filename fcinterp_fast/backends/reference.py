@@ -135,5 +135,5 @@ def fit_rows(W: torch.Tensor, cfg: FitConfig) -> RowFit:
 
 
 register_backend(
-    Backend(name="reference", fit_rows=fit_rows, devices=frozenset({"cpu", "cuda"}), bytes_per_element=16)
+    Backend(name="reference", fit_rows=fit_rows, devices=frozenset({"cpu", "cuda"}), bytes_per_element=16, exact=True)
 )

@@ -15,7 +15,7 @@ import torch
 
 from .._config import FitConfig
 
-__all__ = ["Backend", "RowFit", "register_backend", "get_backend", "available", "resolve"]
+__all__ = ["Backend", "RowFit", "register_backend", "get_backend", "available", "resolve", "exact_backend"]
 
 NODE_FIELDS = ("count", "mean", "lo", "hi", "slope", "intercept", "r2")
 ALD_FIELDS = ("loc", "scale", "kappa", "loglik")
@@ -119,6 +119,8 @@ class Backend:
         bytes_per_element: working memory per input element, for sizing row chunks.
         unavailable: ``() -> str | None``: why it cannot run here, or None.
         auto_rank: lower is preferred by ``backend="auto"``; None = never chosen automatically.
+        exact: decides every split exactly (never sets ``RowFit.ambiguous``); such a backend on
+            the CPU recomputes the rows a fast backend flags.
     """
 
     name: str
@@ -127,6 +129,7 @@ class Backend:
     bytes_per_element: int
     unavailable: Callable[[], str | None] = lambda: None
     auto_rank: int | None = None
+    exact: bool = False
 
 
 _REGISTRY: dict[str, Backend] = {}
@@ -155,6 +158,14 @@ def get_backend(name: str) -> Backend:
     if name not in registry:
         raise ValueError(f"unknown backend {name!r}; choose one of 'auto', {', '.join(map(repr, registry))}")
     return registry[name]
+
+
+def exact_backend() -> Backend:
+    """The fastest available exact CPU backend (``cpu`` when built, else ``reference``)."""
+    candidates = [
+        b for b in _load_all().values() if b.exact and "cpu" in b.devices and b.unavailable() is None
+    ]
+    return min(candidates, key=lambda b: float("inf") if b.auto_rank is None else b.auto_rank)
 
 
 def available() -> dict[str, str]:

@@ -145,7 +145,7 @@ def fit_rows(W: torch.Tensor, cfg: FitConfig) -> RowFit:
     """Fit every row of ``W`` (R, D), any float dtype, on W's device."""
     rows, D = W.shape
     # Contiguous rows: the sort keeps a transposed head's strides, which searchsorted would copy.
-    xs = torch.sort(W.detach(), dim=1).values.to(torch.float64, memory_format=torch.contiguous_format)
+    xs = torch.sort(W.detach(), dim=1).values.to(torch.float64).contiguous()
     out = RowFit.empty(rows, cfg.n_columns, device=W.device)
     out.loc, out.scale, out.kappa, out.loglik = ald_rows(xs)
 
