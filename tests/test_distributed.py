@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 import fcinterp_fast
-from fcinterp_fast import distributed
+from fcinterp_fast import cli, distributed
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 REPO = Path(__file__).resolve().parents[1]
@@ -23,8 +23,13 @@ REPO = Path(__file__).resolve().parents[1]
 def torchrun(jobs: list[dict], tmp_path: Path, nproc: int = 2, backend: str = "gloo") -> subprocess.CompletedProcess:
     spec = tmp_path / "jobs.json"
     spec.write_text(json.dumps(jobs))
+    return torchrun_argv([str(WORKER), str(spec), backend], tmp_path, nproc)
+
+
+def torchrun_argv(argv: list[str], tmp_path: Path, nproc: int) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc-per-node nproc ARGV`` with this checkout importable."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", str(WORKER), str(spec), backend]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *argv]
     return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
 
 
@@ -71,6 +76,30 @@ def test_a_bad_row_on_one_rank_stops_every_rank(tmp_path):
     assert "ValueError: row 150 of the head contains NaN or infinite values" in run.stderr
     assert "the distributed fit failed on rank 1: ValueError: row 150" in run.stderr  # rank 0's error
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_cli_fit_distributed_writes_the_single_process_tables(tmp_path):
+    """`fcinterp fit --distributed` under torchrun: rank 0 alone reports, with the tables of a plain fit."""
+    save_file({"head.weight": shallow_then_deep(301, 48)}, str(tmp_path / "head.safetensors"))
+    common = ["fit", "--weights", str(tmp_path / "head.safetensors"), "--backend", "torch", "--device", "cpu",
+              "--classes", "0", "300", "--max-memory", "64K"]  # fmt: skip
+    run = torchrun_argv(["-m", "fcinterp_fast.cli", *common, "--distributed", "--dist-backend", "gloo", "--out", "sharded"], tmp_path, 2)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("report: ") == 1 and "fitted " in run.stdout
+    single = subprocess.run([sys.executable, "-m", "fcinterp_fast.cli", *common, "--out", "single"],
+                            capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    assert single.returncode == 0, single.stderr[-3000:]
+    for table in ("nodes.csv", "ald.csv"):
+        assert (tmp_path / "sharded" / table).read_bytes() == (tmp_path / "single" / table).read_bytes(), table
+
+
+def test_cli_fit_distributed_outside_torchrun(tmp_path, monkeypatch, capsys):
+    for variable in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(variable, raising=False)
+    save_file({"head.weight": torch.randn(4, 32)}, str(tmp_path / "head.safetensors"))
+    code = cli.main(["fit", "--weights", str(tmp_path / "head.safetensors"), "--distributed", "--out", str(tmp_path / "o")])
+    assert code == 2 and "launch with `torchrun --nproc-per-node N" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_fit_sharded_outside_a_process_group():

@@ -3,6 +3,8 @@
 Example:
     fcinterp fit --model efficientnet_lite0 --classes tricycle "web site" whiptail --out report
     fcinterp fit --weights model.safetensors --name lm_head.weight --classes 0 17 --tree full --depth 3
+    torchrun --standalone --nproc-per-node 4 -m fcinterp_fast.cli fit \\
+        --weights model.safetensors --name lm_head.weight --distributed
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from .. import models
 from .._config import GRIDS, ROOTS, TREES, FitConfig
 from ..api import fit as fit_head
 from ..backends import registry
+from ..distributed import add_distributed_arguments, fit_sharded, process_group
 from ..heads import head_weight, open_head
 from ..plot import class_label
 from ..report import level_stats, write_report
@@ -35,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     head.add_argument("--name", metavar="TENSOR",
                       help="the head's tensor in FILE (e.g. lm_head.weight) or submodule of the model; "
                            "default: found by name and shape")  # fmt: skip
-    head.add_argument("--device", default="cpu", help="where to fit, e.g. cuda (default cpu; a file's head is then read whole)")
+    head.add_argument("--device", help="where to fit, e.g. cpu or cuda (default: a model's on the cpu; a file's "
+                                       "blocks on the GPU when there is one, copies overlapping the fit)")
     parser.add_argument("--classes", nargs="+", default=[], metavar="CLASS",
                         help='classes to draw and detail: indices or ImageNet names ("web site")')  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("report"), metavar="DIR", help="report folder (default ./report)")
@@ -49,22 +53,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help=f"split only nodes with at least N members (default {defaults.min_size})")  # fmt: skip
     options.add_argument("--max-memory", type=parse_size, metavar="BYTES",
                          help="working memory of one block of rows, e.g. 256M or 2G (default 512M)")  # fmt: skip
+    add_distributed_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    fit_and_report(args)
+    if args.distributed:  # every rank fits its shard; rank 0 gathers them and writes the report
+        with process_group(args.dist_backend):
+            fit_and_report(args, fitter=fit_sharded)
+    else:
+        fit_and_report(args)
     return 0
 
 
-def fit_and_report(args: argparse.Namespace) -> tuple[HeadFit, object, Path]:
-    """Fit the head ``args`` describe and write its report: ``(fit, what was fitted, index.md)``."""
+def fit_and_report(args: argparse.Namespace, fitter=fit_head) -> tuple[HeadFit, object, Path] | None:
+    """Fit the head ``args`` describe and write its report: ``(fit, what was fitted, index.md)``.
+
+    ``fitter`` is ``fit`` or ``distributed.fit_sharded``; ranks other than 0 of the latter get no
+    ``HeadFit``, write nothing and return None.
+    """
     head, name, label, (K, _), class_names = _open_head(args)
     ks = [resolve_class(_as_class(c), K, class_names) for c in args.classes]  # before the fit: fail fast
     start = time.perf_counter()
-    fit = fit_head(
+    fit = fitter(
         head, backend=args.backend, tree=args.tree, root=args.root, min_size=args.min_size,
-        depth=args.depth, grid=args.grid, name=name, max_memory=args.max_memory,
+        depth=args.depth, grid=args.grid, name=name, max_memory=args.max_memory, device=args.device,
     )  # fmt: skip
+    if fit is None:
+        return None
     seconds = time.perf_counter() - start
     index = write_report(fit, args.out, ks, head=label, seconds=seconds)
     _print_summary(fit, ks, label, seconds)
@@ -86,16 +101,13 @@ def _as_class(text: str) -> int | str:
 
 def _open_head(args):
     """What to pass to ``fit`` (object and tensor name), a label, the shape and the class names."""
-    if args.weights is not None:
-        if args.device != "cpu":  # backends run where the tensor is: read the head whole, move it
-            weight = head_weight(args.weights, args.name).to(args.device)
-            return weight, None, f"{args.weights}", tuple(weight.shape), None
+    if args.weights is not None:  # streamed in row blocks by fit, to args.device
         source, _ = open_head(args.weights, args.name)  # validates the file and the tensor up front
         tensor = getattr(source, "name", args.name)
         label = f"{args.weights}" + (f", tensor {tensor}" if tensor else "")
         return args.weights, args.name, label, tuple(source.shape), None
     name = args.model or DEFAULT_MODEL
-    model = models.load(name, device=args.device)
+    model = models.load(name, device=args.device or "cpu")
     label = f"{name} (bundled ImageNet weights)"
     return model, args.name, label, tuple(head_weight(model, args.name).shape), models.class_names(model)
 
