@@ -2,7 +2,8 @@
 
 Generates a K x D bf16 ``.safetensors`` head (default 131072 x 4096 = 1 GiB; kept under ``--dir``
 for later runs), then runs each configuration in a fresh process that reports its own peak RSS
-(``ru_maxrss``) and the RSS it started from after importing torch (a CUDA build of torch alone
+(the high-water mark of its own address space, ``VmHWM``; not ``ru_maxrss``, which Linux carries over
+from the parent through fork and exec) and the RSS it started from after importing torch (a CUDA build of torch alone
 maps ~0.5 GB):
 
 * ``stream``: ``fit(path)`` with the default ``max_memory`` (the measurement of record; target:
@@ -141,12 +142,29 @@ def run_config(config: str, path: Path, backend: str, max_memory: int | None) ->
                 for a in range(0, K, step):
                     buffer[: min(step, K - a)].copy_(rows[a : a + step])
     wall = time.perf_counter() - begin
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    peak = _peak_rss()
     return {
         "config": config, "device": device, "rows": K, "cols": D, "block_rows": plan.block_rows, "wall_s": wall,
         "rows_per_s": K / wall, "start_rss_mb": start_rss / 1e6, "peak_rss_mb": peak / 1e6,
         "digest": digest,
     }  # fmt: skip
+
+
+def _peak_rss() -> int:
+    """Bytes: this process's peak resident set since its exec (Linux ``VmHWM``).
+
+    ``ru_maxrss`` would do elsewhere, but on Linux it includes the parent's peak at fork time (the
+    benchmark's parent may have held the generated head), so it is the fallback only.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def _digest(result) -> str:
