@@ -32,7 +32,6 @@ import hashlib
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -109,6 +108,7 @@ def run_config(config: str, path: Path, backend: str, max_memory: int | None) ->
 
     import fcinterp_fast
     from fcinterp_fast.api import plan_fit
+    from fcinterp_fast.bench import peak_rss_bytes
 
     device = "cuda" if config.endswith("-cuda") else "cpu"
     if device == "cuda":
@@ -142,29 +142,12 @@ def run_config(config: str, path: Path, backend: str, max_memory: int | None) ->
                 for a in range(0, K, step):
                     buffer[: min(step, K - a)].copy_(rows[a : a + step])
     wall = time.perf_counter() - begin
-    peak = _peak_rss()
+    peak = peak_rss_bytes()
     return {
         "config": config, "device": device, "rows": K, "cols": D, "block_rows": plan.block_rows, "wall_s": wall,
         "rows_per_s": K / wall, "start_rss_mb": start_rss / 1e6, "peak_rss_mb": peak / 1e6,
         "digest": digest,
     }  # fmt: skip
-
-
-def _peak_rss() -> int:
-    """Bytes: this process's peak resident set since its exec (Linux ``VmHWM``).
-
-    ``ru_maxrss`` would do elsewhere, but on Linux it includes the parent's peak at fork time (the
-    benchmark's parent may have held the generated head), so it is the fallback only.
-    """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024  # kB
-    except OSError:
-        pass
-    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def _digest(result) -> str:

@@ -38,7 +38,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-__all__ = ["add_arguments", "run", "make_head", "implementations", "Impl"]
+__all__ = ["add_arguments", "run", "make_head", "implementations", "Impl", "git_state", "peak_rss_bytes"]
 
 DEFAULT_HEADS = ("1000x512", "1000x1280", "1000x2048", "21843x1024", "32000x4096")
 QUICK_HEADS = ("24x96", "40x200")
@@ -204,6 +204,22 @@ def _trim_heap() -> None:
         ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
     except (OSError, AttributeError, TypeError):
         pass
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory since it started (exec'd), in bytes.
+
+    Linux: ``VmHWM`` of /proc/self/status. Not ``ru_maxrss``, which Linux carries over from the
+    parent through fork and exec (a parent that held a big tensor would show in every child); it is
+    the fallback where /proc is missing.
+    """
+    kib = _status_kib("VmHWM")
+    if kib is not None:
+        return kib * 1024
+    import resource
+
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def _status_kib(field: str) -> int | None:
