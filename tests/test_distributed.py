@@ -28,9 +28,20 @@ def torchrun(jobs: list[dict], tmp_path: Path, nproc: int = 2, backend: str = "g
 
 def torchrun_argv(argv: list[str], tmp_path: Path, nproc: int) -> subprocess.CompletedProcess:
     """``torchrun --standalone --nproc-per-node nproc ARGV`` with this checkout importable."""
+    return python(["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *argv], tmp_path)
+
+
+def python(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``python ARGV`` in ``cwd`` with this checkout importable, one OpenMP thread a process."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *argv]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=600, env=env, cwd=cwd)
+
+
+@pytest.fixture()
+def outside_torchrun(monkeypatch):
+    """None of the variables torchrun sets for its processes."""
+    for variable in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(variable, raising=False)
 
 
 def shallow_then_deep(K: int, D: int) -> torch.Tensor:
@@ -86,16 +97,13 @@ def test_cli_fit_distributed_writes_the_single_process_tables(tmp_path):
     run = torchrun_argv(["-m", "fcinterp_fast.cli", *common, "--distributed", "--dist-backend", "gloo", "--out", "sharded"], tmp_path, 2)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("report: ") == 1 and "fitted " in run.stdout
-    single = subprocess.run([sys.executable, "-m", "fcinterp_fast.cli", *common, "--out", "single"],
-                            capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    single = python(["-m", "fcinterp_fast.cli", *common, "--out", "single"], tmp_path)
     assert single.returncode == 0, single.stderr[-3000:]
     for table in ("nodes.csv", "ald.csv"):
         assert (tmp_path / "sharded" / table).read_bytes() == (tmp_path / "single" / table).read_bytes(), table
 
 
-def test_cli_fit_distributed_outside_torchrun(tmp_path, monkeypatch, capsys):
-    for variable in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(variable, raising=False)
+def test_cli_fit_distributed_outside_torchrun(tmp_path, outside_torchrun, capsys):
     save_file({"head.weight": torch.randn(4, 32)}, str(tmp_path / "head.safetensors"))
     code = cli.main(["fit", "--weights", str(tmp_path / "head.safetensors"), "--distributed", "--out", str(tmp_path / "o")])
     assert code == 2 and "launch with `torchrun --nproc-per-node N" in capsys.readouterr().err
@@ -107,9 +115,7 @@ def test_fit_sharded_outside_a_process_group():
         distributed.fit_sharded(torch.randn(4, 8))
 
 
-def test_process_group_outside_torchrun(monkeypatch):
-    for variable in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(variable, raising=False)
+def test_process_group_outside_torchrun(outside_torchrun):
     with pytest.raises(RuntimeError, match=r"RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT missing here\): launch with `torchrun"):
         with distributed.process_group():
             pass
