@@ -38,6 +38,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .stream import trim_heap
+
 __all__ = ["add_arguments", "run", "make_head", "implementations", "Impl", "git_state", "peak_rss_bytes"]
 
 DEFAULT_HEADS = ("1000x512", "1000x1280", "1000x2048", "21843x1024", "32000x4096")
@@ -176,7 +178,7 @@ class _PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self.before = torch.cuda.memory_allocated()
         else:
-            _trim_heap()  # otherwise freed memory of earlier runs is reused and never shows
+            trim_heap()  # otherwise freed memory of earlier runs is reused and never shows
             self.before = _status_kib("VmRSS")
             try:
                 with open("/proc/self/clear_refs", "w") as f:
@@ -193,17 +195,6 @@ class _PeakMemory:
             peak = _status_kib("VmHWM")
             self.mib = None if peak is None else max(peak - self.before, 0) / 1024
         return False
-
-
-def _trim_heap() -> None:
-    """Hand the C heap's free memory back to the OS (glibc); elsewhere a no-op."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
-    except (OSError, AttributeError, TypeError):
-        pass
 
 
 def peak_rss_bytes() -> int:

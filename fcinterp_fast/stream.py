@@ -25,7 +25,7 @@ import torch
 
 from .source import HeadSource
 
-__all__ = ["iter_blocks", "staging_bytes_per_element"]
+__all__ = ["iter_blocks", "staging_bytes_per_element", "trim_heap"]
 
 
 def staging_bytes_per_element(source: HeadSource, device: torch.device) -> int:
@@ -42,12 +42,11 @@ def iter_blocks(
     buffers: a block is valid until the next one is requested, so callers must not keep it.
     """
     ranges = [(a, min(a + block_rows, stop)) for a in range(start, stop, block_rows)]
-    trim = _malloc_trim() if device.type == "cpu" else None
     with contextlib.closing(_blocks(source, ranges, device)) as blocks:  # stops the reader early too
         for first, block in blocks:
             yield first, block
-            if trim is not None:  # the caller is done with the block and its temporaries
-                trim(0)
+            if device.type == "cpu":  # the caller is done with the block and its temporaries
+                trim_heap()
 
 
 def _blocks(source: HeadSource, ranges, device: torch.device) -> Iterator[tuple[int, torch.Tensor]]:
@@ -65,14 +64,21 @@ def _blocks(source: HeadSource, ranges, device: torch.device) -> Iterator[tuple[
             yield a, source.rows(a, b).to(device)
 
 
-@functools.cache
-def _malloc_trim():
-    """glibc's ``malloc_trim``, or None elsewhere.
+def trim_heap() -> None:
+    """Hand the C heap's free memory back to the OS (glibc's ``malloc_trim``); elsewhere a no-op.
 
     A CPU fit allocates and frees many (R, D) float64 temporaries per block. glibc serves them from
     per-thread arenas once its dynamic mmap threshold has risen past their size, and keeps what
     they free: without a trim after each block, resident memory ratchets up over a long fit.
     """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None elsewhere."""
     try:
         return ctypes.CDLL(None).malloc_trim
     except (AttributeError, OSError, TypeError):  # musl, macOS, Windows
