@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import operator
 import os
+import re
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -39,19 +41,29 @@ class AldFit:
 
 
 def resolve_class(cls: int | str, n_classes: int, class_names: Sequence[str] | None = None) -> int:
-    """Index in ``range(n_classes)`` of a class given by index (negative counts from the end) or by
-    (case-insensitive) name; unknown names raise ``ValueError`` with the closest names."""
-    if isinstance(cls, bool) or not isinstance(cls, (int, str)):
-        raise TypeError(f"a class is an int index or a name, got {cls!r}")
-    if isinstance(cls, int):
-        if not -n_classes <= cls < n_classes:
-            raise IndexError(f"class index {cls} out of range for a head of {n_classes} classes")
-        return cls % n_classes
-    if class_names is None:
-        raise ValueError(f"class {cls!r} given by name, but this head has no class names; pass its index")
-    from .models import find_class
+    """Index in ``range(n_classes)`` of a class given by index (any integer: int, numpy or 0-d
+    tensor; negative counts from the end) or by (case-insensitive) name; unknown names raise
+    ``ValueError`` with the closest names."""
+    if isinstance(cls, str):
+        if class_names is None:
+            raise ValueError(f"class {cls!r} given by name, but this head has no class names; pass its index")
+        from .models import find_class
 
-    return find_class(class_names, cls)
+        return find_class(class_names, cls)
+    try:
+        if isinstance(cls, bool):  # an int to Python, never meant as a class
+            raise TypeError
+        k = operator.index(cls)
+    except TypeError:
+        raise TypeError(f"a class is an int index or a name, got {cls!r}") from None
+    if not -n_classes <= k < n_classes:
+        raise IndexError(f"class index {k} out of range for a head of {n_classes} classes")
+    return k % n_classes
+
+
+def class_from_text(text: str) -> int | str:
+    """A class typed on a command line: ``"-3"`` -> -3 (an index), anything else stays a name."""
+    return int(text) if re.fullmatch(r"\s*-?\d+\s*", text) else text
 
 
 def derived_columns(slope: torch.Tensor, intercept: torch.Tensor) -> dict[str, torch.Tensor]:

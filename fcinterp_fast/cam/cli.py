@@ -43,15 +43,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Write the figure; returns the exit status (0, or 2 after printing what was wrong)."""
     from .. import api, heads, models
+    from ..result import class_from_text, resolve_class
     from .figure import chain_figure
-    from .targets import class_index
 
     try:
         model = models.load(args.model, device=args.device)
         image = args.image if args.image is not None else _sample_image()
-        cls = int(args.cls) if args.cls is not None and args.cls.lstrip("-").isdigit() else args.cls
+        cls = None if args.cls is None else class_from_text(args.cls)
         if cls is not None:  # a bad class fails before the fit
-            cls = class_index(cls, heads.head_weight(model).shape[0], models.class_names(model))
+            cls = resolve_class(cls, heads.head_weight(model).shape[0], models.class_names(model))
         fit = api.fit(model, min_size=args.min_size, depth=args.depth)
         generator = torch.Generator(device=args.device).manual_seed(args.seed)
         path = chain_figure(

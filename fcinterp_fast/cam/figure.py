@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..result import resolve_class
 from .base import NodeCAM, prepare_images, _device_dtype
-from .targets import class_index
 
 __all__ = ["chain_figure"]
 
@@ -69,7 +69,7 @@ def chain_figure(
     with NodeCAM(model, fit=fit, target_layer=target_layer, **options) as cam:
         head_fit = cam.fit
         names = cam.class_names
-        k = int(probabilities.argmax()) if cls is None else class_index(cls, len(head_fit), names)
+        k = int(probabilities.argmax()) if cls is None else resolve_class(cls, len(head_fit), names)
         chains = [_chain(head_fit, k, sign) for sign in "+-"]
         targets = [(k, None)] + [(k, node) for chain in chains for node in chain]
         maps, resolved = cam.explain_targets(x, targets, generator=generator)

@@ -12,7 +12,9 @@ from typing import Callable, Sequence
 
 import torch
 
-__all__ = ["WEIGHTS", "Target", "parse_targets", "class_index", "score_vectors"]
+from ..result import resolve_class
+
+__all__ = ["WEIGHTS", "Target", "parse_targets", "score_vectors"]
 
 #: omega: |W| (default), W (the exact masked-FC logit without bias) or 1 (the author's notebook).
 WEIGHTS = ("abs", "fc", "ones")
@@ -63,20 +65,6 @@ def parse_targets(targets) -> list[tuple[object, str | None]]:
     return pairs
 
 
-def class_index(cls, K: int, names: Sequence[str] | None) -> int:
-    """Index in [0, K) of a class given by index (negative counts from the end) or by name."""
-    if isinstance(cls, str):
-        if names is None:
-            raise ValueError(f"class {cls!r} is given by name, but the model has no class names; pass its index")
-        from ..models import find_class
-
-        return find_class(names, cls)
-    k = operator.index(cls)
-    if not -K <= k < K:
-        raise IndexError(f"class index {k} out of range for a head of {K} classes")
-    return k % K
-
-
 def score_vectors(
     W: torch.Tensor,
     targets: list[tuple[object, str | None]],
@@ -102,7 +90,7 @@ def score_vectors(
     K, D = W.shape
     vectors, resolved = [], []
     for cls, node in targets:
-        k = class_index(cls, K, names)
+        k = resolve_class(cls, K, names)
         row = W[k].detach().float()
         omega = {"abs": row.abs, "fc": row.clone, "ones": lambda: torch.ones_like(row)}[weights]()
         if node is None:

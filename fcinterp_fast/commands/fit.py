@@ -21,7 +21,7 @@ from ..distributed import add_distributed_arguments, fit_sharded, process_group
 from ..heads import head_weight, open_head
 from ..plot import class_label
 from ..report import level_stats, write_report
-from ..result import HeadFit, resolve_class
+from ..result import HeadFit, class_from_text, resolve_class
 
 __all__ = ["add_arguments", "run", "fit_and_report", "parse_size", "DEFAULT_MODEL"]
 
@@ -72,7 +72,7 @@ def fit_and_report(args: argparse.Namespace, fitter=fit_head) -> tuple[HeadFit, 
     ``HeadFit``, write nothing and return None.
     """
     head, name, label, (K, _), class_names = _open_head(args)
-    ks = [resolve_class(_as_class(c), K, class_names) for c in args.classes]  # before the fit: fail fast
+    ks = [resolve_class(class_from_text(c), K, class_names) for c in args.classes]  # before the fit: fail fast
     start = time.perf_counter()
     fit = fitter(
         head, backend=args.backend, tree=args.tree, root=args.root, min_size=args.min_size,
@@ -93,10 +93,6 @@ def parse_size(text: str) -> int:
     if not match or float(match[1]) * _SIZE_UNITS[match[2].upper()] < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size in bytes; write e.g. 1000000, 256M or 2G")
     return int(float(match[1]) * _SIZE_UNITS[match[2].upper()])
-
-
-def _as_class(text: str) -> int | str:
-    return int(text) if re.fullmatch(r"-?\d+", text.strip()) else text
 
 
 def _open_head(args):
