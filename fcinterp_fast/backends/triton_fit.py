@@ -136,13 +136,16 @@ def _sorted_path(W: torch.Tensor, cfg: FitConfig, out: RowFit, kernels) -> None:
     """Rows longer than the single-pass limit: torch.sort, then one program per row."""
     R, D = W.shape
     root_mean = cfg.root == "mean"
-    # sorted copy (float32/float64), float64 suffix sums, int64 mirror positions (root="mean")
-    per_row = D * (4 if W.dtype != torch.float64 else 8) + D * 8 + (D * 8 if root_mean else 0)
-    block = max(1, _SORTED_PATH_BYTES // per_row)
     sort_dtype = torch.float64 if W.dtype == torch.float64 else torch.float32
+    sort_size = torch.finfo(sort_dtype).bits // 8
+    # the upcast input (16-bit heads) or a packed copy (transposed heads), the sorted values and
+    # torch.sort's int64 indices, float64 suffix sums, int64 mirror positions (root="mean")
+    per_row = D * (2 * sort_size + 8 + 8 + (8 if root_mean else 0))
+    block = max(1, _SORTED_PATH_BYTES // per_row)
     for start in range(0, R, block):
         stop = min(start + block, R)
-        xs = torch.sort(W[start:stop].to(sort_dtype), dim=1).values
+        # contiguous: torch.sort keeps a transposed head's strides, the kernel reads rows packed
+        xs = torch.sort(W[start:stop].to(sort_dtype), dim=1).values.contiguous()
         mirror = torch.searchsorted(xs, -xs, right=True) if root_mean else xs.new_zeros(1, dtype=torch.int64)
         above = torch.empty_like(xs, dtype=torch.float64)
         start_table = torch.zeros(stop - start, cfg.n_columns, dtype=torch.int32, device=W.device)
