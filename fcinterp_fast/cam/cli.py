@@ -7,7 +7,6 @@ The command-line entry point wires its ``explain`` sub-command to ``add_argument
 from __future__ import annotations
 
 import argparse
-import sys
 
 import torch
 
@@ -41,26 +40,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Write the figure; returns the exit status (0, or 2 after printing what was wrong)."""
+    """Write the figure; bad input raises (``fcinterp`` prints it and exits 2)."""
     from .. import api, heads, models
     from ..result import class_from_text, resolve_class
     from .figure import chain_figure
 
-    try:
-        model = models.load(args.model, device=args.device)
-        image = args.image if args.image is not None else _sample_image()
-        cls = None if args.cls is None else class_from_text(args.cls)
-        if cls is not None:  # a bad class fails before the fit
-            cls = resolve_class(cls, heads.head_weight(model).shape[0], models.class_names(model))
-        fit = api.fit(model, min_size=args.min_size, depth=args.depth)
-        generator = torch.Generator(device=args.device).manual_seed(args.seed)
-        path = chain_figure(
-            model, image, cls, out=args.out, fit=fit, n_samples=args.n_samples, noise=args.noise,
-            generator=generator, weights=args.weights, smooth=args.smooth, method=args.method,
-        )  # fmt: skip
-    except (ValueError, IndexError, OSError, ImportError) as error:
-        print(f"fcinterp explain: error: {error}", file=sys.stderr)
-        return 2
+    model = models.load(args.model, device=args.device)
+    image = args.image if args.image is not None else _sample_image()
+    cls = None if args.cls is None else class_from_text(args.cls)
+    if cls is not None:  # a bad class fails before the fit
+        cls = resolve_class(cls, heads.head_weight(model).shape[0], models.class_names(model))
+    fit = api.fit(model, min_size=args.min_size, depth=args.depth)
+    generator = torch.Generator(device=args.device).manual_seed(args.seed)
+    path = chain_figure(
+        model, image, cls, out=args.out, fit=fit, n_samples=args.n_samples, noise=args.noise,
+        generator=generator, weights=args.weights, smooth=args.smooth, method=args.method,
+    )  # fmt: skip
     print(f"wrote {path}")
     return 0
 
