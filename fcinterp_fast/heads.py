@@ -111,7 +111,10 @@ def _module_weight(module: nn.Module, name: str | None) -> torch.Tensor:
 
 
 def open_head(obj, name: str | None = None) -> tuple[HeadSource, list[str] | None]:
-    """A ``HeadSource`` for ``fit`` and the class names when the object knows them."""
+    """A ``HeadSource`` for ``fit`` and the class names when the object knows them (a source
+    already opened is passed through: the command line opens a file once to check it first)."""
+    if isinstance(obj, HeadSource):
+        return obj, None
     if isinstance(obj, (str, os.PathLike)):
         from .io import open_file_head
 

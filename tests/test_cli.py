@@ -142,6 +142,17 @@ def test_fit_weights_file_with_tensor_name(safetensors_head, tmp_path, capsys):
     assert "class 3: + R^2" in stdout
 
 
+def test_fit_opens_the_head_file_once(safetensors_head, tmp_path, capsys, monkeypatch):
+    from fcinterp_fast import io
+
+    opened = []
+    original = io.open_file_head
+    monkeypatch.setattr(io, "open_file_head", lambda *args: opened.append(args) or original(*args))
+    code, _, err = run_cli(capsys, "fit", "--weights", safetensors_head, "--name", "lm_head.weight", "--out", tmp_path)
+    assert code == 0, err
+    assert opened == [(safetensors_head, "lm_head.weight")]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -97,11 +97,11 @@ def parse_size(text: str) -> int:
 
 def _open_head(args):
     """What to pass to ``fit`` (object and tensor name), a label, the shape and the class names."""
-    if args.weights is not None:  # streamed in row blocks by fit, to args.device
-        source, _ = open_head(args.weights, args.name)  # validates the file and the tensor up front
+    if args.weights is not None:  # opened once, checked up front, streamed in row blocks by fit
+        source, _ = open_head(args.weights, args.name)
         tensor = getattr(source, "name", args.name)
         label = f"{args.weights}" + (f", tensor {tensor}" if tensor else "")
-        return args.weights, args.name, label, tuple(source.shape), None
+        return source, None, label, tuple(source.shape), None
     name = args.model or DEFAULT_MODEL
     model = models.load(name, device=args.device or "cpu")
     label = f"{name} (bundled ImageNet weights)"
