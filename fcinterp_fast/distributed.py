@@ -54,8 +54,8 @@ def fit_sharded(W, *, group: dist.ProcessGroup | None = None, progress: bool | N
             NCCL each rank's current CUDA device must be its own GPU (``process_group`` sets it).
         progress: rank 0's progress bar, counting its own shard (other ranks show none).
         **options: the other keywords of ``fit`` (``backend``, ``tree``, ``root``, ``min_size``,
-            ``depth``, ``grid``, ``name``, ``max_memory``, ``device``). With NCCL, ``device``
-            defaults to this rank's current GPU.
+            ``depth``, ``grid``, ``name``, ``max_memory``, ``device``). ``device`` defaults to
+            this rank's current GPU with NCCL and to the CPU with gloo.
 
     Returns:
         On rank 0 the ``HeadFit`` of all K rows, identical to a single-process ``fit``; elsewhere
@@ -73,8 +73,8 @@ def fit_sharded(W, *, group: dist.ProcessGroup | None = None, progress: bool | N
         )
     rank, world = dist.get_rank(group), dist.get_world_size(group)
     nccl = dist.get_backend(group) == "nccl"
-    if nccl and options.get("device") is None:
-        options["device"] = torch.device("cuda", torch.cuda.current_device())
+    if options.get("device") is None:  # gloo ranks have no GPU of their own: they fit on the CPU
+        options["device"] = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
     error, rows = None, None
     try:
         plan = plan_fit(W, **options)
