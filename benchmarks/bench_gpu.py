@@ -179,10 +179,18 @@ class Results:
         return "\n".join(lines) + "\n"
 
 
+#: What ``bench_head`` measures of each head, in order.
+STEPS = ("hbm_read", "triton", "torch.sort", "torch")
+
+
+def head_fields(K: int, D: int, dtype: torch.dtype) -> dict:
+    """The fields naming a head in every result row (``Results.markdown`` groups rows by them)."""
+    return dict(head=f"{K}x{D}", K=K, D=D, dtype=str(dtype).replace("torch.", ""))
+
+
 def bench_head(K: int, D: int, dtype: torch.dtype, device: str, timer: Timer, results: Results,
                bandwidth: float, deadline: float) -> None:  # fmt: skip
-    head, name = f"{K}x{D}", str(dtype).replace("torch.", "")
-    common = dict(head=head, K=K, D=D, dtype=name)
+    common = head_fields(K, D, dtype)
     cfg = FitConfig()
     W = laplace_head(K, D, dtype, device)
     nbytes = W.numel() * W.element_size()
@@ -235,7 +243,7 @@ def compile_all(shapes, jobs: int) -> None:
     # longest rows first: they take longest to compile
     shapes = sorted(shapes, key=lambda s: -s[1])
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = [pool.submit(_compile_one, K, D, str(dtype).replace("torch.", "")) for K, D, dtype in shapes]
+        futures = [pool.submit(_compile_one, K, D, head_fields(K, D, dtype)["dtype"]) for K, D, dtype in shapes]
         for future in concurrent.futures.as_completed(futures):
             try:
                 print(future.result(), flush=True)
@@ -271,14 +279,15 @@ def main(argv=None) -> int:
     results = Results(args.out, environment(device))
     bandwidth = copy_bandwidth(timer, device, 2**30 if device == "cuda" else 2**20)
     for K, D, dtype in heads:
+        common = head_fields(K, D, dtype)
         if time.perf_counter() > deadline:
-            results.add(head=f"{K}x{D}", K=K, D=D, dtype=str(dtype).replace("torch.", ""), what="triton",
-                        ms=None, skipped="time budget")  # fmt: skip
+            results.add(**common, what="triton", ms=None, skipped="time budget")
             continue
         try:
             bench_head(K, D, dtype, device, timer, results, bandwidth, deadline)
-        except torch.cuda.OutOfMemoryError as err:  # record it and go on with the next head
-            results.add(head=f"{K}x{D}", K=K, D=D, dtype=str(dtype), what="triton", ms=None, skipped=f"OOM: {err}")
+        except torch.cuda.OutOfMemoryError as err:  # record it against the step that ran out, go on
+            done = {r["what"] for r in results.rows if all(r.get(k) == v for k, v in common.items())}
+            results.add(**common, what=next(s for s in STEPS if s not in done), ms=None, skipped=f"OOM: {err}")
     print(results.markdown())
     return 0
 
