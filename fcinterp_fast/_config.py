@@ -75,9 +75,9 @@ class FitConfig:
     depth: int | None = None
 
     def __post_init__(self):
-        _check_choice("tree", self.tree, TREES)
-        _check_choice("root", self.root, ROOTS)
-        _check_choice("grid", self.grid, GRIDS)
+        check_choice("tree", self.tree, TREES)
+        check_choice("root", self.root, ROOTS)
+        check_choice("grid", self.grid, GRIDS)
         if isinstance(self.min_size, bool) or not isinstance(self.min_size, int):
             raise TypeError(f"min_size must be an int >= 0, got {self.min_size!r}")
         if self.min_size < 0:
@@ -120,6 +120,6 @@ class FitConfig:
         return level_columns(self.tree, level)
 
 
-def _check_choice(what: str, value, choices) -> None:
+def check_choice(what: str, value, choices) -> None:
     if value not in choices:
         raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(map(repr, choices))}")

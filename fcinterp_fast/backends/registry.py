@@ -32,8 +32,8 @@ class RowFit:
         loc, scale, kappa, loglik: (R,) float64, the row's ALD maximum likelihood fit (SPEC 4).
         ambiguous: (R,) bool, rows where some element lies so close to a split threshold that the
             float64 rounding bound of a fast summation cannot decide its side. ``fit`` recomputes
-            those rows with the exact ``reference`` backend, so every backend agrees on every
-            membership. Backends that decide exactly leave it all False.
+            those rows with ``exact_backend()`` (``cpu`` when built, else ``reference``), so every
+            backend agrees on every membership. Backends that decide exactly leave it all False.
     """
 
     count: torch.Tensor

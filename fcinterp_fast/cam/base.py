@@ -29,6 +29,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from .._config import check_choice
 from .gradcampp import combine
 from .targets import WEIGHTS, Target, parse_targets, score_vectors
 
@@ -374,12 +375,9 @@ def _is_image(x) -> bool:
 
 
 def _check_options(method, n_samples, noise, smooth, weights) -> None:
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(map(repr, METHODS))}")
-    if smooth not in SMOOTHS:
-        raise ValueError(f"unknown smooth {smooth!r}; choose one of {', '.join(map(repr, SMOOTHS))}")
-    if weights not in WEIGHTS:
-        raise ValueError(f"unknown weights {weights!r}; choose one of {', '.join(map(repr, WEIGHTS))}")
+    check_choice("method", method, METHODS)
+    check_choice("smooth", smooth, SMOOTHS)
+    check_choice("weights", weights, WEIGHTS)
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}")
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not math.isfinite(noise) or noise < 0:

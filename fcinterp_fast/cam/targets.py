@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from .._config import check_choice
 from ..result import resolve_class
 
 __all__ = ["WEIGHTS", "Target", "parse_targets", "score_vectors"]
@@ -85,8 +86,7 @@ def score_vectors(
         ValueError: unknown weights or node, a node with no member in that class, a fit of another head.
         IndexError: class index out of range.
     """
-    if weights not in WEIGHTS:
-        raise ValueError(f"unknown weights {weights!r}; choose one of {', '.join(map(repr, WEIGHTS))}")
+    check_choice("weights", weights, WEIGHTS)
     K, D = W.shape
     vectors, resolved = [], []
     for cls, node in targets:
