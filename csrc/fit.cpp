@@ -54,6 +54,8 @@ constexpr double kTinySlack = 0x1p-1000;
 constexpr int64_t kAlign = 64;
 constexpr int64_t kInsertionSortMax = 32;
 constexpr int64_t kMinValuesPerThread = 16384;
+// Runs of one level of a full tree, children of the deepest allowed level included.
+constexpr int64_t kFullRuns = int64_t(1) << (kMaxFullLevels + 1);
 
 // ------------------------------------------------------------------------------------------------
 // Keys: bit patterns that sort as unsigned integers in the order of the values
@@ -564,7 +566,8 @@ FCI_INLINE void walk_chain(const SortedRow& row, Run plus, Run minus, const FitO
 }
 
 // Full tree: level l holds 2^l nodes from column 2^l - 2; node i has children 2i (upper) and
-// 2i + 1 (lower). `current` / `next` hold one level's runs each (2^kMaxFullLevels entries).
+// 2i + 1 (lower). `current` / `next` hold kFullRuns runs each: the deepest level's nodes still
+// write their children (2^(levels + 1) of them) into `next`.
 FCI_INLINE void walk_full(const SortedRow& row, Run plus, Run minus, const FitOptions& options, double* partials,
                           RowOut& out, Run* current, Run* next) {
     current[0] = plus;
@@ -713,7 +716,7 @@ struct Layout {
         }
         histogram = take(4 * kMaxHistogram);
         partials = take(8 * kFsumPartials);
-        runs = take(2 * sizeof(Run) * (int64_t(1) << kMaxFullLevels));
+        runs = take(2 * sizeof(Run) * kFullRuns);
         ald_search = take(8 * 4 * ald_blocks(cols));
         total = at;
     }
@@ -791,7 +794,7 @@ FCI_INLINE int64_t fit_tree(const HeadView& head, int64_t r, const FitOptions& o
         walk_chain(row, plus, minus, options, partials, o);
     } else {
         Run* runs = reinterpret_cast<Run*>(block + layout.runs);
-        walk_full(row, plus, minus, options, partials, o, runs, runs + (int64_t(1) << kMaxFullLevels));
+        walk_full(row, plus, minus, options, partials, o, runs, runs + kFullRuns);
     }
     return o.needed;
 }

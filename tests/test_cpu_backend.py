@@ -149,6 +149,17 @@ def test_deep_chains_refit_at_full_width():
     assert fcinterp_fast.fit(W, min_size=2).nodes[-2:] == ["+" * 64, "-" * 64]
 
 
+@pytest.mark.parametrize("root", ["zero", "mean"])
+def test_deepest_full_tree(root):
+    """Full trees at the deepest allowed level (10): its 1024 nodes still split into 2048 runs of
+    scratch space, and every node of every level matches the reference."""
+    W = torch.randn(2, 3000, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    cfg = FitConfig(tree="full", depth=10, min_size=2, root=root)
+    got, want = cpu.fit_rows(W, cfg), reference.fit_rows(W, cfg)
+    assert want.columns == 2**11 - 2 and bool((want.count[:, -1024:] > 0).any())
+    assert_same_fit(got, want, W)
+
+
 def _ald_rows(generator: torch.Generator, n: int) -> torch.Tensor:
     """Rows whose ALD objective is flat, tied, skewed or lumpy: where a pruned search could slip."""
     def draw(*shape):
