@@ -215,13 +215,13 @@ class HeadFit:
         }  # fmt: skip
         for start in range(0, len(self), block_rows):
             block = slice(start, min(start + block_rows, len(self)))
-            k_idx, n_idx = (self.count[block] > 0).cpu().nonzero(as_tuple=True)
-            node_values = {
-                name: getattr(self, name)[block].cpu()[k_idx, n_idx].numpy()
+            fields = {
+                name: getattr(self, name)[block].cpu()
                 for name in ("count", "mean", "lo", "hi", "slope", "intercept", "r2")
             }
-            derived = derived_columns(self.slope[block].cpu(), self.intercept[block].cpu())
-            node_values.update({name: t[k_idx, n_idx].numpy() for name, t in derived.items()})
+            fields.update(derived_columns(fields["slope"], fields["intercept"]))
+            k_idx, n_idx = (fields["count"] > 0).nonzero(as_tuple=True)
+            node_values = {name: t[k_idx, n_idx].numpy() for name, t in fields.items()}
             classes = (k_idx + start).numpy()
             names = [self.nodes[n] for n in n_idx.tolist()]
             yield {
