@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import fcinterp_fast  # noqa: E402
 from fcinterp_fast.cam import explain, noisy_copies  # noqa: E402
 from fcinterp_fast.cam.base import prepare_images  # noqa: E402
-from fcinterp_fast.bench import git_state  # noqa: E402
+from fcinterp_fast.bench import device_name, git_state, sync  # noqa: E402
 
 CLASS = "military uniform"
 NOISE = 0.15
@@ -70,10 +70,10 @@ def main() -> int:
         model(x)  # warm up the backend for both contenders
     times = []
     for _ in range(args.repeats):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         maps = ours()
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - start)
     ours_time = statistics.median(times)
 
@@ -85,10 +85,10 @@ def main() -> int:
         members = fit.members(k, node).to(device)
         row[members] = W[k, members].abs()
         clone = cam_oracle.masked_head_copy(model, model.classifier, k, row)
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         reference = cam_oracle.smooth_maps(clone, clone.bn2, copies, n, k)
-        _sync(device)
+        sync(device)
         reference_time += time.perf_counter() - start
         max_diff = max(max_diff, float(abs(maps[:, t].cpu().numpy() - reference).max()))
         del clone
@@ -96,7 +96,7 @@ def main() -> int:
     record = {
         "benchmark": "explain",
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": _device_name(device),
+        "device": device_name(device),
         "threads": torch.get_num_threads(),
         "versions": _versions(),
         "git_sha": _git_sha(),
@@ -126,23 +126,6 @@ def main() -> int:
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(f"\nwrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     return 0 if record["maps_equal_1e-5"] else 1
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _versions() -> dict[str, str]:

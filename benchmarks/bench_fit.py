@@ -34,10 +34,9 @@ def test_fit(benchmark, head, name, dtype):
     W = head.to(bench.DTYPES[dtype])[torch.linspace(0, K - 1, rows).round().long()].to(impl.device)
     benchmark.group = f"{K}x{head.shape[1]} {dtype}"
     benchmark.extra_info.update(rows_timed=rows, rows_in_head=K, computes=impl.what)
-    sync = torch.cuda.synchronize if impl.device == "cuda" else (lambda: None)
 
     def fit():
         impl.fit(W)
-        sync()
+        bench.sync(impl.device)
 
     benchmark.pedantic(fit, rounds=3 if rows == K else 1, warmup_rounds=1)

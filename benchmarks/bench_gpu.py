@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from fcinterp_fast._config import FitConfig  # noqa: E402
 from fcinterp_fast.api import DEFAULT_MAX_MEMORY  # noqa: E402
 from fcinterp_fast.backends import registry, torch_vec, triton_fit  # noqa: E402
-from fcinterp_fast.bench import git_state  # noqa: E402
+from fcinterp_fast.bench import device_name, git_state, sync  # noqa: E402
 
 #: (K, D, dtype): classifier heads (ImageNet-1k, -21k) and LLM vocabulary heads.
 HEADS = [
@@ -73,16 +73,12 @@ class Timer:
         self.device = device
         self.flush = torch.empty(_FLUSH_BYTES // 4 if device == "cuda" else 1, dtype=torch.float32, device=device)
 
-    def sync(self):
-        if self.device == "cuda":
-            torch.cuda.synchronize()
-
     def __call__(self, fn, budget_s: float, max_reps: int = 10) -> tuple[float, int]:
         fn()  # warm-up (compiles Triton kernels on first use)
-        self.sync()
+        sync(self.device)
         t0 = time.perf_counter()
         fn()
-        self.sync()
+        sync(self.device)
         first = time.perf_counter() - t0
         reps = int(max(1, min(max_reps, budget_s // max(first, 1e-6))))
         times = []
@@ -115,7 +111,7 @@ def environment(device: str) -> dict:
 
     git = git_state()
     return {
-        "device_name": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
+        "device_name": device_name(device),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
         "triton": triton.__version__,

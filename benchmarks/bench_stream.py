@@ -108,7 +108,7 @@ def run_config(config: str, path: Path, backend: str, max_memory: int | None) ->
 
     import fcinterp_fast
     from fcinterp_fast.api import plan_fit
-    from fcinterp_fast.bench import peak_rss_bytes
+    from fcinterp_fast.bench import peak_rss_bytes, sync
 
     device = "cuda" if config.endswith("-cuda") else "cpu"
     if device == "cuda":
@@ -123,11 +123,11 @@ def run_config(config: str, path: Path, backend: str, max_memory: int | None) ->
 
         head = load_file(str(path))[NAME].to(device)
         plan = plan_fit(head, backend=backend, max_memory=budget)  # no read-ahead buffers
-    _sync(device)
+    sync(device)
     begin = time.perf_counter()
     if not config.startswith("read"):
         result = fcinterp_fast.fit(head, name=NAME, backend=backend, max_memory=budget, device=device, progress=False)
-        _sync(device)
+        sync(device)
         digest = _digest(result)
     else:  # every block copied into one buffer, as the fit's read-ahead does
         buffer, step = torch.empty(plan.block_rows, D, dtype=plan.source.dtype), plan.block_rows
@@ -156,13 +156,6 @@ def _digest(result) -> str:
     for t in (result.count, result.lo, result.hi):
         h.update(t.cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def _sync(device: str) -> None:
-    import torch
-
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def print_table(rows: list[dict], path: Path, args) -> None:

@@ -40,7 +40,7 @@ import torch
 
 from .stream import trim_heap
 
-__all__ = ["add_arguments", "run", "make_head", "implementations", "Impl", "git_state", "peak_rss_bytes"]
+__all__ = ["add_arguments", "run", "make_head", "implementations", "Impl", "git_state", "peak_rss_bytes", "sync", "device_name"]
 
 DEFAULT_HEADS = ("1000x512", "1000x1280", "1000x2048", "21843x1024", "32000x4096")
 QUICK_HEADS = ("24x96", "40x200")
@@ -224,9 +224,10 @@ def _status_kib(field: str) -> int | None:
     return None
 
 
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
+def sync(device: str | torch.device) -> None:
+    """Wait for the work queued on ``device`` (a no-op on the CPU), so that clocks read honestly."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def measure(impl: Impl, head: torch.Tensor, repeat: int) -> dict:
@@ -241,10 +242,10 @@ def measure(impl: Impl, head: torch.Tensor, repeat: int) -> dict:
     peak = None
     for i in range(runs):
         with _PeakMemory(impl.device) as memory:
-            _sync(impl.device)
+            sync(impl.device)
             start = time.perf_counter()
             impl.fit(W)
-            _sync(impl.device)
+            sync(impl.device)
             times.append(time.perf_counter() - start)
         if i == 0:
             peak = memory.mib
@@ -367,6 +368,13 @@ def environment() -> dict:
     if cpu.unavailable() is None:
         env["cpu_extension"] = cpu.build_info()
     return env
+
+
+def device_name(device: str | torch.device) -> str:
+    """The GPU's name for a CUDA device, else the CPU model."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return _cpu_name()
 
 
 def _cpu_name() -> str:

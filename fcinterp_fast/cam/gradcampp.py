@@ -21,10 +21,10 @@ Everything is computed in float32, whatever the model's dtype: g^2 and g^3 under
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
+
+from ..backends import triton_fit
 
 __all__ = ["EPS", "SCALE_GUARD", "combine", "combine_torch", "upsample_and_scale", "check_combine_args"]
 
@@ -59,7 +59,7 @@ def combine(
         (B, T, H, W) float32 maps in [0, 1], on A's device.
     """
     check_combine_args(A, g, copies, size, g2, g3)
-    if A.is_cuda and _triton_ready():
+    if A.is_cuda and triton_fit.unavailable() is None:  # installed, and new enough
         from .kernels import MAX_KERNEL_HW, combine_triton
 
         if A.shape[2] * A.shape[3] <= MAX_KERNEL_HW:
@@ -127,12 +127,3 @@ def _compact(t: torch.Tensor) -> torch.Tensor:
     """``t`` without its broadcast dimensions: every dim with stride 0 narrowed to length 1."""
     index = tuple(slice(0, 1) if s == 0 and n > 1 else slice(None) for n, s in zip(t.shape, t.stride()))
     return t[index]
-
-
-@functools.cache
-def _triton_ready() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
