@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import fcinterp_fast
+from checks import assert_same_fit
 from fcinterp_fast import head_weight
 
 timm = pytest.importorskip("timm")
@@ -18,14 +19,6 @@ def _same_storage(found: torch.Tensor, weight: torch.Tensor) -> None:
     """``found`` is ``weight`` (flattened for conv 1x1 kernels), not a copy."""
     assert found.data_ptr() == weight.data_ptr()
     assert torch.equal(found, weight.detach().flatten(1))
-
-
-def assert_same_fit(a: fcinterp_fast.HeadFit, b: fcinterp_fast.HeadFit) -> None:
-    assert a.nodes == b.nodes
-    for name in ("count", "mean", "lo", "hi", "slope", "intercept", "r2"):
-        assert torch.equal(getattr(a, name).nan_to_num(), getattr(b, name).nan_to_num()), name
-    for name in ("loc", "scale", "kappa", "loglik"):
-        assert torch.equal(getattr(a.ald, name).nan_to_num(), getattr(b.ald, name).nan_to_num()), name
 
 
 # ------------------------------------------------------------------------- models
