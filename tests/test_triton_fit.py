@@ -21,6 +21,7 @@ import torch
 pytest.importorskip("triton")
 
 import fcinterp_fast  # noqa: E402
+from checks import assert_equal, assert_within  # noqa: E402
 from fcinterp_fast._config import FitConfig  # noqa: E402
 from fcinterp_fast.backends import _triton_kernels, reference, torch_vec, triton_fit  # noqa: E402
 from fcinterp_fast.backends.registry import RowFit  # noqa: E402
@@ -45,12 +46,6 @@ MODES = [
 MODE_IDS = ["chain-zero", "chain-mean-linspace", "full-zero", "full-mean-linspace"]
 
 
-def _describe(name: str, bad: torch.Tensor, got: torch.Tensor, want: torch.Tensor) -> str:
-    where = bad.nonzero()[:5].tolist()
-    shown = "; ".join(f"{tuple(i)}: got {got[tuple(i)].item()!r}, want {want[tuple(i)].item()!r}" for i in where)
-    return f"{name}: {int(bad.sum())} of {bad.numel()} differ; first {shown}"
-
-
 def assert_rowfit_close(got: RowFit, want: RowFit, rows: torch.Tensor | None = None) -> None:
     """Memberships (count, lo, hi) and the ALD location exactly, everything else within float64
     rounding; NaN and inf must match. ``rows``: compare only these rows of ``got``."""
@@ -59,17 +54,10 @@ def assert_rowfit_close(got: RowFit, want: RowFit, rows: torch.Tensor | None = N
         if rows is not None:
             actual = actual[rows]
         expected = expected.cpu()
-        assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
         if name in ("count", "lo", "hi", "loc", "ambiguous"):
-            bad = actual != expected
-            if actual.is_floating_point():
-                bad &= ~(actual.isnan() & expected.isnan())
+            assert_equal(name, actual, expected)
         else:
-            finite = expected.isfinite()
-            close = (actual - expected).abs() <= STAT_ATOL + STAT_RTOL * expected.abs()
-            same = (actual == expected) | (actual.isnan() & expected.isnan())
-            bad = torch.where(finite, ~close | ~actual.isfinite(), ~same)
-        assert not bad.any(), _describe(name, bad, actual, expected)
+            assert_within(name, actual, expected, STAT_ATOL + STAT_RTOL * expected.abs().numpy())
 
 
 def rowfit_of(fit: fcinterp_fast.HeadFit) -> RowFit:
