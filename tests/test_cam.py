@@ -58,11 +58,6 @@ def images():
 
 
 @pytest.fixture(scope="module")
-def lite0():
-    return fcinterp_fast.models.load("efficientnet_lite0")
-
-
-@pytest.fixture(scope="module")
 def hopper_path():
     from matplotlib import cbook
 

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 import fcinterp_fast
 from checks import assert_within
 from fcinterp_fast._config import FitConfig
-from fcinterp_fast.backends import cpu, reference
+from fcinterp_fast.backends import cpu, reference, torch_vec
 
 pytestmark = pytest.mark.skipif(
     cpu.unavailable() is not None, reason=f"backend 'cpu' unavailable: {cpu.unavailable()}"
@@ -221,17 +221,15 @@ def test_threads_do_not_change_results():
 
 
 @pytest.mark.slow
-def test_bundled_head():
+def test_bundled_head(lite0_head):
     """EfficientNet-Lite0's classifier (1000 x 1280): every class against torch, a sample against
     the reference (which takes ~0.5 s a row)."""
-    W = fcinterp_fast.head_weight(fcinterp_fast.models.load())
+    W = lite0_head
     assert tuple(W.shape) == (1000, 1280)
     for cfg in (FitConfig(), FitConfig(root="mean"), FitConfig(tree="full", depth=4)):
         got = cpu.fit_rows(W, cfg)
         sample = torch.arange(0, 1000, 199)
         assert_same_fit(got.map(lambda name, t: t[sample]), reference.fit_rows(W[sample], cfg), W[sample])
-        from fcinterp_fast.backends import torch_vec
-
         vec = torch_vec.fit_rows(W, cfg)
         assert not bool(vec.ambiguous.any())
         padded = got.pad_columns(vec.columns)

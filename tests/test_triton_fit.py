@@ -310,10 +310,10 @@ def test_gpu_long_rows(D, options):
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_gpu_real_head(dtype):
+def test_gpu_real_head(lite0_head, dtype):
     """The bundled EfficientNet-Lite0 classifier (1000 x 1280): every row against the torch
     backend, every 37th row against the reference, and ``fit`` end to end."""
-    W = fcinterp_fast.head_weight(fcinterp_fast.models.load()).detach().to(DEVICE, dtype)
+    W = lite0_head.detach().to(DEVICE, dtype)
     assert W.shape == (1000, 1280)
     sample = torch.arange(0, 1000, 37)
     for options in (MODES[0], MODES[3]) if dtype == torch.float32 else (MODES[0],):
