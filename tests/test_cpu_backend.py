@@ -39,7 +39,10 @@ ROOT = Path(__file__).resolve().parents[1]
 MAX_EXPONENT = {torch.float16: 13, torch.bfloat16: 120, torch.float32: 120, torch.float64: 900}
 MIN_EXPONENT = {torch.float16: -20, torch.bfloat16: -120, torch.float32: -120, torch.float64: -1060}
 NODE_STATS = ("mean", "slope", "intercept", "r2")
-SETTINGS = dict(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# At least 60 examples, more when the loaded profile asks for more (conftest loads it before this
+# module is imported; HYPOTHESIS_PROFILE=thorough gives 600).
+SETTINGS = dict(max_examples=max(60, settings.default.max_examples), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
 
 
 # ------------------------------------------------------------------------------- strategies
