@@ -16,9 +16,6 @@ from fcinterp_fast.api import plan_fit
 from fcinterp_fast.backends import registry
 from fcinterp_fast.io import FileSource
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
-
-
 def random_head(K: int, D: int, dtype=torch.float16, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return (torch.randn(K, D, generator=g) * 0.05).to(dtype)
@@ -283,7 +280,6 @@ def test_gpu_pipeline_delivers_every_block_and_waits_for_the_right_events(monkey
 
 
 @pytest.mark.gpu
-@needs_cuda
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_file_fitted_on_gpu_matches_cpu(tmp_path, suffix):
     W = random_head(5003, 256, torch.bfloat16, seed=3)
@@ -299,7 +295,6 @@ def test_file_fitted_on_gpu_matches_cpu(tmp_path, suffix):
 
 
 @pytest.mark.gpu
-@needs_cuda
 def test_cpu_tensor_fitted_on_gpu_keeps_results_on_cpu():
     W = random_head(2001, 128, torch.float32, seed=4)
     result = fcinterp_fast.fit(W, backend="torch", device="cuda", max_memory=budget_for(300, W))

@@ -31,7 +31,8 @@ interpreter_only = pytest.mark.skipif(
     not INTERPRETING, reason="needs TRITON_INTERPRET=1 (test_interpreter_suite runs these in a subprocess)"
 )
 CUDA = torch.cuda.is_available() and not INTERPRETING
-needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+# The gpu cases (skipped by conftest without CUDA) run compiled kernels, never the interpreter.
+compiled_only = pytest.mark.skipif(INTERPRETING, reason="gpu cases run compiled kernels; TRITON_INTERPRET=1 is set")
 DEVICE = "cuda" if CUDA else "cpu"
 
 # float64 arithmetic in another order than the reference: a few thousand ulps at most.
@@ -258,7 +259,7 @@ def test_cpu_tensors_are_refused_with_the_fix():
 
 
 @pytest.mark.gpu
-@needs_cuda
+@compiled_only
 @pytest.mark.parametrize("options", MODES, ids=MODE_IDS)
 def test_gpu_modes(options):
     W = torch.randn(64, 300, generator=torch.Generator().manual_seed(6)).to(DEVICE)
@@ -267,7 +268,7 @@ def test_gpu_modes(options):
 
 
 @pytest.mark.gpu
-@needs_cuda
+@compiled_only
 @pytest.mark.parametrize("D", [1, 3, 37])
 def test_gpu_tiny_rows(D):
     # a view with row stride D + 1: a contiguous (33, 1) head would be a kernel compiled for
@@ -277,7 +278,7 @@ def test_gpu_tiny_rows(D):
 
 
 @pytest.mark.gpu
-@needs_cuda
+@compiled_only
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64], ids=str)
 def test_gpu_dtypes_and_awkward_rows(dtype):
     W = torch.cat([awkward_rows(300, dtype), torch.randn(40, 300).to(dtype)]).to(DEVICE)
@@ -287,7 +288,7 @@ def test_gpu_dtypes_and_awkward_rows(dtype):
 
 
 @pytest.mark.gpu
-@needs_cuda
+@compiled_only
 def test_gpu_strided_input():
     W = torch.randn(300, 40, generator=torch.Generator().manual_seed(5)).to(DEVICE).t()
     assert not W.is_contiguous()
@@ -295,7 +296,7 @@ def test_gpu_strided_input():
 
 
 @pytest.mark.gpu
-@needs_cuda
+@compiled_only
 @pytest.mark.parametrize(
     "D, options",
     [(16384, MODES[0]), (20000, MODES[0]), (20000, MODES[3])],
@@ -308,7 +309,7 @@ def test_gpu_long_rows(D, options):
 
 
 @pytest.mark.gpu
-@needs_cuda
+@compiled_only
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_gpu_real_head(lite0_head, dtype):
     """The bundled EfficientNet-Lite0 classifier (1000 x 1280): every row against the torch
