@@ -1,12 +1,17 @@
-"""Comparison of a ``HeadFit`` with the oracle, with messages that show what differs and where."""
+"""Comparison of a ``HeadFit`` with the oracle or with another fit, with messages that show what
+differs and where."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
 import oracle
+from fcinterp_fast.backends.registry import ALD_FIELDS, NODE_FIELDS
 
-__all__ = ["assert_equal", "assert_within", "assert_matches_oracle", "SPEC_RTOL", "SPEC_ATOL", "SAFETY"]
+__all__ = [
+    "assert_equal", "assert_within", "assert_matches_oracle", "fit_fields", "assert_same_fit",
+    "assert_same_memberships", "SPEC_RTOL", "SPEC_ATOL", "SAFETY",
+]  # fmt: skip
 
 #: SPEC 3: slope, intercept, r2 of float32 input against a float64 oracle.
 SPEC_RTOL, SPEC_ATOL = 1e-5, 1e-6
@@ -92,3 +97,42 @@ def assert_matches_oracle(fit, W: torch.Tensor, options: dict, float64_backend: 
         assert_within(f"ald.{name} (unique maximiser)", _numpy(getattr(fit.ald, name))[unique],
                       reference[unique], (rel * np.abs(reference))[unique])  # fmt: skip
     return expected
+
+
+def _named(name: str):
+    """A ``torch.testing.assert_close`` message that starts with the field's name."""
+    return lambda message: f"{name}: {message}"
+
+
+def fit_fields(fit) -> dict:
+    """``nodes`` and every statistic of a ``HeadFit`` by name: ``NODE_FIELDS`` ("count", "mean", ...)
+    and ``ALD_FIELDS`` as "ald.loc", .... A dict of that form (what ``distributed_worker`` saves)
+    is returned as it is."""
+    if isinstance(fit, dict):
+        return fit
+    return {
+        "nodes": fit.nodes,
+        **{name: getattr(fit, name) for name in NODE_FIELDS},
+        **{f"ald.{name}": getattr(fit.ald, name) for name in ALD_FIELDS},
+    }
+
+
+def assert_same_fit(actual, expected) -> None:
+    """The same nodes and every node and ALD statistic bit for bit (NaN where NaN; dtype and
+    device too). Either side may be a ``HeadFit`` or a ``fit_fields`` dict."""
+    actual, expected = fit_fields(actual), fit_fields(expected)
+    assert actual["nodes"] == expected["nodes"], f"nodes {actual['nodes']} != {expected['nodes']}"
+    for name in (*NODE_FIELDS, *(f"ald.{n}" for n in ALD_FIELDS)):
+        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0, equal_nan=True, msg=_named(name))
+
+
+def assert_same_memberships(actual, expected, rtol: float, atol: float) -> None:
+    """The same nodes and memberships (count, lo, hi bit for bit, NaN where NaN), the other node
+    statistics (mean, slope, intercept, r2) within ``atol + rtol * |expected|``: fits of the same
+    head whose float64 sums ran in another order. Either side may be a ``HeadFit`` or a
+    ``fit_fields`` dict."""
+    actual, expected = fit_fields(actual), fit_fields(expected)
+    assert actual["nodes"] == expected["nodes"], f"nodes {actual['nodes']} != {expected['nodes']}"
+    for name in NODE_FIELDS:
+        tol = dict(rtol=0, atol=0) if name in ("count", "lo", "hi") else dict(rtol=rtol, atol=atol)
+        torch.testing.assert_close(actual[name], expected[name], **tol, equal_nan=True, msg=_named(name))

@@ -2,8 +2,8 @@
 
 Backends are read from the registry at collection time, so a backend module added to the
 registry later (``cpu``, ``triton``) runs through every backend-parametrised test without any
-change here. A backend that cannot run here is skipped with its own reason; a device that is not
-present (CUDA on this machine) is skipped too.
+change here. A backend that cannot run here is skipped with its own reason. Every test marked
+``gpu`` (the cuda cases among them) is skipped where CUDA is not available.
 """
 from __future__ import annotations
 
@@ -22,6 +22,12 @@ _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
 settings.register_profile("ci", max_examples=25, deadline=None, suppress_health_check=_SLOW_OK, print_blob=True)
 settings.register_profile("thorough", max_examples=600, deadline=None, suppress_health_check=_SLOW_OK, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked ``gpu`` (cuda cases of the ``backend`` fixture included) skip without CUDA."""
+    if item.get_closest_marker("gpu") is not None and not torch.cuda.is_available():
+        pytest.skip("gpu test: no CUDA device here")
+
 
 #: Backends that compute every statistic in float64: held to the oracle's float64 error bounds
 #: alone. Every other backend also gets SPEC 3's float32 tolerance (rtol 1e-5 / atol 1e-6).
@@ -66,8 +72,6 @@ def _skip_unless_runnable(case: BackendCase) -> None:
     reason = fcinterp_fast.backends()[case.name]
     if reason != "available":
         pytest.skip(f"backend {case.name!r} is not available here: {reason}")
-    if case.device == "cuda" and not torch.cuda.is_available():
-        pytest.skip(f"backend {case.name!r} on cuda: no CUDA device here")
 
 
 @pytest.fixture(scope="session", params=_cases())

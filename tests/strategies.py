@@ -13,8 +13,7 @@ import torch
 from hypothesis import strategies as st
 
 __all__ = [
-    "FLOAT_DTYPES", "LAYOUTS", "EXPONENT_RANGE", "heads", "head_rows", "fit_options", "as_layout",
-    "to_float64_numpy", "bit_pattern",
+    "FLOAT_DTYPES", "LAYOUTS", "EXPONENT_RANGE", "heads", "head_rows", "fit_options", "as_layout", "bit_pattern",
 ]  # fmt: skip
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -33,11 +32,6 @@ EXPONENT_RANGE = {
 }
 
 _INT_VIEW = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32, torch.float64: torch.int64}
-
-
-def to_float64_numpy(t: torch.Tensor) -> np.ndarray:
-    """Exact float64 copy of a float tensor (any dtype, device, strides) as a numpy array."""
-    return t.detach().to("cpu", torch.float64).numpy().copy()
 
 
 def bit_pattern(t: torch.Tensor) -> torch.Tensor:

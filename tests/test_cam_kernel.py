@@ -96,7 +96,6 @@ def test_kernel_under_interpreter():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("case", REALISTIC, ids=str)
 def test_kernel_realistic_on_cuda(case, dtype):
@@ -104,7 +103,6 @@ def test_kernel_realistic_on_cuda(case, dtype):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 @pytest.mark.parametrize("layer", ["layer4", "layer3"])
 def test_explain_on_cuda_equals_cpu(layer, monkeypatch):
     import timm

@@ -5,11 +5,10 @@ import pytest
 import torch
 
 from fcinterp_fast.source import check_block
+from strategies import FLOAT_DTYPES
 
-DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
-
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
 def test_names_the_first_non_finite_row(dtype, bad):
     block = torch.ones(9, 33, dtype=dtype)

@@ -41,8 +41,8 @@ def assert_png(path: Path, min_size=(400, 300)) -> None:
 
 # ------------------------------------------------------------------------- the bundled model
 @pytest.fixture(scope="module")
-def bundled_fit():
-    return fcinterp_fast.fit(fcinterp_fast.models.load("efficientnet_lite0"))
+def bundled_fit(lite0):
+    return fcinterp_fast.fit(lite0)
 
 
 @pytest.fixture(scope="module")

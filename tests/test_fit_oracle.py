@@ -165,11 +165,18 @@ def test_derived_estimates_match_formulas(backend):
 
 
 def test_chain_without_depth_keeps_whole_levels(backend):
-    """A level reached only on the "+" side still lists its "-" node (absent: count 0, NaN)."""
+    """A level reached only on the "+" side still lists its "-" node (absent: count 0, NaN), and
+    "-*" stays at the deepest node the "-" chain reaches."""
     fit = backend.fit(torch.tensor([[1.0, 2.0]]), min_size=0)
     assert fit.nodes == ["+", "-", "++", "--"]
     assert fit.count[0].tolist() == [2, 0, 1, 0]
     assert not fit.mask("--").any()
+    row = torch.linspace(-1, 2, 50)[None]  # the + chain reaches level 6, the - chain level 5
+    fit = backend.fit(row, min_size=2)
+    assert fit.nodes[-2:] == ["++++++", "------"]
+    assert fit.count[0, -2:].tolist() == [1, 0]
+    assert not fit.mask("------").any()
+    assert fit.column("-*", 0) == fit.nodes.index("-----")
 
 
 def test_float64_subnormal_row(backend):

@@ -21,6 +21,7 @@ import torch
 pytest.importorskip("triton")
 
 import fcinterp_fast  # noqa: E402
+from checks import assert_equal, assert_within  # noqa: E402
 from fcinterp_fast._config import FitConfig  # noqa: E402
 from fcinterp_fast.backends import _triton_kernels, reference, torch_vec, triton_fit  # noqa: E402
 from fcinterp_fast.backends.registry import RowFit  # noqa: E402
@@ -30,7 +31,8 @@ interpreter_only = pytest.mark.skipif(
     not INTERPRETING, reason="needs TRITON_INTERPRET=1 (test_interpreter_suite runs these in a subprocess)"
 )
 CUDA = torch.cuda.is_available() and not INTERPRETING
-needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+# The gpu cases (skipped by conftest without CUDA) run compiled kernels, never the interpreter.
+compiled_only = pytest.mark.skipif(INTERPRETING, reason="gpu cases run compiled kernels; TRITON_INTERPRET=1 is set")
 DEVICE = "cuda" if CUDA else "cpu"
 
 # float64 arithmetic in another order than the reference: a few thousand ulps at most.
@@ -45,12 +47,6 @@ MODES = [
 MODE_IDS = ["chain-zero", "chain-mean-linspace", "full-zero", "full-mean-linspace"]
 
 
-def _describe(name: str, bad: torch.Tensor, got: torch.Tensor, want: torch.Tensor) -> str:
-    where = bad.nonzero()[:5].tolist()
-    shown = "; ".join(f"{tuple(i)}: got {got[tuple(i)].item()!r}, want {want[tuple(i)].item()!r}" for i in where)
-    return f"{name}: {int(bad.sum())} of {bad.numel()} differ; first {shown}"
-
-
 def assert_rowfit_close(got: RowFit, want: RowFit, rows: torch.Tensor | None = None) -> None:
     """Memberships (count, lo, hi) and the ALD location exactly, everything else within float64
     rounding; NaN and inf must match. ``rows``: compare only these rows of ``got``."""
@@ -59,17 +55,10 @@ def assert_rowfit_close(got: RowFit, want: RowFit, rows: torch.Tensor | None = N
         if rows is not None:
             actual = actual[rows]
         expected = expected.cpu()
-        assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
         if name in ("count", "lo", "hi", "loc", "ambiguous"):
-            bad = actual != expected
-            if actual.is_floating_point():
-                bad &= ~(actual.isnan() & expected.isnan())
+            assert_equal(name, actual, expected)
         else:
-            finite = expected.isfinite()
-            close = (actual - expected).abs() <= STAT_ATOL + STAT_RTOL * expected.abs()
-            same = (actual == expected) | (actual.isnan() & expected.isnan())
-            bad = torch.where(finite, ~close | ~actual.isfinite(), ~same)
-        assert not bad.any(), _describe(name, bad, actual, expected)
+            assert_within(name, actual, expected, STAT_ATOL + STAT_RTOL * expected.abs().numpy())
 
 
 def rowfit_of(fit: fcinterp_fast.HeadFit) -> RowFit:
@@ -272,7 +261,7 @@ def test_cpu_tensors_are_refused_with_the_fix():
 
 
 @pytest.mark.gpu
-@needs_cuda
+@compiled_only
 @pytest.mark.parametrize("options", MODES, ids=MODE_IDS)
 def test_gpu_modes(options):
     W = torch.randn(64, 300, generator=torch.Generator().manual_seed(6)).to(DEVICE)
@@ -281,7 +270,7 @@ def test_gpu_modes(options):
 
 
 @pytest.mark.gpu
-@needs_cuda
+@compiled_only
 @pytest.mark.parametrize("D", [1, 3, 37])
 def test_gpu_tiny_rows(D):
     # a view with row stride D + 1: a contiguous (33, 1) head would be a kernel compiled for
@@ -291,7 +280,7 @@ def test_gpu_tiny_rows(D):
 
 
 @pytest.mark.gpu
-@needs_cuda
+@compiled_only
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64], ids=str)
 def test_gpu_dtypes_and_awkward_rows(dtype):
     W = torch.cat([awkward_rows(300, dtype), torch.randn(40, 300).to(dtype)]).to(DEVICE)
@@ -301,7 +290,7 @@ def test_gpu_dtypes_and_awkward_rows(dtype):
 
 
 @pytest.mark.gpu
-@needs_cuda
+@compiled_only
 def test_gpu_strided_input():
     W = torch.randn(300, 40, generator=torch.Generator().manual_seed(5)).to(DEVICE).t()
     assert not W.is_contiguous()
@@ -309,7 +298,7 @@ def test_gpu_strided_input():
 
 
 @pytest.mark.gpu
-@needs_cuda
+@compiled_only
 @pytest.mark.parametrize(
     "D, options",
     [(16384, MODES[0]), (20000, MODES[0]), (20000, MODES[3])],
@@ -322,12 +311,12 @@ def test_gpu_long_rows(D, options):
 
 
 @pytest.mark.gpu
-@needs_cuda
+@compiled_only
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_gpu_real_head(dtype):
+def test_gpu_real_head(lite0_head, dtype):
     """The bundled EfficientNet-Lite0 classifier (1000 x 1280): every row against the torch
     backend, every 37th row against the reference, and ``fit`` end to end."""
-    W = fcinterp_fast.head_weight(fcinterp_fast.models.load()).detach().to(DEVICE, dtype)
+    W = lite0_head.detach().to(DEVICE, dtype)
     assert W.shape == (1000, 1280)
     sample = torch.arange(0, 1000, 37)
     for options in (MODES[0], MODES[3]) if dtype == torch.float32 else (MODES[0],):
