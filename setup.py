@@ -10,6 +10,7 @@ unfused IEEE arithmetic), and on x86-64 ``target_clones`` so one binary carries 
 AVX-512 versions of the row kernel. ``FCINTERP_NATIVE=1`` builds for this CPU only
 (``-march=native``; not for wheels you distribute).
 """
+
 from __future__ import annotations
 
 import os
@@ -53,15 +54,17 @@ class OptionalBuildExt(build_ext):
         for ext in self.extensions:
             ext.extra_compile_args = list(ext.extra_compile_args or []) + compile_args
             ext.extra_link_args = list(ext.extra_link_args or []) + link_args
-            ext.define_macros = list(ext.define_macros or []) + [
-                ("FCI_BUILD_FLAGS", '"' + " ".join(compile_args + macros).replace('"', "") + '"')
-            ] + [(name, None) for name in macros]
+            ext.define_macros = (
+                list(ext.define_macros or [])
+                + [("FCI_BUILD_FLAGS", '"' + " ".join(compile_args + macros).replace('"', "") + '"')]
+                + [(name, None) for name in macros]
+            )
         super().build_extensions()
 
     def build_extension(self, ext):
         try:
             super().build_extension(ext)
-        except Exception as error:  # noqa: BLE001 - any compiler failure must not fail the install
+        except Exception as error:
             _warn(
                 f"building the optional C++ extension {ext.name} failed ({type(error).__name__}: {error}); "
                 f"fcinterp_fast installs without it and backend='cpu' is unavailable (the 'torch' and "
@@ -78,11 +81,14 @@ class OptionalBuildExt(build_ext):
                 f.write(code)
             objects = self.compiler.compile([source], output_dir=tmp, extra_postargs=list(compile_args))
             self.compiler.link_executable(
-                objects, "probe", output_dir=tmp, extra_postargs=list(link_args),
+                objects,
+                "probe",
+                output_dir=tmp,
+                extra_postargs=list(link_args),
                 target_lang="c++",
             )
             return True
-        except Exception:  # noqa: BLE001 - a failed probe just means "not supported"
+        except Exception:
             return False
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -101,8 +107,11 @@ class OptionalBuildExt(build_ext):
             openmp = self._first_working(_OPENMP_SNIPPET, [(["/openmp"], [])])
             return compile_args + (openmp[0] if openmp else []), [], []
 
-        compile_args = [flag for flag in ("-O3", "-std=c++17", "-ffp-contract=off", "-fno-math-errno")
-                        if self._compiles(_PLAIN_SNIPPET, [flag])]
+        compile_args = [
+            flag
+            for flag in ("-O3", "-std=c++17", "-ffp-contract=off", "-fno-math-errno")
+            if self._compiles(_PLAIN_SNIPPET, [flag])
+        ]
         link_args: list[str] = []
         macros: list[str] = []
         openmp = self._first_working(

@@ -15,6 +15,7 @@ within 1e-5. Prints a markdown table and writes JSON under ``benchmarks/results/
 
     python benchmarks/bench_explain.py [--device cpu] [--n-samples 16] [--repeats 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,9 +34,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import fcinterp_fast  # noqa: E402
+from fcinterp_fast.bench import device_name, git_state, sync  # noqa: E402
 from fcinterp_fast.cam import explain, noisy_copies  # noqa: E402
 from fcinterp_fast.cam.base import prepare_images  # noqa: E402
-from fcinterp_fast.bench import device_name, git_state, sync  # noqa: E402
 
 CLASS = "military uniform"
 NOISE = 0.15
@@ -50,8 +51,9 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args()
 
-    import cam_oracle
     from matplotlib import cbook
+
+    import cam_oracle
 
     device = torch.device(args.device)
     model = fcinterp_fast.models.load("efficientnet_lite0", device=device)
@@ -101,10 +103,19 @@ def main() -> int:
         "versions": _versions(),
         "git_sha": _git_sha(),
         "config": {
-            "model": "efficientnet_lite0", "image": "grace_hopper.jpg", "class": CLASS, "class_index": k,
-            "targets": len(targets), "nodes": fit.nodes, "n_samples": n, "noise": NOISE, "smooth": "maps",
-            "weights": "abs", "input": list(x.shape), "repeats": args.repeats,
-        },  # fmt: skip
+            "model": "efficientnet_lite0",
+            "image": "grace_hopper.jpg",
+            "class": CLASS,
+            "class_index": k,
+            "targets": len(targets),
+            "nodes": fit.nodes,
+            "n_samples": n,
+            "noise": NOISE,
+            "smooth": "maps",
+            "weights": "abs",
+            "input": list(x.shape),
+            "repeats": args.repeats,
+        },
         "results": [
             {"method": "fcinterp_fast.explain (fused)", "seconds": ours_time, "runs": times},
             {"method": "pytorch-grad-cam looped", "seconds": reference_time, "calls": len(targets) * n},
@@ -116,7 +127,9 @@ def main() -> int:
     print(f"\n{len(targets)} targets x {n} noisy copies, EfficientNet-Lite0 224x224, {record['device']}\n")
     print("| method | seconds | speed-up | max abs diff |")
     print("|---|---:|---:|---:|")
-    print(f"| fcinterp_fast.explain (fused, median of {args.repeats}) | {ours_time:.3f} | {record['speedup']:.1f}x | {max_diff:.2e} |")
+    print(
+        f"| fcinterp_fast.explain (fused, median of {args.repeats}) | {ours_time:.3f} | {record['speedup']:.1f}x | {max_diff:.2e} |"
+    )
     print(f"| pytorch-grad-cam, {len(targets) * n} forward+backward | {reference_time:.3f} | 1.0x | - |")
 
     out = Path(args.out)

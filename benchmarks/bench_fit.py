@@ -7,6 +7,7 @@ Slow implementations (reference, numpy-loop, scipy-ald, torch beyond --torch-row
 evenly spaced sample rows; ``extra_info`` records how many, and the per-row time to extrapolate.
 Not part of the test suite: speed goals live here and in benchmarks/run.py, never in tests.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -20,6 +20,7 @@ Usage::
     python benchmarks/bench_gpu.py --compile-only --jobs 8 --precompile 6x16384:float32
     TRITON_INTERPRET=1 python benchmarks/bench_gpu.py --dry-run --out /tmp/bench   # CPU plumbing check
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,10 +38,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fcinterp_fast._config import FitConfig  # noqa: E402
-from fcinterp_fast.api import DEFAULT_MAX_MEMORY  # noqa: E402
-from fcinterp_fast.backends import registry, torch_vec, triton_fit  # noqa: E402
-from fcinterp_fast.bench import device_name, git_state, sync  # noqa: E402
+from fcinterp_fast._triton import interpreting
+from fcinterp_fast.config import DEFAULT_MAX_MEMORY, FitConfig
+from fcinterp_fast.backends import registry, torch_vec, triton_fit
+from fcinterp_fast.bench import device_name, git_state, sync
 
 #: (K, D, dtype): classifier heads (ImageNet-1k, -21k) and LLM vocabulary heads.
 HEADS = [
@@ -117,7 +118,7 @@ def environment(device: str) -> dict:
         "triton": triton.__version__,
         "python": platform.python_version(),
         "git_sha": git["sha"] if git else "unknown",
-        "interpreter": triton_fit.interpreting(),
+        "interpreter": interpreting(),
     }
 
 
@@ -154,7 +155,9 @@ class Results:
             heads.setdefault((row["head"], row["dtype"]), {})[row["what"]] = row
         for (head, dtype), m in heads.items():
             ms = {what: m[what]["ms"] for what in m if m[what].get("ms") is not None}
-            cell = lambda what: (f"{ms[what]:.3f}" + ("*" if m[what].get("extrapolated") else "")) if what in ms else "-"  # noqa: E731
+            cell = lambda what: (
+                (f"{ms[what]:.3f}" + ("*" if m[what].get("extrapolated") else "")) if what in ms else "-"
+            )  # noqa: E731
             ratio = lambda a, b: f"{ms[a] / ms[b]:.2f}" if a in ms and b in ms else "-"  # noqa: E731
             ambiguous = m.get("triton", {}).get("ambiguous_rows", "-")
             lines.append(
@@ -184,8 +187,9 @@ def head_fields(K: int, D: int, dtype: torch.dtype) -> dict:
     return dict(head=f"{K}x{D}", K=K, D=D, dtype=str(dtype).replace("torch.", ""))
 
 
-def bench_head(K: int, D: int, dtype: torch.dtype, device: str, timer: Timer, results: Results,
-               bandwidth: float, deadline: float) -> None:  # fmt: skip
+def bench_head(
+    K: int, D: int, dtype: torch.dtype, device: str, timer: Timer, results: Results, bandwidth: float, deadline: float
+) -> None:
     common = head_fields(K, D, dtype)
     cfg = FitConfig()
     W = laplace_head(K, D, dtype, device)
@@ -259,7 +263,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     if args.dry_run:
-        if not triton_fit.interpreting():
+        if not interpreting():
             parser.error("--dry-run runs the kernels on the CPU interpreter: set TRITON_INTERPRET=1")
         device, heads = "cpu", args.heads or DRY_HEADS
     else:

@@ -24,6 +24,7 @@ of the node names, counts, lo and hi is compared). Prints a markdown table and w
     python benchmarks/bench_stream.py [--rows 131072] [--cols 4096] [--backend torch]
         [--configs read-file,read-mmap,stream,in-memory] [--max-memory BYTES] [--dir /tmp/fcinterp-bench]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,7 +50,9 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=131072, help="K, classes of the generated head")
     parser.add_argument("--cols", type=int, default=4096, help="D, features of the generated head")
     parser.add_argument("--backend", default="torch")
-    parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help=f"comma-separated, from {', '.join(CONFIGS)}")
+    parser.add_argument(
+        "--configs", default=",".join(DEFAULT_CONFIGS), help=f"comma-separated, from {', '.join(CONFIGS)}"
+    )
     parser.add_argument("--max-memory", type=int, help="max_memory of the fits (default: the library's)")
     parser.add_argument("--dir", default="/tmp/fcinterp-bench", help="where the generated head is kept")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
@@ -144,14 +147,21 @@ def run_config(config: str, path: Path, backend: str, max_memory: int | None) ->
     wall = time.perf_counter() - begin
     peak = peak_rss_bytes()
     return {
-        "config": config, "device": device, "rows": K, "cols": D, "block_rows": plan.block_rows, "wall_s": wall,
-        "rows_per_s": K / wall, "start_rss_mb": start_rss / 1e6, "peak_rss_mb": peak / 1e6,
+        "config": config,
+        "device": device,
+        "rows": K,
+        "cols": D,
+        "block_rows": plan.block_rows,
+        "wall_s": wall,
+        "rows_per_s": K / wall,
+        "start_rss_mb": start_rss / 1e6,
+        "peak_rss_mb": peak / 1e6,
         "digest": digest,
-    }  # fmt: skip
+    }
 
 
 def _digest(result) -> str:
-    """Of the memberships, which every device must reproduce exactly (SPEC 2)."""
+    """Of the memberships, which every device must reproduce exactly (docs/spec.md section 2)."""
     h = hashlib.sha256(repr(result.nodes).encode())
     for t in (result.count, result.lo, result.hi):
         h.update(t.cpu().contiguous().numpy().tobytes())
@@ -160,7 +170,9 @@ def _digest(result) -> str:
 
 def print_table(rows: list[dict], path: Path, args) -> None:
     size = path.stat().st_size / 1e9
-    print(f"\n{args.rows} x {args.cols} bf16 head ({size:.2f} GB file), backend {args.backend!r}, {os.cpu_count()} CPUs, {_gpu_name()}\n")
+    print(
+        f"\n{args.rows} x {args.cols} bf16 head ({size:.2f} GB file), backend {args.backend!r}, {os.cpu_count()} CPUs, {_gpu_name()}\n"
+    )
     print("| config | device | block rows | wall s | rows/s | RSS at start MB | peak RSS MB | peak - start MB |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
@@ -177,19 +189,25 @@ def write_json(rows: list[dict], path: Path, args) -> None:
     import torch
 
     import fcinterp_fast
-
     from fcinterp_fast.bench import git_state
 
     git = git_state()
     sha = git["sha"] if git else ""
     stamp = datetime.datetime.now(datetime.timezone.utc)
     record = {
-        "benchmark": "stream", "time": stamp.isoformat(timespec="seconds"), "git_sha": sha,
-        "fcinterp_fast": fcinterp_fast.__version__, "torch": torch.__version__, "python": platform.python_version(),
-        "gpu": _gpu_name(), "cpu_count": os.cpu_count(), "machine": platform.machine(),
+        "benchmark": "stream",
+        "time": stamp.isoformat(timespec="seconds"),
+        "git_sha": sha,
+        "fcinterp_fast": fcinterp_fast.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "gpu": _gpu_name(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
         "head": {"rows": args.rows, "cols": args.cols, "dtype": "bfloat16", "file_bytes": path.stat().st_size},
-        "backend": args.backend, "results": rows,
-    }  # fmt: skip
+        "backend": args.backend,
+        "results": rows,
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     target = out / f"bench_stream-{stamp.strftime('%Y%m%dT%H%M%S')}.json"

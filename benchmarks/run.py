@@ -5,6 +5,7 @@
 
 Same options as ``fcinterp bench``. Prints a markdown table and writes JSON to benchmarks/results/.
 """
+
 from __future__ import annotations
 
 import argparse

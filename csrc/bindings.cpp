@@ -202,7 +202,7 @@ py::dict build_info() {
 }  // namespace
 
 PYBIND11_MODULE(_cpu, m) {
-    m.doc() = "fcinterp_fast C++ kernels (SPEC sections 2-4 per row, OpenMP over rows); see csrc/fit.h";
+    m.doc() = "fcinterp_fast C++ kernels (docs/spec.md sections 2-4 per row, OpenMP over rows); see csrc/fit.h";
     m.def("fit_rows", &fit_rows_py, py::arg("head").noconvert(), py::arg("dtype"), py::arg("tree"),
           py::arg("root"), py::arg("grid"), py::arg("min_size"), py::arg("levels"),
           py::arg("count").noconvert(), py::arg("mean").noconvert(), py::arg("lo").noconvert(),
@@ -226,7 +226,7 @@ Args:
     m.def("_ald_rows", &ald_rows_py, py::arg("head").noconvert(), py::arg("dtype"), py::arg("loc").noconvert(),
           py::arg("scale").noconvert(), py::arg("kappa").noconvert(), py::arg("loglik").noconvert(),
           py::arg("threads") = 0,
-          "The ALD fit alone (sort + SPEC 4) of every row of ``head``, into (R,) float64 arrays; for "
+          "The ALD fit alone (sort + docs/spec.md section 4) of every row of ``head``, into (R,) float64 arrays; for "
           "timing the ALD part against scipy.");
     m.def("_exact_sum", &exact_sum_py, py::arg("values").noconvert(),
           "Correctly rounded sum of a 1-D float64 array (the kernel's math.fsum).");

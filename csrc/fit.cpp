@@ -452,11 +452,11 @@ FCI_INLINE void run_sums(const double* x, int64_t n, double* sum, double* abs_su
     *abs_sum = a;
 }
 
-// The SPEC mean of a run (correctly rounded sum / count), or a fast stand-in for it.
+// The mean of a run as docs/spec.md section 2 defines it (correctly rounded sum / count), or a fast stand-in for it.
 struct NodeMean {
     double value;
     double abs_sum;  // sum |x|, for the error bound
-    bool exact;      // value is the SPEC mean itself
+    bool exact;      // value is the spec mean itself
 };
 
 // The SIMD sum is used unless it cancels (sum|x| > 2 |sum|: a straddling node whose mean would carry
@@ -473,8 +473,8 @@ FCI_INLINE int64_t lower_bound(const double* x, int64_t s, int64_t e, double val
     return std::lower_bound(x + s, x + e, value) - x;  // first index with x >= value
 }
 
-// Split a run at its SPEC mean: returns the first index of the upper child (x >= mean). A fast mean
-// differs from the SPEC mean by less than `slack`: the SIMD sum is off by at most
+// Split a run at its spec mean: returns the first index of the upper child (x >= mean). A fast mean
+// differs from the spec mean by less than `slack`: the SIMD sum is off by at most
 // gamma_{n-1} sum|x| (Higham, Thm 4.4), the divisions add 3u sum|x| / n, doubled for margin (the
 // bound of torch_vec.rounding_slack). Only when an element lies that close to the fast mean can its
 // side differ; then the mean is made exact (and stored so).
@@ -586,7 +586,7 @@ FCI_INLINE void walk_full(const SortedRow& row, Run plus, Run minus, const FitOp
     }
 }
 
-// ALD maximum likelihood (SPEC 4) of a sorted row x[0..n), exactly as reference.ald_fit: with gaps
+// ALD maximum likelihood (docs/spec.md section 4) of a sorted row x[0..n), exactly as reference.ald_fit: with gaps
 // g_i = x_{i+1} - x_i, n beta at x_p = B_{p-1} = sum_{i<p} (i+1) g_i and
 // n alpha = A_p = sum_{i>=p} (n-1-i) g_i, accumulated sequentially in the reference's order; the first
 // minimum of f(p) = sqrt(A_p / n) + sqrt(B_{p-1} / n) over p = 1..n-2.

@@ -1,4 +1,4 @@
-// fcinterp_fast C++ kernels: SPEC sections 2-4 for every row of a classifier head, on raw pointers.
+// fcinterp_fast C++ kernels: docs/spec.md sections 2-4 for every row of a classifier head, on raw pointers.
 //
 // One call fits a block of R rows of a (R, D) head. Per row, in one pass over per-thread scratch:
 // load the row in its own dtype (float16 / bfloat16 / float32 / float64, any strides), radix sort the
@@ -28,7 +28,7 @@ enum class Tree : int { Chain = 0, Full = 1 };
 enum class Root : int { Zero = 0, Mean = 1 };
 enum class Grid : int { Paper = 0, Linspace = 1 };
 
-// Deepest chain (SPEC 2 allows capping at 64 levels) and deepest full tree.
+// Deepest chain (docs/spec.md section 2 allows capping at 64 levels) and deepest full tree.
 constexpr int kMaxChainLevels = 64;
 constexpr int kMaxFullLevels = 10;
 

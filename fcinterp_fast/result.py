@@ -1,24 +1,114 @@
-"""``HeadFit``: everything ``fit`` computes for a head, with masks and tables (SPEC section 6)."""
+"""What a fit returns: ``RowFit`` (one block of rows, from a backend) and ``HeadFit`` (a whole head,
+with masks and tables; docs/spec.md section 6)."""
+
 from __future__ import annotations
 
 import csv
 import dataclasses
-import operator
 import os
-import re
-from typing import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from ._config import FitConfig
-from .backends.registry import RowFit
-from .source import HeadSource
+from ._deps import require
+from .classes import resolve_class
+from .config import FitConfig
+from .heads.source import HeadSource
 
-__all__ = ["HeadFit", "AldFit", "derived_columns", "resolve_class"]
+__all__ = ["RowFit", "NODE_FIELDS", "ALD_FIELDS", "HeadFit", "AldFit", "derived_columns"]
 
 # Rows of the head read at a time when building masks or tables.
 _BLOCK_ROWS = 4096
+
+
+NODE_FIELDS = ("count", "mean", "lo", "hi", "slope", "intercept", "r2")
+ALD_FIELDS = ("loc", "scale", "kappa", "loglik")
+
+
+@dataclasses.dataclass
+class RowFit:
+    """Statistics of a block of R rows over the ``N = cfg.n_columns`` node columns.
+
+    Attributes:
+        count: (R, N) int64, members of each node (0 where the node is absent).
+        mean, lo, hi: (R, N) float64, the node's mean (its split threshold), min and max value.
+        slope, intercept, r2: (R, N) float64, the Algorithm 1 line fit of the node (docs/spec.md section 3).
+        loc, scale, kappa, loglik: (R,) float64, the row's ALD maximum likelihood fit (docs/spec.md section 4).
+        ambiguous: (R,) bool, rows where some element lies so close to a split threshold that the
+            float64 rounding bound of a fast summation cannot decide its side. ``fit`` recomputes
+            those rows with ``exact_backend()`` (``cpu`` when built, else ``reference``), so every
+            backend agrees on every membership. Backends that decide exactly leave it all False.
+    """
+
+    count: torch.Tensor
+    mean: torch.Tensor
+    lo: torch.Tensor
+    hi: torch.Tensor
+    slope: torch.Tensor
+    intercept: torch.Tensor
+    r2: torch.Tensor
+    loc: torch.Tensor
+    scale: torch.Tensor
+    kappa: torch.Tensor
+    loglik: torch.Tensor
+    ambiguous: torch.Tensor
+
+    @classmethod
+    def empty(cls, rows: int, columns: int, device=None) -> RowFit:
+        """Every node absent (count 0, statistics NaN), ALD NaN, nothing ambiguous."""
+        nan = dict(dtype=torch.float64, device=device)
+        return cls(
+            count=torch.zeros(rows, columns, dtype=torch.int64, device=device),
+            **{f: torch.full((rows, columns), float("nan"), **nan) for f in NODE_FIELDS[1:]},
+            **{f: torch.full((rows,), float("nan"), **nan) for f in ALD_FIELDS},
+            ambiguous=torch.zeros(rows, dtype=torch.bool, device=device),
+        )
+
+    @property
+    def rows(self) -> int:
+        return self.count.shape[0]
+
+    @property
+    def columns(self) -> int:
+        return self.count.shape[1]
+
+    def fields(self) -> dict[str, torch.Tensor]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def map(self, fn: Callable[[str, torch.Tensor], torch.Tensor]) -> RowFit:
+        return RowFit(**{name: fn(name, t) for name, t in self.fields().items()})
+
+    def to(self, device) -> RowFit:
+        return self.map(lambda _, t: t.to(device))
+
+    def keep_columns(self, columns: int) -> RowFit:
+        """The first ``columns`` node columns; the rest must be absent (count 0)."""
+        return self.map(lambda name, t: t[:, :columns] if name in NODE_FIELDS else t)
+
+    def pad_columns(self, columns: int) -> RowFit:
+        """Append absent node columns up to ``columns``."""
+        extra = columns - self.columns
+        if extra <= 0:
+            return self
+        pad = RowFit.empty(self.rows, extra, self.count.device)
+        return self.map(lambda name, t: torch.cat([t, getattr(pad, name)], dim=1) if name in NODE_FIELDS else t)
+
+    def deepest_column(self) -> int:
+        """Number of leading columns holding any present node (for trimming chain levels)."""
+        present = (self.count > 0).any(dim=0).nonzero()
+        return int(present.max()) + 1 if present.numel() else 0
+
+    def assign_rows(self, rows: torch.Tensor, other: RowFit) -> None:
+        """Overwrite ``rows`` (LongTensor) with ``other``'s rows, in place."""
+        for name, t in self.fields().items():
+            t[rows] = getattr(other, name).to(t.device)
+
+    @staticmethod
+    def cat(parts: list[RowFit]) -> RowFit:
+        columns = max(p.columns for p in parts)
+        parts = [p.pad_columns(columns) for p in parts]
+        return RowFit(**{n: torch.cat([getattr(p, n) for p in parts]) for n in parts[0].fields()})
 
 
 @dataclasses.dataclass
@@ -38,32 +128,6 @@ class AldFit:
     def lam(self) -> torch.Tensor:
         """The paper's lambda = 1 / scale, (K,) float64."""
         return 1 / self.scale
-
-
-def resolve_class(cls: int | str, n_classes: int, class_names: Sequence[str] | None = None) -> int:
-    """Index in ``range(n_classes)`` of a class given by index (any integer: int, numpy or 0-d
-    tensor; negative counts from the end) or by (case-insensitive) name; unknown names raise
-    ``ValueError`` with the closest names."""
-    if isinstance(cls, str):
-        if class_names is None:
-            raise ValueError(f"class {cls!r} given by name, but this head has no class names; pass its index")
-        from .models import find_class
-
-        return find_class(class_names, cls)
-    try:
-        if isinstance(cls, bool):  # an int to Python, never meant as a class
-            raise TypeError
-        k = operator.index(cls)
-    except TypeError:
-        raise TypeError(f"a class is an int index or a name, got {cls!r}") from None
-    if not -n_classes <= k < n_classes:
-        raise IndexError(f"class index {k} out of range for a head of {n_classes} classes")
-    return k % n_classes
-
-
-def class_from_text(text: str) -> int | str:
-    """A class typed on a command line: ``"-3"`` -> -3 (an index), anything else stays a name."""
-    return int(text) if re.fullmatch(r"\s*-?\d+\s*", text) else text
 
 
 def derived_columns(slope: torch.Tensor, intercept: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -94,7 +158,7 @@ class HeadFit:
         config: the ``FitConfig`` used; ``backend``: the backend that ran.
         class_names: optional list of K names, used by tables and class lookup.
 
-    Membership of node n in class k is exactly ``lo[k, n] <= W[k, j] <= hi[k, n]`` (SPEC 2).
+    Membership of node n in class k is exactly ``lo[k, n] <= W[k, j] <= hi[k, n]`` (docs/spec.md section 2).
 
     Example:
         >>> fit = fcinterp_fast.fit(model)                  # doctest: +SKIP
@@ -195,24 +259,45 @@ class HeadFit:
 
     # --------------------------------------------------------------------------- tables
     TABLE_COLUMNS = (
-        "class", "class_name", "node", "level", "count", "mean", "lo", "hi", "slope", "intercept",
-        "r2", "k_est", "lam_est", "mean_est", "ald_loc", "ald_scale", "ald_kappa", "ald_lambda",
+        "class",
+        "class_name",
+        "node",
+        "level",
+        "count",
+        "mean",
+        "lo",
+        "hi",
+        "slope",
+        "intercept",
+        "r2",
+        "k_est",
+        "lam_est",
+        "mean_est",
+        "ald_loc",
+        "ald_scale",
+        "ald_kappa",
+        "ald_lambda",
         "ald_loglik",
-    )  # fmt: skip
+    )
 
     def iter_table(self, block_rows: int = _BLOCK_ROWS) -> Iterator[dict[str, list]]:
         """Long-format table (one row per class and present node) in blocks of classes."""
         for block in self._table_blocks(block_rows):
-            yield {name: values.tolist() if isinstance(values, np.ndarray) else values for name, values in block.items()}
+            yield {
+                name: values.tolist() if isinstance(values, np.ndarray) else values for name, values in block.items()
+            }
 
     def _table_blocks(self, block_rows: int) -> Iterator[dict[str, np.ndarray | list]]:
         """``iter_table``'s blocks with numeric columns as numpy arrays (strings stay lists)."""
         if isinstance(block_rows, bool) or not isinstance(block_rows, int) or block_rows < 1:
             raise ValueError(f"block_rows must be a positive int, got {block_rows!r}")
         ald = {
-            "ald_loc": self.ald.loc, "ald_scale": self.ald.scale, "ald_kappa": self.ald.kappa,
-            "ald_lambda": self.ald.lam, "ald_loglik": self.ald.loglik,
-        }  # fmt: skip
+            "ald_loc": self.ald.loc,
+            "ald_scale": self.ald.scale,
+            "ald_kappa": self.ald.kappa,
+            "ald_lambda": self.ald.lam,
+            "ald_loglik": self.ald.loglik,
+        }
         for start in range(0, len(self), block_rows):
             block = slice(start, min(start + block_rows, len(self)))
             fields = {
@@ -235,8 +320,7 @@ class HeadFit:
 
     def to_pandas(self):
         """The long-format table as a ``pandas.DataFrame`` (columns ``TABLE_COLUMNS``)."""
-        import pandas as pd
-
+        pd = require("pandas", "HeadFit.to_pandas")
         frames = [pd.DataFrame(block, columns=self.TABLE_COLUMNS) for block in self._table_blocks(_BLOCK_ROWS)]
         return pd.concat(frames, ignore_index=True)
 
@@ -246,7 +330,7 @@ class HeadFit:
             writer = csv.writer(f)
             writer.writerow(self.TABLE_COLUMNS)
             for block in self.iter_table():
-                writer.writerows(zip(*(block[c] for c in self.TABLE_COLUMNS)))
+                writer.writerows(zip(*(block[c] for c in self.TABLE_COLUMNS), strict=True))
 
     def to_parquet(self, path: str | os.PathLike, block_rows: int = _BLOCK_ROWS) -> None:
         """Write the long-format table to a Parquet file, one row group per block of classes.
@@ -254,12 +338,15 @@ class HeadFit:
         Only one block of the table exists at a time, so millions of classes are written without
         holding the table next to the fit. Needs ``pyarrow`` (``pip install fcinterp-fast[parquet]``).
         """
-        try:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-        except ImportError as error:
-            raise ImportError("HeadFit.to_parquet needs pyarrow: pip install pyarrow (or fcinterp-fast[parquet])") from error
-        types = {"class": pa.int64(), "class_name": pa.string(), "node": pa.string(), "level": pa.int64(), "count": pa.int64()}
+        pa = require("pyarrow", "HeadFit.to_parquet")
+        pq = require("pyarrow.parquet", "HeadFit.to_parquet", install="pyarrow")
+        types = {
+            "class": pa.int64(),
+            "class_name": pa.string(),
+            "node": pa.string(),
+            "level": pa.int64(),
+            "count": pa.int64(),
+        }
         schema = pa.schema([(name, types.get(name, pa.float64())) for name in self.TABLE_COLUMNS])
         with pq.ParquetWriter(path, schema) as writer:
             for block in self._table_blocks(block_rows):

@@ -5,6 +5,7 @@ would, on a copy of the model whose head row k is omega_k * mask (bias 0), with
 ``ClassifierOutputTarget(k)``; Smooth Grad-CAM++ loops over targets and noisy copies, one forward and
 one backward per copy, and combines with pytorch-grad-cam's own ``get_cam_image`` and scaling.
 """
+
 from __future__ import annotations
 
 import copy
@@ -53,7 +54,7 @@ def smooth_maps(model, layer, copies: torch.Tensor, n: int, k: int, reshape=None
             x = per_image[:, s]
             outputs = cam.activations_and_grads(x)
             model.zero_grad()
-            sum(target(output) for target, output in zip(targets, outputs)).backward()
+            sum(target(output) for target, output in zip(targets, outputs, strict=True)).backward()
             A = cam.activations_and_grads.activations[0].numpy()
             g = cam.activations_and_grads.gradients[0].numpy()
             if clean is None:

@@ -1,19 +1,27 @@
 """Comparison of a ``HeadFit`` with the oracle or with another fit, with messages that show what
 differs and where."""
+
 from __future__ import annotations
 
 import numpy as np
 import torch
 
 import oracle
-from fcinterp_fast.backends.registry import ALD_FIELDS, NODE_FIELDS
+from fcinterp_fast.result import ALD_FIELDS, NODE_FIELDS
 
 __all__ = [
-    "assert_equal", "assert_within", "assert_matches_oracle", "fit_fields", "assert_same_fit",
-    "assert_same_memberships", "SPEC_RTOL", "SPEC_ATOL", "SAFETY",
-]  # fmt: skip
+    "assert_equal",
+    "assert_within",
+    "assert_matches_oracle",
+    "fit_fields",
+    "assert_same_fit",
+    "assert_same_memberships",
+    "SPEC_RTOL",
+    "SPEC_ATOL",
+    "SAFETY",
+]
 
-#: SPEC 3: slope, intercept, r2 of float32 input against a float64 oracle.
+#: docs/spec.md section 3: slope, intercept, r2 of float32 input against a float64 oracle.
 SPEC_RTOL, SPEC_ATOL = 1e-5, 1e-6
 #: Factor on the oracle's first-order error bounds (they neglect second-order terms).
 SAFETY = 4.0
@@ -53,10 +61,10 @@ def assert_within(what: str, actual, expected, tol) -> None:
 
 
 def assert_matches_oracle(fit, W: torch.Tensor, options: dict, float64_backend: bool) -> oracle.OracleFit:
-    """Check every field SPEC 2-4 defines, the masks and the member lists of ``fit`` against
+    """Check every field docs/spec.md section 2-4 defines, the masks and the member lists of ``fit`` against
     ``oracle.fit_head`` on the same values. Memberships must be exact; statistics within the
     oracle's float64 error bounds (times ``SAFETY``), and, for backends that are not float64
-    throughout, also within SPEC 3's float32 tolerance."""
+    throughout, also within docs/spec.md section 3's float32 tolerance."""
     values = W.detach().to("cpu", torch.float64).numpy()
     expected = oracle.fit_head(values, **options)
     assert fit.nodes == expected.nodes, f"nodes {fit.nodes} != oracle {expected.nodes}"
@@ -66,7 +74,7 @@ def assert_matches_oracle(fit, W: torch.Tensor, options: dict, float64_backend: 
         assert_equal(name, getattr(fit, name), getattr(expected, name))
     assert_within("mean", fit.mean, expected.mean, SAFETY * expected.mean_err)
     K, D = values.shape
-    for j, node in enumerate(expected.nodes):
+    for node in expected.nodes:
         want = np.zeros((K, D), dtype=bool)
         for k in range(K):
             want[k, expected.members[k].get(node, [])] = True
@@ -94,8 +102,12 @@ def assert_matches_oracle(fit, W: torch.Tensor, options: dict, float64_backend: 
     assert_equal("ald.loc (unique maximiser)", _numpy(fit.ald.loc)[unique], expected.loc[unique])
     for name in ("kappa", "scale"):
         reference = getattr(expected, name)
-        assert_within(f"ald.{name} (unique maximiser)", _numpy(getattr(fit.ald, name))[unique],
-                      reference[unique], (rel * np.abs(reference))[unique])  # fmt: skip
+        assert_within(
+            f"ald.{name} (unique maximiser)",
+            _numpy(getattr(fit.ald, name))[unique],
+            reference[unique],
+            (rel * np.abs(reference))[unique],
+        )
     return expected
 
 

@@ -5,6 +5,7 @@ registry later (``cpu``, ``triton``) runs through every backend-parametrised tes
 change here. A backend that cannot run here is skipped with its own reason. Every test marked
 ``gpu`` (the cuda cases among them) is skipped where CUDA is not available.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,6 +24,7 @@ settings.register_profile("ci", max_examples=25, deadline=None, suppress_health_
 settings.register_profile("thorough", max_examples=600, deadline=None, suppress_health_check=_SLOW_OK, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Tests marked ``gpu`` (cuda cases of the ``backend`` fixture included) skip without CUDA."""
     if item.get_closest_marker("gpu") is not None and not torch.cuda.is_available():
@@ -30,7 +32,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 #: Backends that compute every statistic in float64: held to the oracle's float64 error bounds
-#: alone. Every other backend also gets SPEC 3's float32 tolerance (rtol 1e-5 / atol 1e-6).
+#: alone. Every other backend also gets docs/spec.md section 3's float32 tolerance (rtol 1e-5 / atol 1e-6).
 FLOAT64_BACKENDS = frozenset({"reference", "torch", "cpu"})
 
 
@@ -61,7 +63,7 @@ class BackendCase:
 
 def _cases() -> list:
     params = []
-    for name in fcinterp_fast.backends():
+    for name in fcinterp_fast.available_backends():
         for device in sorted(registry.get_backend(name).devices):
             marks = [pytest.mark.gpu] if device == "cuda" else []
             params.append(pytest.param(BackendCase(name, device), marks=marks, id=f"{name}-{device}"))
@@ -69,7 +71,7 @@ def _cases() -> list:
 
 
 def _skip_unless_runnable(case: BackendCase) -> None:
-    reason = fcinterp_fast.backends()[case.name]
+    reason = fcinterp_fast.available_backends()[case.name]
     if reason != "available":
         pytest.skip(f"backend {case.name!r} is not available here: {reason}")
 

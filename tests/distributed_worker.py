@@ -5,6 +5,7 @@ Usage: ``torchrun ... distributed_worker.py JOBS.json BACKEND`` (gloo or nccl), 
 rank 0 saves each gathered ``HeadFit`` (``checks.fit_fields``: node names and every field, and the
 backend's name) to ``out`` with ``torch.save``.
 """
+
 import json
 import sys
 

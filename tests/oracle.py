@@ -1,4 +1,4 @@
-"""An independent float64 numpy oracle of SPEC sections 2-4, written from SPEC.md alone.
+"""An independent float64 numpy oracle of docs/spec.md sections 2-4, written from docs/spec.md alone.
 
 It imports nothing of ``fcinterp_fast``: the backends are checked against this file, so it must
 not share their code or their mistakes. It is slow on purpose (plain loops over rows and nodes,
@@ -6,26 +6,27 @@ not share their code or their mistakes. It is slow on purpose (plain loops over 
 correct float64 implementation may lie from it (see ``line_fit`` and ``ald_fit``), so that tests
 can be tight where the problem is well conditioned and honest where it is not.
 
-Two readings of the SPEC are fixed here (they are the SPEC's meaning, not a choice of this file):
+Two readings of docs/spec.md are fixed here (they are the spec's meaning, not a choice of this file):
 
 * "mean (float64, the split threshold)" is the exact mean of the node's values rounded to float64
   the way a careful float64 computation gets it: the correctly rounded sum (``math.fsum``) divided
   once by the count. Any other summation order gives a threshold that depends on the order, and
-  SPEC 2 demands that "all backends agree on every membership exactly", which only an
+  docs/spec.md section 2 demands that "all backends agree on every membership exactly", which only an
   order-independent threshold allows.
 * The Algorithm 1 line fit is the least-squares fit of y_i = ln v_(i) against x_i. Least squares
   is invariant to shifting y by a constant (the slope and the residuals do not change, the
   intercept moves by the constant), so it is computed on d_i = y_i - y_0 and y_0 is added back to
   the intercept. For a node whose magnitudes are all equal this makes d == 0 exactly, hence
-  slope 0, intercept y_0 and SS_tot == SS_res == 0, i.e. r2 = 1 by the SPEC's own special case,
+  slope 0, intercept y_0 and SS_tot == SS_res == 0, i.e. r2 = 1 by the spec's own special case,
   instead of a rounding-noise ratio that a direct fit on y would give.
 
-Column layout (SPEC 6, ``HeadFit.nodes``): level by level, ``+`` side first. A chain has two
+Column layout (docs/spec.md section 6, ``HeadFit.nodes``): level by level, ``+`` side first. A chain has two
 columns per level l: ``"+" * l`` then ``"-" * l``. A full tree has 2**l columns per level, the
 node at position i (0-based) named by the bits of i (most significant first, 0 -> "+", 1 -> "-").
 A chain without ``depth`` keeps whole levels up to the deepest level any row reaches (at least
 level 1); with ``depth`` every level up to ``depth`` is kept, present or not.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,7 +36,7 @@ import numpy as np
 
 __all__ = ["OracleFit", "fit_head", "node_names", "split_tree", "line_fit", "ald_fit", "derived", "CHAIN_CAP"]
 
-#: SPEC 2 lets chains stop at 64 levels when ``depth`` is None.
+#: docs/spec.md section 2 lets chains stop at 64 levels when ``depth`` is None.
 CHAIN_CAP = 64
 #: Unit roundoff of float64.
 U = 2.0**-53
@@ -59,14 +60,12 @@ def node_names(tree: str, levels: int) -> list[str]:
 
 # ----------------------------------------------------------------------------- the tree
 def exact_mean(values: np.ndarray) -> float:
-    """Correctly rounded float64 sum over the count (the SPEC's split threshold)."""
+    """Correctly rounded float64 sum over the count (the spec's split threshold)."""
     return math.fsum(values.tolist()) / len(values)
 
 
-def split_tree(
-    row: np.ndarray, tree: str, root: str, min_size: int, depth: int | None
-) -> dict[str, np.ndarray]:
-    """Every produced node of one row: ``{name: ascending indices into row}`` (SPEC 2).
+def split_tree(row: np.ndarray, tree: str, root: str, min_size: int, depth: int | None) -> dict[str, np.ndarray]:
+    """Every produced node of one row: ``{name: ascending indices into row}`` (docs/spec.md section 2).
 
     A produced node may be empty (the lower child when rounding puts the mean on the minimum);
     its children are not produced. Level by level: a node is split when it has at least
@@ -112,7 +111,7 @@ class LineFit:
 
 
 def line_fit(values: np.ndarray, grid: str) -> LineFit:
-    """Least squares of ln|theta| (non-zero members, sorted ascending) against x_i (SPEC 3).
+    """Least squares of ln|theta| (non-zero members, sorted ascending) against x_i (docs/spec.md section 3).
 
     Error model (first order, the constants generous). Two correct implementations differ
       (a) in each y_i = ln v_i by up to ``LOG_ULPS`` ulps each, and in forming d_i = y_i - y_0:
@@ -160,9 +159,12 @@ def line_fit(values: np.ndarray, grid: str) -> LineFit:
     d_sdd = 2 * math.sqrt(L) * eps * norm_dc + L * eps**2 + sum_err * norm_d**2
     slope_err = (d_sxd + abs(slope) * d_sxx) / s_xx
     intercept_err = (
-        log_err + eps + sum_err * d.max() + abs(x_mean) * slope_err
+        log_err
+        + eps
+        + sum_err * d.max()
+        + abs(x_mean) * slope_err
         + 4 * U * (abs(y[0]) + abs(d_mean) + abs(slope * x_mean))
-    )  # fmt: skip
+    )
     if s_dd == 0:
         r2_err = math.inf
     else:
@@ -185,7 +187,7 @@ class AldFit:
 
 
 def ald_fit(row: np.ndarray) -> AldFit:
-    """SPEC 4 computed directly: alpha = mean((x - m)+), beta = mean((m - x)+) for every interior
+    """docs/spec.md section 4 computed directly: alpha = mean((x - m)+), beta = mean((m - x)+) for every interior
     order statistic m = x_(2) .. x_(n-1); the first minimum of sqrt(alpha) + sqrt(beta) wins.
 
     Error model: alpha and beta are means of non-negative terms, each rounded a couple of times,
@@ -209,7 +211,7 @@ def ald_fit(row: np.ndarray) -> AldFit:
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         kappa = (b / a) ** 0.25
         loglik = -n * (1 + 2 * np.log(o))
-        scale = (a * b) ** 0.25 * o  # SPEC 4's formula in IEEE arithmetic: inf if a * b overflows
+        scale = (a * b) ** 0.25 * o  # docs/spec.md section 4's formula in IEEE arithmetic: inf if a * b overflows
     rel_err = (n + 4) * U
     others = objective[m != m[best]]
     if o == 0:
@@ -222,7 +224,7 @@ def ald_fit(row: np.ndarray) -> AldFit:
 
 # ----------------------------------------------------------------------------- derived
 def derived(slope: np.ndarray, intercept: np.ndarray) -> dict[str, np.ndarray]:
-    """The author's ``fit_exp`` (SPEC 3): k_est = sqrt(e^b / (a - e^b)), lam_est = a k_est,
+    """The author's ``fit_exp`` (docs/spec.md section 3): k_est = sqrt(e^b / (a - e^b)), lam_est = a k_est,
     mean_est = (1 - k_est^2) / (lam_est k_est); NaN where the square root or a quotient is not a
     finite real number."""
     with np.errstate(all="ignore"):
@@ -238,7 +240,7 @@ def derived(slope: np.ndarray, intercept: np.ndarray) -> dict[str, np.ndarray]:
 # -------------------------------------------------------------------------------- head
 @dataclasses.dataclass
 class OracleFit:
-    """Everything SPEC 2-4 defines for a (K, D) head, in the HeadFit column layout.
+    """Everything docs/spec.md section 2-4 defines for a (K, D) head, in the HeadFit column layout.
 
     Attributes:
         nodes: column names (N of them).
@@ -285,7 +287,7 @@ def fit_head(
     depth: int | None = None,
     grid: str = "paper",
 ) -> OracleFit:
-    """Fit every row of ``W`` ((K, D) float64, finite) as SPEC sections 2-4 define."""
+    """Fit every row of ``W`` ((K, D) float64, finite) as docs/spec.md sections 2-4 define."""
     W = np.asarray(W, dtype=np.float64)
     trees = [split_tree(row, tree, root, min_size, depth) for row in W]
     if depth is not None:
@@ -299,23 +301,33 @@ def fit_head(
     stats = {f: np.full((K, N), math.nan) for f in _NODE_FIELDS}
     ald = {f: np.full(K, math.nan) for f in _ALD_FIELDS}
     members = []
-    for k, (row, produced) in enumerate(zip(W, trees)):
+    for k, (row, produced) in enumerate(zip(W, trees, strict=True)):
         members.append({name: idx for name, idx in produced.items() if len(idx)})
         for name, idx in members[k].items():
             j, values = column[name], row[idx]
             count[k, j] = len(idx)
             fit = line_fit(values, grid)
             node_stats = dict(
-                mean=exact_mean(values), lo=values.min(), hi=values.max(),
+                mean=exact_mean(values),
+                lo=values.min(),
+                hi=values.max(),
                 mean_err=2 * (len(idx) + 2) * U * math.fsum(np.abs(values)) / len(idx) + TINY,
                 **dataclasses.asdict(fit),
-            )  # fmt: skip
+            )
             for f, value in node_stats.items():
                 stats[f][k, j] = value
         for f, value in dataclasses.asdict(ald_fit(row)).items():
             ald[f][k] = value
     return OracleFit(
-        nodes=nodes, count=count, members=members, **stats,
-        loc=ald["loc"], scale=ald["scale"], kappa=ald["kappa"], loglik=ald["loglik"],
-        loglik_err=ald["loglik_err"], ald_rel_err=ald["rel_err"], ald_margin=ald["margin"],
-    )  # fmt: skip
+        nodes=nodes,
+        count=count,
+        members=members,
+        **stats,
+        loc=ald["loc"],
+        scale=ald["scale"],
+        kappa=ald["kappa"],
+        loglik=ald["loglik"],
+        loglik_err=ald["loglik_err"],
+        ald_rel_err=ald["rel_err"],
+        ald_margin=ald["margin"],
+    )

@@ -4,6 +4,7 @@ Heads are built to hit what breaks fits: exact ties, zeros, all-equal rows, rows
 magnitudes a few ulps apart, huge and tiny magnitudes of every float dtype, mixed signs, and
 non-contiguous views of the same values.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,15 @@ import torch
 from hypothesis import strategies as st
 
 __all__ = [
-    "FLOAT_DTYPES", "LAYOUTS", "EXPONENT_RANGE", "heads", "head_rows", "fit_options", "as_layout", "bit_pattern",
-]  # fmt: skip
+    "FLOAT_DTYPES",
+    "LAYOUTS",
+    "EXPONENT_RANGE",
+    "heads",
+    "head_rows",
+    "fit_options",
+    "as_layout",
+    "bit_pattern",
+]
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 LAYOUTS = ("contiguous", "transposed", "strided", "column_slice")
@@ -31,7 +39,12 @@ EXPONENT_RANGE = {
     torch.float64: (-250, 300),
 }
 
-_INT_VIEW = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32, torch.float64: torch.int64}
+_INT_VIEW = {
+    torch.float16: torch.int16,
+    torch.bfloat16: torch.int16,
+    torch.float32: torch.int32,
+    torch.float64: torch.int64,
+}
 
 
 def bit_pattern(t: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,10 @@
-"""The ALD maximum likelihood of every backend against scipy's ``laplace_asymmetric`` (SPEC 4).
+"""The ALD maximum likelihood of every backend against scipy's ``laplace_asymmetric`` (docs/spec.md section 4).
 
-SPEC 4 demands that our log-likelihood is never below the one scipy's ``fit`` reaches on the same
+docs/spec.md section 4 demands that our log-likelihood is never below the one scipy's ``fit`` reaches on the same
 row (beyond 1e-9 relative), and our (kappa, loc, scale) must be a point of scipy's own density:
 plugged into ``laplace_asymmetric.logpdf`` they give back our log-likelihood.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -52,7 +53,7 @@ def test_ald_samples_in_narrow_dtypes(backend, dtype):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="SPEC 4 conflict: its maximiser is restricted to the interior order statistics "
+    reason="docs/spec.md section 4 conflict: its maximiser is restricted to the interior order statistics "
     "x_(2)..x_(n-1), but on these 3- and 4-value rows the likelihood is larger as loc approaches "
     "x_(1) with kappa -> 0, and scipy's fit goes there (kappa ~ 0.002), beating our loglik.",
 )

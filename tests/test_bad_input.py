@@ -1,5 +1,6 @@
-"""Bad input raises a clear exception that says what was wrong (SPEC 1, issue 2); good input is
+"""Bad input raises a clear exception that says what was wrong (docs/spec.md section 1, issue 2); good input is
 never modified."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -80,7 +81,7 @@ def test_float64_beyond_the_overflow_guard_names_the_row(backend):
         ([[1.0, 2.0]], TypeError, r"cannot find a head in a list"),
     ],
     ids=lambda v: None if isinstance(v, (torch.Tensor, np.ndarray, list)) else str(v)[:30],
-)  # fmt: skip
+)
 def test_bad_head(W, error, message):
     with pytest.raises(error, match=message):
         fcinterp_fast.fit(W)
@@ -104,7 +105,7 @@ def test_bad_head(W, error, message):
         (dict(max_memory=-8), ValueError, r"max_memory must be a positive number of bytes"),
     ],
     ids=lambda v: str(v) if isinstance(v, dict) else None,
-)  # fmt: skip
+)
 def test_bad_option(options, error, message):
     with pytest.raises(error, match=message):
         fcinterp_fast.fit(_head(), **options)

@@ -1,10 +1,11 @@
 """A row's result must not depend on the other rows fitted in the same block: streamed, sharded
 and in-memory fits block the rows differently and must still agree bit for bit."""
+
 import pytest
 import torch
 
-from fcinterp_fast._config import FitConfig
 from fcinterp_fast.backends import registry
+from fcinterp_fast.config import FitConfig
 
 
 @pytest.mark.parametrize("name", registry.names())
@@ -18,4 +19,6 @@ def test_rows_do_not_depend_on_their_block(name):
         block = backend.fit_rows(W[start : start + 7], FitConfig())  # pow once rounded tails differently)
         for field, values in block.fields().items():
             expected = whole.fields()[field][start : start + 7]
-            torch.testing.assert_close(values, expected, rtol=0, atol=0, equal_nan=True, msg=f"{field} of rows {start}+")
+            torch.testing.assert_close(
+                values, expected, rtol=0, atol=0, equal_nan=True, msg=f"{field} of rows {start}+"
+            )

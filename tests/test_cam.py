@@ -1,15 +1,17 @@
-"""fcinterp_fast.explain / NodeCAM against pytorch-grad-cam and the SPEC (section 5); the chain figure and CLI.
+"""``explain`` and the CAM classes against pytorch-grad-cam and docs/spec.md section 5; the chain figure and CLI.
 
-pytorch-grad-cam scales each map twice (min-max before and after resizing) where the SPEC scales
+pytorch-grad-cam scales each map twice (min-max before and after resizing) where docs/spec.md scales
 once, so the two differ by up to about 1e-7 / (range of the raw map): the models and inputs below
 keep that well inside the 1e-5 tolerance.
 """
+
 from __future__ import annotations
 
 import argparse
 import copy
 
 import matplotlib.image
+import numpy as np
 import pytest
 import timm
 import torch
@@ -17,13 +19,15 @@ import torchvision
 from PIL import Image
 from torch import nn
 
-import fcinterp_fast
-from fcinterp_fast.cam import NodeCAM, cli, explain, noisy_copies
-from fcinterp_fast.cam.figure import chain_figure
-from fcinterp_fast.cam.gradcampp import combine_torch
-
 import cam_oracle
+import fcinterp_fast
 from checks import assert_within
+from fcinterp_fast.cam import GradCAMPlusPlus, SmoothGradCAMPlusPlus, explain, noisy_copies
+from fcinterp_fast.cam.gradcampp import combine_torch
+from fcinterp_fast.cam.options import CamOptions
+from fcinterp_fast.cli import explain as cli
+from fcinterp_fast.figures.cam import chain_figure
+from fcinterp_fast.report import save_figure
 
 ATOL = 1e-5
 
@@ -108,7 +112,7 @@ def test_gradcampp_equals_pytorch_grad_cam(case, images):
 
 
 def test_efficientnet_lite0_equals_pytorch_grad_cam(lite0, hopper_path):
-    k = fcinterp_fast.models.find_class(fcinterp_fast.models.class_names(lite0), "military uniform")
+    k = fcinterp_fast.classes.find_class(fcinterp_fast.classes.class_names(lite0), "military uniform")
     maps = fcinterp_fast.explain(lite0, hopper_path, [("military uniform", None)], method="gradcam++", weights="fc")
     x = fcinterp_fast.models.transform(lite0)(Image.open(hopper_path).convert("RGB"))[None]
     assert maps.shape == (1, 1, *x.shape[-2:])
@@ -121,8 +125,15 @@ def test_masked_nodes_equal_masked_head_copy(resnet18, resnet18_fit, images, wei
     k = 11
     nodes = ["+", "--", "+*"]
     target_layer = getattr(resnet18, layer) if layer == "layer3" else None
-    maps = explain(resnet18, images, [(k, n) for n in nodes], method="gradcam++", weights=weights, fit=fit,
-                   target_layer=target_layer)  # fmt: skip
+    maps = explain(
+        resnet18,
+        images,
+        [(k, n) for n in nodes],
+        method="gradcam++",
+        weights=weights,
+        fit=fit,
+        target_layer=target_layer,
+    )
     W = resnet18.fc.weight.detach()
     omega = {"abs": W[k].abs(), "fc": W[k], "ones": torch.ones_like(W[k])}[weights]
     for t, node in enumerate(nodes):
@@ -139,8 +150,16 @@ def test_smooth_equals_looped_pytorch_grad_cam(resnet18, resnet18_fit, images, s
     fit = resnet18_fit
     k, node, n = 5, "++", 3
     target_layer = resnet18.layer3 if layer == "layer3" else None
-    maps = explain(resnet18, images, [(k, node)], n_samples=n, smooth=smooth, fit=fit, target_layer=target_layer,
-                   generator=torch.Generator().manual_seed(4))  # fmt: skip
+    maps = explain(
+        resnet18,
+        images,
+        [(k, node)],
+        n_samples=n,
+        smooth=smooth,
+        fit=fit,
+        target_layer=target_layer,
+        generator=torch.Generator().manual_seed(4),
+    )
     W = resnet18.fc.weight.detach()
     mask = torch.zeros(W.shape[1], dtype=torch.bool)
     mask[fit.members(k, node)] = True
@@ -156,11 +175,11 @@ def test_smooth_equals_looped_pytorch_grad_cam(resnet18, resnet18_fit, images, s
 @pytest.mark.parametrize("smooth", ["maps", "derivatives"])
 def test_fused_targets_equal_single_runs(resnet18, resnet18_fit, images, layer, smooth):
     targets = [(0, "+"), (0, "-*"), (9, None), (42, "++")]
-    options = dict(n_samples=3, smooth=smooth, fit=resnet18_fit, target_layer=resnet18.layer3 if layer == "layer3" else None)
-    with NodeCAM(resnet18, **options) as cam:
-        fused = cam(images, targets, generator=torch.Generator().manual_seed(2))
+    layers = [resnet18.layer3] if layer == "layer3" else None
+    with SmoothGradCAMPlusPlus(resnet18, layers, n_samples=3, smooth=smooth, fit=resnet18_fit) as cam:
+        fused = cam.maps(images, targets, generator=torch.Generator().manual_seed(2))
         for t, target in enumerate(targets):
-            single = cam(images, [target], generator=torch.Generator().manual_seed(2))
+            single = cam.maps(images, [target], generator=torch.Generator().manual_seed(2))
             torch.testing.assert_close(fused[:, t], single[:, 0], atol=ATOL, rtol=0)
 
 
@@ -182,7 +201,9 @@ def test_one_backward_for_all_targets(resnet18, resnet18_fit, images, monkeypatc
         return real_grad(*args, **kwargs)
 
     monkeypatch.setattr(torch.autograd, "grad", counting_grad)
-    explain(resnet18, images, [(1, "+"), (2, None), (3, "-")], n_samples=2, fit=resnet18_fit, target_layer=resnet18.layer3)
+    explain(
+        resnet18, images, [(1, "+"), (2, None), (3, "-")], n_samples=2, fit=resnet18_fit, target_layer=resnet18.layer3
+    )
     assert calls == [True]
 
 
@@ -198,8 +219,16 @@ def test_one_clean_sample_is_gradcampp(resnet18, resnet18_fit, images, smooth, l
 
 def test_generator_makes_maps_reproducible(resnet18, resnet18_fit, images):
     def run(seed):
-        return explain(resnet18, images, [(3, "+")], n_samples=4, noise=0.3, fit=resnet18_fit, target_layer=resnet18.layer3,
-                       generator=torch.Generator().manual_seed(seed))  # fmt: skip
+        return explain(
+            resnet18,
+            images,
+            [(3, "+")],
+            n_samples=4,
+            noise=0.3,
+            fit=resnet18_fit,
+            target_layer=resnet18.layer3,
+            generator=torch.Generator().manual_seed(seed),
+        )
 
     assert torch.equal(run(7), run(7))
     assert (run(7) - run(8)).abs().max() > 1e-3
@@ -237,38 +266,39 @@ def test_float16_model_gives_float32_maps_close_to_float32_model(images):
 def test_images_as_paths_and_pil_equal_preprocessed_tensor(lite0, hopper_path):
     x = fcinterp_fast.models.transform(lite0)(Image.open(hopper_path).convert("RGB"))[None]
     targets = [("military uniform", "+"), (652, None)]
-    with NodeCAM(lite0, method="gradcam++") as cam:
-        from_tensor = cam(x, targets)
-        torch.testing.assert_close(cam([hopper_path], targets), from_tensor)
-        torch.testing.assert_close(cam(Image.open(hopper_path), targets), from_tensor)
+    with GradCAMPlusPlus(lite0) as cam:
+        from_tensor = cam.maps(x, targets)
+        torch.testing.assert_close(cam.maps([hopper_path], targets), from_tensor)
+        torch.testing.assert_close(cam.maps(Image.open(hopper_path), targets), from_tensor)
 
 
 def test_deepest_node_and_class_names_resolve(resnet18, resnet18_fit, images):
     fit = resnet18_fit
-    with NodeCAM(resnet18, method="gradcam++", fit=fit) as cam:
-        maps, resolved = cam.explain_targets(images, [(5, "+*"), (5, "-*"), (-1, None)])
-    for target, chain in zip(resolved[:2], "+-"):
+    with GradCAMPlusPlus(resnet18, fit=fit) as cam:
+        targets = [(5, "+*"), (5, "-*"), (-1, None)]
+        maps, resolved = cam.maps(images, targets), cam.resolve(targets)
+    for target, chain in zip(resolved[:2], "+-", strict=True):
         deepest = max((n for j, n in enumerate(fit.nodes) if set(n) == {chain} and fit.count[5, j] > 0), key=len)
         assert target.name == deepest and target.size == int(fit.count[5, fit.nodes.index(deepest)])
     assert resolved[2].cls == 999 and resolved[2].size == 512
-    with NodeCAM(resnet18, method="gradcam++", fit=fit) as cam:
-        direct = cam(images, [(5, resolved[0].name), (5, resolved[1].name), (999, None)])
+    with GradCAMPlusPlus(resnet18, fit=fit) as cam:
+        direct = cam.maps(images, [(5, resolved[0].name), (5, resolved[1].name), (999, None)])
     torch.testing.assert_close(maps, direct)
 
 
 def test_single_pair_and_bare_class_targets(resnet18, resnet18_fit, images):
-    with NodeCAM(resnet18, method="gradcam++", fit=resnet18_fit) as cam:
-        pair = cam(images, (4, "+"))
-        torch.testing.assert_close(pair, cam(images, [(4, "+")]))
-        torch.testing.assert_close(cam(images, 4), cam(images, [(4, None)]))
+    with GradCAMPlusPlus(resnet18, fit=resnet18_fit) as cam:
+        pair = cam.maps(images, (4, "+"))
+        torch.testing.assert_close(pair, cam.maps(images, [(4, "+")]))
+        torch.testing.assert_close(cam.maps(images, 4), cam.maps(images, [(4, None)]))
 
 
 def test_model_and_images_are_not_modified(resnet18, resnet18_fit, images):
     state = {k: v.clone() for k, v in resnet18.state_dict().items()}
     x = images.clone()
-    with NodeCAM(resnet18, target_layer=resnet18.layer3, n_samples=2, fit=resnet18_fit) as cam:
+    with SmoothGradCAMPlusPlus(resnet18, [resnet18.layer3], n_samples=2, fit=resnet18_fit) as cam:
         assert resnet18.layer3._forward_hooks and resnet18.fc._forward_pre_hooks
-        cam(images, [(1, "+"), (2, "-")])
+        cam.maps(images, [(1, "+"), (2, "-")])
         # inert outside calls: a plain forward is unchanged and leaves nothing behind
         with torch.no_grad():
             assert not resnet18(images).requires_grad
@@ -277,7 +307,7 @@ def test_model_and_images_are_not_modified(resnet18, resnet18_fit, images):
     assert all(torch.equal(state[k], v) for k, v in resnet18.state_dict().items())
     assert torch.equal(images, x)
     with pytest.raises(RuntimeError, match="released"):
-        cam(images, [(1, None)])
+        cam.maps(images, [(1, None)])
 
 
 def test_custom_model_needs_target_layer(images):
@@ -340,14 +370,31 @@ def test_class_by_name_needs_class_names(images):
 # ------------------------------------------------------- the chain figure and its command line
 @pytest.mark.slow
 def test_chain_figure_draws_every_level(lite0, hopper_path, tmp_path):
+    """Every panel of the paper's Fig. 5 shows the map of its node, titled with the node's size."""
     fit = fcinterp_fast.fit(lite0, depth=3)
-    out = chain_figure(lite0, hopper_path, "military uniform", out=tmp_path / "sub" / "fig.png", fit=fit,
-                       n_samples=2, generator=torch.Generator().manual_seed(0))  # fmt: skip
-    assert out == tmp_path / "sub" / "fig.png"
+    k = fit.class_index("military uniform")
+    figure = chain_figure(
+        lite0, hopper_path, k, fit=fit, options=CamOptions(n_samples=2), generator=torch.Generator().manual_seed(0)
+    )
+    chains = [[n for j, n in enumerate(fit.nodes) if set(n) == {sign} and fit.count[k, j] > 0] for sign in "+-"]
+    assert [len(chain) for chain in chains] == [3, 3]  # depth=3: both chains reach level 3
+    targets = [(k, None)] + [(k, node) for chain in chains for node in chain]
+    maps = explain(lite0, hopper_path, targets, n_samples=2, fit=fit, generator=torch.Generator().manual_seed(0))[0]
+    panels = {ax.get_title(): ax for ax in figure.axes if ax.images}
+    titles = ["whole class\n1280 neurons"] + [
+        f"{node}\n{int(fit.count[k, fit.nodes.index(node)])} neurons" for chain in chains for node in chain
+    ]
+    assert sorted(panels) == sorted(titles + ["input"])
+    for title, expected in zip(titles, maps, strict=True):
+        picture, overlay = panels[title].images
+        assert picture.get_array().shape == (*expected.shape, 3)
+        np.testing.assert_allclose(overlay.get_array(), expected.numpy(), atol=1e-6)
+    assert (
+        "'military uniform'" in figure.get_suptitle() and "Smooth Grad-CAM++ (2 noisy copies" in figure.get_suptitle()
+    )
+    out = save_figure(figure, tmp_path / "sub" / "fig.png")
     picture = matplotlib.image.imread(out)
-    height, width = picture.shape[:2]
-    assert width > 2 * height  # input column, label column and three levels side by side
-    assert picture[..., :3].std() > 0.05  # not a blank canvas
+    assert picture.shape[1] > 2 * picture.shape[0]  # input column, label column and three levels side by side
 
 
 def _parse(*argv):
@@ -356,9 +403,14 @@ def _parse(*argv):
     return parser.parse_args(list(argv))
 
 
-def test_cli_defaults():
+def test_cli_defaults_are_the_libraries():
     args = _parse()
-    assert (args.model, args.weights, args.seed, args.cls, args.method) == ("efficientnet_lite0", "abs", 0, None, "smooth")
+    assert (args.model, args.seed, args.cls) == (fcinterp_fast.models.DEFAULT_MODEL, 0, None)
+    options = CamOptions(
+        method=args.method, n_samples=args.n_samples, noise=args.noise, smooth=args.smooth, weights=args.weights
+    )
+    assert options == CamOptions()
+    assert (args.min_size, args.depth) == (fcinterp_fast.FitConfig.min_size, fcinterp_fast.FitConfig.depth)
 
 
 @pytest.mark.slow
@@ -366,4 +418,7 @@ def test_cli_run_writes_the_figure(hopper_path, tmp_path, capsys):
     out = tmp_path / "fig.png"
     args = _parse("--image", hopper_path, "--class", "652", "--out", str(out), "--n-samples", "1", "--depth", "2")
     assert cli.run(args) == 0
-    assert out.stat().st_size > 10_000 and "wrote" in capsys.readouterr().out
+    assert f"wrote {out}" in capsys.readouterr().out
+    picture = matplotlib.image.imread(out)
+    assert picture.shape[1] > 2 * picture.shape[0]  # input, labels and two levels side by side
+    assert picture[..., :3].std() > 0.05  # not a blank canvas

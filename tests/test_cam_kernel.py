@@ -4,6 +4,7 @@ On CUDA the kernel runs natively. On CPU it runs under the Triton interpreter, w
 switched on before triton is imported: ``test_kernel_under_interpreter`` reruns the small cases of
 this file in a subprocess with ``TRITON_INTERPRET=1`` (small shapes: the interpreter is slow).
 """
+
 from __future__ import annotations
 
 import os
@@ -55,7 +56,7 @@ def _inputs(B, copies, T, C, h, w, gradients, dtype, device):
 
 
 def _check(case, dtype, device):
-    from fcinterp_fast.cam.kernels import combine_triton
+    from fcinterp_fast.cam.gradcampp_triton import combine_triton
 
     B, copies, T, C, h, w, H, W, gradients = case
     A, g, g2, g3 = _inputs(B, copies, T, C, h, w, gradients, dtype, device)
@@ -65,18 +66,22 @@ def _check(case, dtype, device):
     torch.testing.assert_close(ours, ref, atol=ATOL, rtol=0)
 
 
-@pytest.mark.skipif(not (INTERPRETED or CUDA), reason="CPU needs TRITON_INTERPRET=1 (run by test_kernel_under_interpreter)")
+@pytest.mark.skipif(
+    not (INTERPRETED or CUDA), reason="CPU needs TRITON_INTERPRET=1 (run by test_kernel_under_interpreter)"
+)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("case", SMALL, ids=str)
 def test_kernel_small(case, dtype):
     _check(case, dtype, "cuda" if CUDA else "cpu")
 
 
-@pytest.mark.skipif(not (INTERPRETED or CUDA), reason="CPU needs TRITON_INTERPRET=1 (run by test_kernel_under_interpreter)")
+@pytest.mark.skipif(
+    not (INTERPRETED or CUDA), reason="CPU needs TRITON_INTERPRET=1 (run by test_kernel_under_interpreter)"
+)
 def test_kernel_small_constant_map_scales_to_zero():
     """A 1x1 map upsampled stays exactly constant, so it scales to 0 everywhere (F.interpolate leaves
     one-ulp differences there, which the 1e-7 guard would turn into values near 1e-3)."""
-    from fcinterp_fast.cam.kernels import combine_triton
+    from fcinterp_fast.cam.gradcampp_triton import combine_triton
 
     device = "cuda" if CUDA else "cpu"
     A = torch.full((2, 3, 1, 1), 0.7, device=device)
@@ -116,5 +121,7 @@ def test_explain_on_cuda_equals_cpu(layer, monkeypatch):
     cpu = explain(model, x, targets, method="gradcam++", target_layer=model.layer3 if layer == "layer3" else None)
     model = model.cuda()
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # float32 convolutions, not TF32
-    cuda = explain(model, x.cuda(), targets, method="gradcam++", target_layer=model.layer3 if layer == "layer3" else None)
+    cuda = explain(
+        model, x.cuda(), targets, method="gradcam++", target_layer=model.layer3 if layer == "layer3" else None
+    )
     torch.testing.assert_close(cuda.cpu(), cpu, atol=1e-4, rtol=0)

@@ -1,10 +1,11 @@
 """``source.check_block``: the first non-finite row is named, finite rows whose sum overflows pass."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from fcinterp_fast.source import check_block
+from fcinterp_fast.heads.source import check_block
 from strategies import FLOAT_DTYPES
 
 

@@ -1,4 +1,5 @@
-"""The ``fcinterp`` command line end to end, and the figures of ``fcinterp_fast.plot``."""
+"""The ``fcinterp`` command line end to end, and the figures of ``fcinterp_fast.figures``."""
+
 from __future__ import annotations
 
 import contextlib
@@ -14,8 +15,9 @@ import torch
 from PIL import Image
 
 import fcinterp_fast
-from fcinterp_fast import cli, plot
-from fcinterp_fast.commands.fit import parse_size
+from fcinterp_fast import cli
+from fcinterp_fast import figures as plot
+from fcinterp_fast.cli.fit import parse_size
 
 PAPER_CLASSES = {"tricycle": 870, "web site": 916, "whiptail": 41}
 
@@ -77,7 +79,9 @@ def test_fit_report_tables_match_the_fit(bundled_report, bundled_fit):
 @pytest.mark.slow
 def test_fit_report_figures_and_summary(bundled_report, bundled_fit):
     out, _ = bundled_report
-    figures = ["fits.png", "r2_by_node.png"] + [f"{kind}_{k}.png" for k in PAPER_CLASSES.values() for kind in ("split", "nodes")]
+    figures = ["fits.png", "r2_by_node.png"] + [
+        f"{kind}_{k}.png" for k in PAPER_CLASSES.values() for kind in ("split", "nodes")
+    ]
     for name in figures:
         assert_png(out / name)
     index = (out / "index.md").read_text()
@@ -127,11 +131,30 @@ def safetensors_head(tmp_path):
 def test_fit_weights_file_with_tensor_name(safetensors_head, tmp_path, capsys):
     out = tmp_path / "out"
     code, stdout, err = run_cli(
-        capsys, "fit", "--weights", safetensors_head, "--name", "lm_head.weight", "--classes", "3", "-1",
-        "--tree", "full", "--depth", "2", "--min-size", "4", "--grid", "linspace", "--out", out,
-    )  # fmt: skip
+        capsys,
+        "fit",
+        "--weights",
+        safetensors_head,
+        "--name",
+        "lm_head.weight",
+        "--classes",
+        "3",
+        "-1",
+        "--tree",
+        "full",
+        "--depth",
+        "2",
+        "--min-size",
+        "4",
+        "--grid",
+        "linspace",
+        "--out",
+        out,
+    )
     assert code == 0, err
-    expected = fcinterp_fast.fit(safetensors_head, name="lm_head.weight", tree="full", depth=2, min_size=4, grid="linspace")
+    expected = fcinterp_fast.fit(
+        safetensors_head, name="lm_head.weight", tree="full", depth=2, min_size=4, grid="linspace"
+    )
     assert len(csv_rows(out / "nodes.csv")) == int((expected.count > 0).sum())
     assert len(csv_rows(out / "ald.csv")) == 12
     for name in ("fits.png", "split_3.png", "nodes_3.png", "split_11.png", "nodes_11.png", "r2_by_node.png"):
@@ -143,11 +166,11 @@ def test_fit_weights_file_with_tensor_name(safetensors_head, tmp_path, capsys):
 
 
 def test_fit_opens_the_head_file_once(safetensors_head, tmp_path, capsys, monkeypatch):
-    from fcinterp_fast import io
+    from fcinterp_fast.heads import find
 
     opened = []
-    original = io.open_file_head
-    monkeypatch.setattr(io, "open_file_head", lambda *args: opened.append(args) or original(*args))
+    original = find.open_file_head
+    monkeypatch.setattr(find, "open_file_head", lambda *args: opened.append(args) or original(*args))
     code, _, err = run_cli(capsys, "fit", "--weights", safetensors_head, "--name", "lm_head.weight", "--out", tmp_path)
     assert code == 0, err
     assert opened == [(safetensors_head, "lm_head.weight")]
@@ -176,15 +199,41 @@ def test_bad_arguments_exit_2_with_a_message(argv, message, tmp_path, capsys):
 def test_bad_head_files_exit_2_with_a_message(safetensors_head, tmp_path, capsys):
     code, _, err = run_cli(capsys, "fit", "--weights", safetensors_head, "--out", tmp_path)
     assert code == 2 and "possible head tensors" in err and "lm_head.weight" in err
-    code, _, err = run_cli(capsys, "fit", "--weights", safetensors_head, "--name", "lm_head.weight", "--classes", "tench", "--out", tmp_path)
+    code, _, err = run_cli(
+        capsys,
+        "fit",
+        "--weights",
+        safetensors_head,
+        "--name",
+        "lm_head.weight",
+        "--classes",
+        "tench",
+        "--out",
+        tmp_path,
+    )
     assert code == 2 and "has no class names; pass its index" in err
     code, _, err = run_cli(capsys, "fit", "--weights", tmp_path / "missing.safetensors", "--out", tmp_path)
     assert code == 2 and "no such head file" in err
 
 
-def test_traceback_flag_reraises(safetensors_head, tmp_path):
-    with pytest.raises(ValueError, match="possible head tensors"):
-        cli.main(["--traceback", "fit", "--weights", str(safetensors_head), "--out", str(tmp_path)])
+def test_traceback_flag_shows_the_traceback_of_a_user_error(safetensors_head, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "--traceback", "fit", "--weights", safetensors_head, "--out", tmp_path)
+    assert code == 2 and "Traceback (most recent call last)" in err and "ValueError" in err
+    assert err.splitlines()[-1].startswith("fcinterp fit: error: ") and "possible head tensors" in err.splitlines()[-1]
+
+
+@pytest.mark.parametrize("error", ["RuntimeError('the kernel failed')", "IndexError('list index out of range')"])
+def test_errors_that_are_not_the_users_show_the_traceback_and_exit_1(error, monkeypatch, tmp_path, capsys):
+    """Only the user's mistakes are one line and exit 2; a RuntimeError or IndexError is a bug."""
+    module = "def add_arguments(parser):\n    pass\n\n\ndef run(args):\n    raise " + error + "\n"
+    name = "buggy_" + error.split("(")[0].lower()  # one module per case: imports are cached
+    (tmp_path / f"{name}.py").write_text(module)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(cli.COMMANDS, "buggy", cli.Command(name, "raises"))
+    code, _, err = run_cli(capsys, "buggy")
+    assert code == 1
+    assert "Traceback (most recent call last)" in err and error.split("(")[0] in err
+    assert err.splitlines()[-1] == "fcinterp buggy: internal error (traceback above)"
 
 
 # ------------------------------------------------------------------------------------ explain
@@ -202,8 +251,8 @@ def test_explain_bad_input_exits_2_with_a_message(argv, message, tmp_path, capsy
     code, _, err = run_cli(capsys, "explain", *argv, "--depth", "1", "--out", tmp_path / "fig.png")
     assert code == 2 and message in err and "Traceback" not in err, err
     assert not (tmp_path / "fig.png").exists()
-    with pytest.raises((ValueError, IndexError, OSError)):  # --traceback reaches every sub-command
-        cli.main(["--traceback", "explain", *argv, "--depth", "1", "--out", str(tmp_path / "fig.png")])
+    code, _, err = run_cli(capsys, "--traceback", "explain", *argv, "--depth", "1", "--out", tmp_path / "fig.png")
+    assert code == 2 and "Traceback (most recent call last)" in err and message in err  # every sub-command
 
 
 # ----------------------------------------------------------------------------- the registry
@@ -224,7 +273,9 @@ def test_missing_command_module_is_a_clear_error(monkeypatch, capsys):
     monkeypatch.setitem(cli.COMMANDS, "ghost", cli.Command("fcinterp_fast.no_such_module", "not written yet"))
     code, _, err = run_cli(capsys, "ghost")
     assert code == 2
-    assert "the 'ghost' command is not part of this installation (module fcinterp_fast.no_such_module is missing)" in err
+    assert (
+        "the 'ghost' command is not part of this installation (module fcinterp_fast.no_such_module is missing)" in err
+    )
 
 
 def test_command_with_a_missing_dependency_is_a_clear_error(monkeypatch, tmp_path, capsys):
@@ -263,7 +314,7 @@ def small_fits():
 def test_node_curve_is_the_data_of_the_fitted_line(small_fits, tree):
     fit = small_fits[tree]
     for k in range(len(fit)):
-        for j, node in enumerate(fit.nodes):
+        for node in fit.nodes:
             curve = plot.node_curve(fit, k, node)
             if curve.x.size < 3:  # absent, all zeros, or too few magnitudes for a residual
                 continue

@@ -8,6 +8,7 @@
 * ``fcinterp_fast._cpu`` called directly with hostile arguments raises instead of crashing.
 * Packaging: a failed compile still installs; a missing extension is reported, not fatal.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,13 +26,11 @@ from hypothesis import strategies as st
 
 import fcinterp_fast
 from checks import assert_within
-from fcinterp_fast._config import FitConfig
 from fcinterp_fast.backends import cpu, reference, torch_vec
+from fcinterp_fast.config import FitConfig
 from strategies import FLOAT_DTYPES
 
-pytestmark = pytest.mark.skipif(
-    cpu.unavailable() is not None, reason=f"backend 'cpu' unavailable: {cpu.unavailable()}"
-)
+pytestmark = pytest.mark.skipif(cpu.unavailable() is not None, reason=f"backend 'cpu' unavailable: {cpu.unavailable()}")
 
 ROOT = Path(__file__).resolve().parents[1]
 # Largest power-of-two scale per dtype that keeps every drawn value (|v| <= 4) finite; the sums of a
@@ -41,8 +40,9 @@ MIN_EXPONENT = {torch.float16: -20, torch.bfloat16: -120, torch.float32: -120, t
 NODE_STATS = ("mean", "slope", "intercept", "r2")
 # At least 60 examples, more when the loaded profile asks for more (conftest loads it before this
 # module is imported; HYPOTHESIS_PROFILE=thorough gives 600).
-SETTINGS = dict(max_examples=max(60, settings.default.max_examples), deadline=None,
-                suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+SETTINGS = dict(
+    max_examples=max(60, settings.default.max_examples), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 # ------------------------------------------------------------------------------- strategies
@@ -57,8 +57,9 @@ def heads(draw, max_rows: int = 6, max_cols: int = 48):
     cols = draw(st.integers(1, max_cols))
     pool = draw(st.lists(st.floats(-4, 4, width=32, allow_subnormal=False), min_size=1, max_size=12))
     pool += [0.0, -0.0] + [-v for v in pool[:3]]
-    values = draw(st.lists(st.sampled_from(pool) | st.floats(-4, 4, width=32), min_size=rows * cols,
-                           max_size=rows * cols))  # fmt: skip
+    values = draw(
+        st.lists(st.sampled_from(pool) | st.floats(-4, 4, width=32), min_size=rows * cols, max_size=rows * cols)
+    )
     W = torch.tensor(values, dtype=torch.float64).view(rows, cols)
     scales = draw(st.lists(st.integers(MIN_EXPONENT[dtype], MAX_EXPONENT[dtype]), min_size=rows, max_size=rows))
     W = W * torch.tensor([2.0**e for e in scales], dtype=torch.float64)[:, None]
@@ -99,11 +100,23 @@ def assert_same_fit(got, want, W: torch.Tensor) -> None:
     scale = W.detach().to(torch.float64).abs().amax(dim=1, keepdim=True)
     assert_within("mean", got.mean, want.mean, (1e-12 * scale).numpy())
     for name in ("slope", "intercept", "r2"):
-        torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-9, atol=1e-9, equal_nan=True,
-                                   msg=lambda m, name=name: f"{name}: {m}")  # fmt: skip
+        torch.testing.assert_close(
+            getattr(got, name),
+            getattr(want, name),
+            rtol=1e-9,
+            atol=1e-9,
+            equal_nan=True,
+            msg=lambda m, name=name: f"{name}: {m}",
+        )
     for name in ("scale", "kappa", "loglik"):
-        torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-12, atol=0.0, equal_nan=True,
-                                   msg=lambda m, name=name: f"ald {name}: {m}")  # fmt: skip
+        torch.testing.assert_close(
+            getattr(got, name),
+            getattr(want, name),
+            rtol=1e-12,
+            atol=0.0,
+            equal_nan=True,
+            msg=lambda m, name=name: f"ald {name}: {m}",
+        )
     assert not bool(got.ambiguous.any()), "the cpu backend decides every split exactly"
 
 
@@ -164,20 +177,23 @@ def test_deepest_full_tree(root):
 
 def _ald_rows(generator: torch.Generator, n: int) -> torch.Tensor:
     """Rows whose ALD objective is flat, tied, skewed or lumpy: where a pruned search could slip."""
+
     def draw(*shape):
         return torch.rand(*shape, generator=generator, dtype=torch.float64)
 
     laplace = torch.log(draw(8, n)) * torch.where(draw(8, n) < 0.5, 1.0, -1.0)
-    return torch.cat([
-        laplace,
-        torch.randn(8, n, generator=generator, dtype=torch.float64),
-        draw(4, n),  # uniform: a very flat objective
-        torch.exp(3 * torch.randn(4, n, generator=generator, dtype=torch.float64)),  # one-sided, skewed
-        torch.round(4 * laplace[:4]) / 4,  # heavy ties
-        torch.where(draw(4, n) < 0.3, -1.0, 2.0),  # two values
-        torch.cat([torch.zeros(4, n - 3, dtype=torch.float64), 1e6 * draw(4, 3)], dim=1),  # outliers
-        laplace[:4].float().double(),
-    ])
+    return torch.cat(
+        [
+            laplace,
+            torch.randn(8, n, generator=generator, dtype=torch.float64),
+            draw(4, n),  # uniform: a very flat objective
+            torch.exp(3 * torch.randn(4, n, generator=generator, dtype=torch.float64)),  # one-sided, skewed
+            torch.round(4 * laplace[:4]) / 4,  # heavy ties
+            torch.where(draw(4, n) < 0.3, -1.0, 2.0),  # two values
+            torch.cat([torch.zeros(4, n - 3, dtype=torch.float64), 1e6 * draw(4, 3)], dim=1),  # outliers
+            laplace[:4].float().double(),
+        ]
+    )
 
 
 @pytest.mark.parametrize("n", [3, 4, 17, 33, 250, 1001, 3000])
@@ -190,16 +206,17 @@ def test_ald_search_is_exact(n):
     got = cpu.fit_rows(W, FitConfig(depth=1))
     want = torch_vec.ald_rows(W.sort(dim=1).values)
     assert_exact("loc", got.loc, want[0])
-    for name, value in zip(("scale", "kappa", "loglik"), want[1:]):
-        torch.testing.assert_close(getattr(got, name), value, rtol=1e-12, atol=0.0, equal_nan=True,
-                                   msg=lambda m, name=name: f"{name}: {m}")  # fmt: skip
+    for name, value in zip(("scale", "kappa", "loglik"), want[1:], strict=True):
+        torch.testing.assert_close(
+            getattr(got, name), value, rtol=1e-12, atol=0.0, equal_nan=True, msg=lambda m, name=name: f"{name}: {m}"
+        )
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 def test_ald_only_matches_the_fit(dtype):
     W = _ald_rows(torch.Generator().manual_seed(5), 300).to(dtype)[:, ::2]
     fit = cpu.fit_rows(W, FitConfig())
-    for name, value in zip(("loc", "scale", "kappa", "loglik"), cpu.ald_only(W)):
+    for name, value in zip(("loc", "scale", "kappa", "loglik"), cpu.ald_only(W), strict=True):
         assert_exact(name, value, getattr(fit, name))
 
 
@@ -240,9 +257,9 @@ def test_bundled_head(lite0_head):
     the reference (which takes ~0.5 s a row)."""
     W = lite0_head
     assert tuple(W.shape) == (1000, 1280)
+    sample = torch.arange(0, 1000, 199)
     for cfg in (FitConfig(), FitConfig(root="mean"), FitConfig(tree="full", depth=4)):
         got = cpu.fit_rows(W, cfg)
-        sample = torch.arange(0, 1000, 199)
         assert_same_fit(got.map(lambda name, t: t[sample]), reference.fit_rows(W[sample], cfg), W[sample])
         vec = torch_vec.fit_rows(W, cfg)
         assert not bool(vec.ambiguous.any())
@@ -274,12 +291,14 @@ def test_exact_sum_rounds_half_even_across_partials():
 
 def test_log_is_accurate():
     rng = np.random.default_rng(0)
-    x = np.concatenate([
-        np.exp(rng.uniform(-700, 700, 200_000)),
-        rng.uniform(0.5, 2.0, 100_000),
-        1.0 + rng.uniform(-1e-6, 1e-6, 10_000),
-        np.array([5e-324, 1e-310, 2.2250738585072014e-308, 1.0, 2.0, 1.7976931348623157e308]),
-    ])
+    x = np.concatenate(
+        [
+            np.exp(rng.uniform(-700, 700, 200_000)),
+            rng.uniform(0.5, 2.0, 100_000),
+            1.0 + rng.uniform(-1e-6, 1e-6, 10_000),
+            np.array([5e-324, 1e-310, 2.2250738585072014e-308, 1.0, 2.0, 1.7976931348623157e308]),
+        ]
+    )
     x = np.concatenate([x, -x])
     got, want = cpu._cpu._log_abs(x), np.log(np.abs(x))
     ulps = np.abs(got - want) / np.spacing(np.abs(want).clip(min=np.spacing(1.0)))
@@ -294,8 +313,9 @@ def _outputs(rows: int, columns: int) -> dict:
     return out
 
 
-def _native(head, dtype="float32", tree="chain", root="zero", grid="paper", min_size=2, levels=3, outputs=None,
-            **kwargs):
+def _native(
+    head, dtype="float32", tree="chain", root="zero", grid="paper", min_size=2, levels=3, outputs=None, **kwargs
+):
     rows = head.shape[0] if getattr(head, "ndim", 0) >= 1 else 0
     columns = 2 * levels if tree == "chain" else 2 ** (levels + 1) - 2
     out = _outputs(rows, columns) if outputs is None else outputs
@@ -429,7 +449,7 @@ def test_missing_extension_is_reported_not_fatal():
                     raise ImportError("simulated: extension not built")
         sys.meta_path.insert(0, Block())
         import fcinterp_fast
-        reason = fcinterp_fast.backends()["cpu"]
+        reason = fcinterp_fast.available_backends()["cpu"]
         assert "simulated: extension not built" in reason, reason
         assert fcinterp_fast.fit(torch.randn(3, 30)).backend == "torch"
         try:
@@ -450,11 +470,23 @@ def test_failed_compile_still_builds(tmp_path):
     # The build environment of an isolated `pip install` has pybind11, the venv may not: the
     # `test` extra installs it so this test exercises the compile-failure path, not the missing one.
     import pybind11  # noqa: F401
+
     result = subprocess.run(
-        [sys.executable, "setup.py", "-q", "build_ext", "--build-lib", str(tmp_path / "lib"),
-         "--build-temp", str(tmp_path / "tmp")],
-        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "CC": "false", "CXX": "false", "LDSHARED": "false"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "setup.py",
+            "-q",
+            "build_ext",
+            "--build-lib",
+            str(tmp_path / "lib"),
+            "--build-temp",
+            str(tmp_path / "tmp"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CC": "false", "CXX": "false", "LDSHARED": "false"},
+    )
     assert result.returncode == 0, result.stderr
     assert "fcinterp_fast installs without it" in result.stderr
     assert not list((tmp_path / "lib").rglob("_cpu*"))

@@ -1,8 +1,10 @@
 """``fcinterp_fast.distributed``: rows sharded over torchrun processes (gloo on CPU) give exactly the
 single-process fit, and a failure on one rank stops every rank with its message."""
+
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -34,7 +36,11 @@ def torchrun_argv(argv: list[str], tmp_path: Path, nproc: int) -> subprocess.Com
 
 def python(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
     """``python ARGV`` in ``cwd`` with this checkout importable, one OpenMP thread a process."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
     return subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=600, env=env, cwd=cwd)
 
 
@@ -66,7 +72,9 @@ def test_two_gloo_ranks_give_the_single_process_fit(tmp_path):
     jobs = []
     for name, (W, options) in cases.items():
         save_file({"head.weight": W}, str(tmp_path / f"{name}.safetensors"))
-        jobs.append({"path": str(tmp_path / f"{name}.safetensors"), "options": options, "out": str(tmp_path / f"{name}.pt")})
+        jobs.append(
+            {"path": str(tmp_path / f"{name}.safetensors"), "options": options, "out": str(tmp_path / f"{name}.pt")}
+        )
     run = torchrun(jobs, tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     for job in jobs:
@@ -80,7 +88,9 @@ def test_a_bad_row_on_one_rank_stops_every_rank(tmp_path):
     W = shallow_then_deep(200, 32)
     W[150, 3] = float("nan")  # in rank 1's shard
     save_file({"head.weight": W}, str(tmp_path / "bad.safetensors"))
-    run = torchrun([{"path": str(tmp_path / "bad.safetensors"), "options": {}, "out": str(tmp_path / "x.pt")}], tmp_path)
+    run = torchrun(
+        [{"path": str(tmp_path / "bad.safetensors"), "options": {}, "out": str(tmp_path / "x.pt")}], tmp_path
+    )
     assert run.returncode != 0
     assert "ValueError: row 150 of the head contains NaN or infinite values" in run.stderr
     assert "the distributed fit failed on rank 1: ValueError: row 150" in run.stderr  # rank 0's error
@@ -90,9 +100,23 @@ def test_a_bad_row_on_one_rank_stops_every_rank(tmp_path):
 def test_cli_fit_distributed_writes_the_single_process_tables(tmp_path):
     """`fcinterp fit --distributed` under torchrun: rank 0 alone reports, with the tables of a plain fit."""
     save_file({"head.weight": shallow_then_deep(301, 48)}, str(tmp_path / "head.safetensors"))
-    common = ["fit", "--weights", str(tmp_path / "head.safetensors"), "--backend", "torch", "--device", "cpu",
-              "--classes", "0", "300", "--max-memory", "64K"]  # fmt: skip
-    run = torchrun_argv(["-m", "fcinterp_fast.cli", *common, "--distributed", "--dist-backend", "gloo", "--out", "sharded"], tmp_path, 2)
+    common = [
+        "fit",
+        "--weights",
+        str(tmp_path / "head.safetensors"),
+        "--backend",
+        "torch",
+        "--device",
+        "cpu",
+        "--classes",
+        "0",
+        "300",
+        "--max-memory",
+        "64K",
+    ]
+    run = torchrun_argv(
+        ["-m", "fcinterp_fast.cli", *common, "--distributed", "--dist-backend", "gloo", "--out", "sharded"], tmp_path, 2
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("report: ") == 1 and "fitted " in run.stdout
     single = python(["-m", "fcinterp_fast.cli", *common, "--out", "single"], tmp_path)
@@ -103,7 +127,9 @@ def test_cli_fit_distributed_writes_the_single_process_tables(tmp_path):
 
 def test_cli_fit_distributed_outside_torchrun(tmp_path, outside_torchrun, capsys):
     save_file({"head.weight": torch.randn(4, 32)}, str(tmp_path / "head.safetensors"))
-    code = cli.main(["fit", "--weights", str(tmp_path / "head.safetensors"), "--distributed", "--out", str(tmp_path / "o")])
+    code = cli.main(
+        ["fit", "--weights", str(tmp_path / "head.safetensors"), "--distributed", "--out", str(tmp_path / "o")]
+    )
     assert code == 2 and "launch with `torchrun --nproc-per-node N" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
@@ -114,7 +140,9 @@ def test_fit_sharded_outside_a_process_group():
 
 
 def test_process_group_outside_torchrun(outside_torchrun):
-    with pytest.raises(RuntimeError, match=r"RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT missing here\): launch with `torchrun"):
+    with pytest.raises(
+        RuntimeError, match=r"RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT missing here\): launch with `torchrun"
+    ):
         with distributed.process_group():
             pass
     with pytest.raises(ValueError, match="unknown distributed backend 'mpi'"):
@@ -127,16 +155,22 @@ def test_process_group_outside_torchrun(outside_torchrun):
 def test_shards_cover_every_row_once_in_order(rows, world):
     shards = [distributed.shard(rows, rank, world) for rank in range(world)]
     assert shards[0][0] == 0 and shards[-1][1] == rows
-    assert all(a[1] == b[0] for a, b in zip(shards, shards[1:]))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(shards))
     sizes = [stop - start for start, stop in shards]
     assert max(sizes) - min(sizes) <= 1
 
 
 def test_distributed_arguments():
+    from fcinterp_fast.cli import fit as fit_command
+
     parser = argparse.ArgumentParser()
-    distributed.add_distributed_arguments(parser)
-    assert vars(parser.parse_args([])) == {"distributed": False, "dist_backend": "auto"}
-    assert vars(parser.parse_args(["--distributed", "--dist-backend", "gloo"])) == {"distributed": True, "dist_backend": "gloo"}
+    fit_command.add_arguments(parser)
+    chosen = lambda args: {k: v for k, v in vars(args).items() if k in ("distributed", "dist_backend")}  # noqa: E731
+    assert chosen(parser.parse_args([])) == {"distributed": False, "dist_backend": "auto"}
+    assert chosen(parser.parse_args(["--distributed", "--dist-backend", "gloo"])) == {
+        "distributed": True,
+        "dist_backend": "gloo",
+    }
     with pytest.raises(SystemExit):
         parser.parse_args(["--dist-backend", "mpi"])
 
@@ -145,9 +179,15 @@ def test_distributed_arguments():
 def test_nccl_rank_fits_on_its_gpu(tmp_path):
     W = shallow_then_deep(1001, 64)
     save_file({"head.weight": W}, str(tmp_path / "head.safetensors"))
-    job = {"path": str(tmp_path / "head.safetensors"), "options": {"max_memory": 64 * 324 * 97}, "out": str(tmp_path / "nccl.pt")}
+    job = {
+        "path": str(tmp_path / "head.safetensors"),
+        "options": {"max_memory": 64 * 324 * 97},
+        "out": str(tmp_path / "nccl.pt"),
+    }
     run = torchrun([job], tmp_path, nproc=1, backend="nccl")
     assert run.returncode == 0, run.stderr[-3000:]
     sharded, single = torch.load(job["out"]), fcinterp_fast.fit(W, backend="torch")
     assert sharded["count"].device.type == "cpu"
-    assert_same_memberships(sharded, single, rtol=1e-10, atol=1e-12)  # memberships exact on any device (SPEC 2)
+    assert_same_memberships(
+        sharded, single, rtol=1e-10, atol=1e-12
+    )  # memberships exact on any device (docs/spec.md section 2)

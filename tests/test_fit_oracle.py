@@ -1,4 +1,5 @@
-"""Every backend against the independent numpy oracle (SPEC 2-4), plus hand-computed rows."""
+"""Every backend against the independent numpy oracle (docs/spec.md section 2-4), plus hand-computed rows."""
+
 from __future__ import annotations
 
 import math
@@ -32,7 +33,7 @@ def test_matches_oracle(backend, dtype, data):
 
 
 def test_deepest_chain_node(backend):
-    """``"+*"`` / ``"-*"`` select, per class, the deepest node of that chain (SPEC 6)."""
+    """``"+*"`` / ``"-*"`` select, per class, the deepest node of that chain (docs/spec.md section 6)."""
     W = torch.tensor([[5.0, 4.0, 1.0, -1.0, -2.0, -9.0], [3.0, -1.0, -1.0, -1.0, -1.0, -8.0]])
     fit = backend.fit(W, min_size=2)
     expected = oracle.fit_head(W.numpy(), min_size=2)
@@ -86,7 +87,7 @@ def test_ald_symmetric_unique(backend):
     fit = backend.fit(torch.tensor([[-3.0, -1.0, 0.0, 1.0, 3.0]]))
     assert fit.ald.loc.item() == 0.0
     assert fit.ald.kappa.item() == 1.0
-    assert fit.ald.scale.item() == pytest.approx(0.8 ** 0.5 * 2 * 0.8 ** 0.5, rel=1e-14)
+    assert fit.ald.scale.item() == pytest.approx(0.8**0.5 * 2 * 0.8**0.5, rel=1e-14)
     assert fit.ald.loglik.item() == pytest.approx(-5 * (1 + 2 * math.log(2 * math.sqrt(0.8))), rel=1e-14)
 
 
@@ -100,18 +101,36 @@ def test_ald_symmetric_unique(backend):
         # equal magnitudes: slope 0, intercept y_0, r2 = 1 exactly (SS_tot == SS_res == 0)
         ([3.0, 3.0], [2, 0], [0.0, math.nan], [math.log(3), math.nan], [1.0, math.nan], [math.nan] * 4),
         # zeros belong to no node (root "zero"); three values: m = 0, alpha = beta = 1/3
-        ([-1.0, 0.0, 1.0], [1, 1], [0.0, 0.0], [0.0, 0.0], [math.nan] * 2,
-         [0.0, 2 / 3, 1.0, -3 * (1 + 2 * math.log(2 / math.sqrt(3)))]),
+        (
+            [-1.0, 0.0, 1.0],
+            [1, 1],
+            [0.0, 0.0],
+            [0.0, 0.0],
+            [math.nan] * 2,
+            [0.0, 2 / 3, 1.0, -3 * (1 + 2 * math.log(2 / math.sqrt(3)))],
+        ),
         # all zero: no node; ALD alpha = beta = 0: kappa NaN, scale 0, loglik +inf
         ([0.0, 0.0, 0.0], [0, 0], [math.nan] * 2, [math.nan] * 2, [math.nan] * 2, [0.0, 0.0, math.nan, math.inf]),
         # all equal: alpha = beta = 0 too
-        ([7.0, 7.0, 7.0, 7.0], [4, 0], [0.0, math.nan], [math.log(7), math.nan], [1.0, math.nan],
-         [7.0, 0.0, math.nan, math.inf]),
+        (
+            [7.0, 7.0, 7.0, 7.0],
+            [4, 0],
+            [0.0, math.nan],
+            [math.log(7), math.nan],
+            [1.0, math.nan],
+            [7.0, 0.0, math.nan, math.inf],
+        ),
         # only the top value above m: alpha = 0 at the optimum gives kappa = inf
-        ([0.0, 1.0, 1.0], [2, 0], [0.0, math.nan], [0.0, math.nan], [1.0, math.nan],
-         [1.0, 0.0, math.inf, -3 * (1 + 2 * math.log(math.sqrt(1 / 3)))]),
+        (
+            [0.0, 1.0, 1.0],
+            [2, 0],
+            [0.0, math.nan],
+            [0.0, math.nan],
+            [1.0, math.nan],
+            [1.0, 0.0, math.inf, -3 * (1 + 2 * math.log(math.sqrt(1 / 3)))],
+        ),
     ],
-)  # fmt: skip
+)
 def test_tiny_rows_by_hand(backend, row, count, slope, intercept, r2, ald):
     fit = backend.fit(torch.tensor([row], dtype=torch.float64), min_size=20)
     assert fit.nodes == ["+", "-"]
@@ -194,7 +213,7 @@ def test_table_lists_every_present_node(backend):
     fit = backend.fit(W, tree="full", depth=3, min_size=10)
     expected = oracle.fit_head(W.numpy(), tree="full", depth=3, min_size=10)
     table = fit.to_pandas()
-    assert sorted(zip(table["class"], table["node"])) == sorted(
+    assert sorted(zip(table["class"], table["node"], strict=True)) == sorted(
         (k, node) for k, members in enumerate(expected.members) for node in members
     )
     for row in table.itertuples():

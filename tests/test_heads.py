@@ -1,5 +1,6 @@
 """``head_weight`` finds the (K, D) head in models, modules, tensors, arrays and files, without
 copying it; ``fit`` of any of them equals ``fit`` of the head it finds."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,9 +38,17 @@ def _same_storage(found: torch.Tensor, weight: torch.Tensor) -> None:
         (lambda: torchvision.models.efficientnet_b0(weights=None), lambda m: m.classifier[1]),
         (lambda: torchvision.models.mobilenet_v3_small(weights=None), lambda m: m.classifier[3]),
     ],
-    ids=["timm-resnet18", "timm-deit-distilled", "timm-dla34-conv", "tv-resnet18", "tv-squeezenet-conv",
-         "tv-vgg11", "tv-efficientnet_b0", "tv-mobilenet_v3"],
-)  # fmt: skip
+    ids=[
+        "timm-resnet18",
+        "timm-deit-distilled",
+        "timm-dla34-conv",
+        "tv-resnet18",
+        "tv-squeezenet-conv",
+        "tv-vgg11",
+        "tv-efficientnet_b0",
+        "tv-mobilenet_v3",
+    ],
+)
 def test_model_heads(build, head):
     model = build()
     _same_storage(head_weight(model), head(model).weight)
@@ -56,7 +65,9 @@ def test_named_head():
     model = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False)
     _same_storage(head_weight(model, name="head_dist"), model.head_dist.weight)
     _same_storage(head_weight(model, name="head_dist.weight"), model.head_dist.weight)
-    with pytest.raises(ValueError, match=r"has no submodule 'head_distilled'; linear / conv 1x1 candidates: .*head_dist"):
+    with pytest.raises(
+        ValueError, match=r"has no submodule 'head_distilled'; linear / conv 1x1 candidates: .*head_dist"
+    ):
         head_weight(model, name="head_distilled")
 
 

@@ -1,5 +1,6 @@
 """The bundled ImageNet EfficientNet-Lite0: it classifies a real photo, its classes are found by
 name, and every backend fits its real (1000, 1280) head exactly as the oracle does."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +9,7 @@ import torch
 
 import fcinterp_fast
 from checks import assert_matches_oracle, assert_same_memberships
-from fcinterp_fast.models import class_names, find_class
+from fcinterp_fast.classes import class_names, find_class
 
 # ImageNet-1k indices of the classes the paper discusses.
 CLASSES = {"tricycle": 870, "web site": 916, "whiptail": 41, "military uniform": 652}

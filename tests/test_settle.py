@@ -1,16 +1,17 @@
 """Rows a fast backend flags as undecidable are recomputed by the fastest exact CPU backend."""
+
 import torch
 
 import fcinterp_fast
-from fcinterp_fast._config import FitConfig
 from fcinterp_fast.api import settle_ambiguous
 from fcinterp_fast.backends import reference, registry, torch_vec
+from fcinterp_fast.config import FitConfig
 
 
 def test_exact_backend_is_the_fastest_exact_cpu_backend():
     chosen = registry.exact_backend()
     assert chosen.exact and "cpu" in chosen.devices and chosen.unavailable() is None
-    assert chosen.name == ("cpu" if fcinterp_fast.backends()["cpu"] == "available" else "reference")
+    assert chosen.name == ("cpu" if fcinterp_fast.available_backends()["cpu"] == "available" else "reference")
 
 
 def test_flagged_rows_are_replaced_by_the_exact_fit():

@@ -1,5 +1,6 @@
 """Heads streamed from files in row blocks: the in-memory result exactly, clear errors for bad files,
 the progress bar, GPU staging, and Parquet tables written in row groups."""
+
 from __future__ import annotations
 
 import contextlib
@@ -14,7 +15,8 @@ import fcinterp_fast
 from checks import assert_same_fit, assert_same_memberships
 from fcinterp_fast.api import plan_fit
 from fcinterp_fast.backends import registry
-from fcinterp_fast.io import FileSource
+from fcinterp_fast.heads.files import FileSource
+
 
 def random_head(K: int, D: int, dtype=torch.float16, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
@@ -71,7 +73,9 @@ def test_reads_one_block_at_a_time(tmp_path, monkeypatch):
     path = save_head(tmp_path / "head.safetensors", W)
     reads = []
     read_into = FileSource.read_into
-    monkeypatch.setattr(FileSource, "read_into", lambda self, a, b, out: reads.append((a, b)) or read_into(self, a, b, out))
+    monkeypatch.setattr(
+        FileSource, "read_into", lambda self, a, b, out: reads.append((a, b)) or read_into(self, a, b, out)
+    )
     fcinterp_fast.fit(path, backend="torch", max_memory=budget_for(150, W), device="cpu")
     assert reads == [(a, min(a + 150, 1000)) for a in range(0, 1000, 150)]
 
@@ -90,7 +94,7 @@ def test_conv_kernel_and_strided_checkpoint_heads(tmp_path, suffix):
 
 def test_blocks_keep_only_their_trimmed_columns(monkeypatch):
     """A chain fit holds, per block, the levels some row reached, not all 64 levels' columns."""
-    from fcinterp_fast.backends.registry import RowFit
+    from fcinterp_fast.result import RowFit
 
     held = []
     cat = RowFit.cat
@@ -133,8 +137,14 @@ def _safetensors_bytes(header: dict, data: bytes) -> bytes:
         ((7).to_bytes(8, "little") + b"{nojson", "header is not JSON"),
         (_safetensors_bytes([1, 2], b""), "not a JSON object"),
         (_safetensors_bytes({"w": {"dtype": "F16", "shape": [4, 4]}}, bytes(32)), "header entry 'w' is not"),
-        (_safetensors_bytes({"w": {"dtype": "F16", "shape": [4, 4], "data_offsets": [0, 30]}}, bytes(32)), "needs 32 bytes, but its data_offsets span 30"),
-        (_safetensors_bytes({"w": {"dtype": "F16", "shape": [4, 4], "data_offsets": [0, 32]}}, bytes(20)), "is truncated: tensor 'w' ends at byte"),
+        (
+            _safetensors_bytes({"w": {"dtype": "F16", "shape": [4, 4], "data_offsets": [0, 30]}}, bytes(32)),
+            "needs 32 bytes, but its data_offsets span 30",
+        ),
+        (
+            _safetensors_bytes({"w": {"dtype": "F16", "shape": [4, 4], "data_offsets": [0, 32]}}, bytes(20)),
+            "is truncated: tensor 'w' ends at byte",
+        ),
     ],
     ids=["tiny", "huge-header", "bad-json", "not-object", "no-offsets", "wrong-span", "truncated"],
 )
@@ -168,7 +178,10 @@ def test_file_shrinking_after_open_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_missing_tensor_name_lists_the_candidates(tmp_path, suffix):
     path = save_head(tmp_path / f"head{suffix}", random_head(30, 8))
-    with pytest.raises(ValueError, match=r"has no tensor 'output.weight'; 2-D candidates: embed.weight \(7, 3\), lm_head.weight \(30, 8\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"has no tensor 'output.weight'; 2-D candidates: embed.weight \(7, 3\), lm_head.weight \(30, 8\)",
+    ):
         fcinterp_fast.fit(path, name="output.weight")
 
 
@@ -219,7 +232,9 @@ def test_parquet_has_one_row_group_per_block_and_equals_the_table(tmp_path):
     assert pq.ParquetFile(path).metadata.num_row_groups == 3
     pd.testing.assert_frame_equal(pd.read_parquet(path), result.to_pandas())
     first = next(result.iter_table(block_rows=100))
-    assert all(isinstance(values, list) for values in first.values()) and len(first["node"]) == int((result.count[:100] > 0).sum())
+    assert all(isinstance(values, list) for values in first.values()) and len(first["node"]) == int(
+        (result.count[:100] > 0).sum()
+    )
 
 
 # ------------------------------------------------------------------------------------ GPU
@@ -252,8 +267,8 @@ def test_gpu_pipeline_delivers_every_block_and_waits_for_the_right_events(monkey
     """The ring of two pinned and two device buffers, run on the CPU with synchronous stand-ins for
     streams and events: every block arrives intact, and each wait is on the event of the block that
     last used the buffer about to be reused."""
-    from fcinterp_fast import source as sources
-    from fcinterp_fast import stream
+    from fcinterp_fast.heads import source as sources
+    from fcinterp_fast.heads import stream
 
     events, log = [], []
     monkeypatch.setattr(torch.cuda, "Event", lambda: events.append(_Event(log)) or events[-1])
@@ -261,11 +276,15 @@ def test_gpu_pipeline_delivers_every_block_and_waits_for_the_right_events(monkey
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device: _Stream(log))
     monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
     real_buffers = stream._buffers
-    monkeypatch.setattr(stream, "_buffers", lambda source, ranges, pin, device=None: real_buffers(source, ranges, False))
+    monkeypatch.setattr(
+        stream, "_buffers", lambda source, ranges, pin, device=None: real_buffers(source, ranges, False)
+    )
 
     W = random_head(K, 16)
     ranges = [(a, min(a + 50, K)) for a in range(0, K, 50)]
-    for i, (first, block) in enumerate(stream._through_pinned_memory(sources.TensorSource(W), ranges, torch.device("cpu"))):
+    for i, (first, block) in enumerate(
+        stream._through_pinned_memory(sources.TensorSource(W), ranges, torch.device("cpu"))
+    ):
         assert first == ranges[i][0] and torch.equal(block, W[ranges[i][0] : ranges[i][1]])
         block.fill_(float("nan"))  # the fit is done with it: later blocks must not see this
     copied, fitted = events[:2], events[2:]
@@ -290,7 +309,7 @@ def test_file_fitted_on_gpu_matches_cpu(tmp_path, suffix):
     on_gpu = fcinterp_fast.fit(path, backend="torch", max_memory=budget)
     on_cpu = fcinterp_fast.fit(path, backend="torch", max_memory=budget, device="cpu")
     assert on_gpu.count.device.type == "cpu"
-    # memberships agree exactly across devices (SPEC 2); float64 sums in another order
+    # memberships agree exactly across devices (docs/spec.md section 2); float64 sums in another order
     assert_same_memberships(on_gpu, on_cpu, rtol=1e-10, atol=1e-12)
 
 

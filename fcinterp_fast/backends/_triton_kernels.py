@@ -1,4 +1,4 @@
-"""Triton kernels of ``backend="triton"``: SPEC sections 2-4 for a block of rows, on the GPU.
+"""Triton kernels of ``backend="triton"``: docs/spec.md sections 2-4 for a block of rows, on the GPU.
 
 Two kernels share the per-node arithmetic below:
 
@@ -7,7 +7,7 @@ one pass, with the rows held in registers:
 
 1. Load (any float dtype and strides, int64 row offsets), cast to the sort dtype (float32, or
    float64 for float64 input), pad with +inf and sort each row with ``tl.sort``.
-2. ALD maximum likelihood (SPEC 4, as ``reference.ald_fit``): with gaps g_i = x_{i+1} - x_i,
+2. ALD maximum likelihood (docs/spec.md section 4, as ``reference.ald_fit``): with gaps g_i = x_{i+1} - x_i,
    n * beta at x_p is the prefix sum of (i + 1) g_i over i < p and n * alpha the suffix sum of
    (n - 1 - i) g_i over i >= p. The neighbours x_{i-1}, x_{i+1} come from two "shift" scans
    (``_neighbours``; ``tl.gather`` would cost 2x the registers and spill); the terms are placed
@@ -33,7 +33,7 @@ one pass, with the rows held in registers:
    takes that node's rank sum there (a cumulative count of its members).
 4. Splits: a node splits when it has at least ``min_size`` members, is below ``levels`` and not
    constant; its members go up when ``x >= mean``. The mean is a float64 sum taken in the
-   reduction's order; the SPEC's threshold (correctly rounded sum / count) lies within
+   reduction's order; the spec's threshold (correctly rounded sum / count) lies within
    ``_slack`` of it, so a row where some element of a splitting node lies that close to the
    computed mean is flagged ``ambiguous`` and recomputed exactly by ``fit``. Where the members'
    magnitudes span few enough binades that every partial sum is exact (typical of 16-bit heads
@@ -85,11 +85,11 @@ def single_pass_config(D: int, heavy: bool) -> tuple[int, int, int]:
 
 @triton.jit
 def _slack(count, abs_sum, smallest, MANTISSA: tl.constexpr):
-    """Bound on |computed mean - SPEC mean| of a node, or -1 when the two are the same float.
+    """Bound on |computed mean - spec mean| of a node, or -1 when the two are the same float.
 
     Every member is a multiple of g = ulp(smallest non-zero magnitude) at ``MANTISSA`` bits; if
     sum|x| < 2^53 g, every partial sum in any order is exact, so the computed sum is the correctly
-    rounded one and the mean the SPEC's to the bit. Otherwise a float64 sum of n terms in any
+    rounded one and the mean the spec's to the bit. Otherwise a float64 sum of n terms in any
     order is within 2 (n + 3) u sum|x| / n + tiny of it (as ``torch_vec.rounding_slack``).
     """
     n = count.to(tl.float64)
@@ -155,7 +155,7 @@ def _line_fit(L, y_min, sum_d, sum_rd, sum_dd, linspace):
 
 @triton.jit
 def _store_ald(loc_ptr, scale_ptr, kappa_ptr, loglik_ptr, offset, mask, D, loc, alpha, beta):
-    """The ALD at the chosen order statistic ``loc`` (SPEC 4, in IEEE arithmetic: alpha or beta 0
+    """The ALD at the chosen order statistic ``loc`` (docs/spec.md section 4, in IEEE arithmetic: alpha or beta 0
     give kappa 0, inf or NaN and loglik +inf for constant rows); NaN when D < 3."""
     n = D.to(tl.float64)
     objective = tl.sqrt(alpha) + tl.sqrt(beta)
@@ -308,7 +308,7 @@ def _fit_rows_kernel(
     # (i + 1) g_i sits at i + 1 and (n - 1 - i) g_i at i, so both sums are inclusive scans.
     below = tl.cumsum(tl.where((pos >= 1) & (pos < D), posf * (x64 - before.to(tl.float64)), 0.0), axis=1)
     above = tl.cumsum(tl.where(pos < D - 1, (n - 1.0 - posf) * (after.to(tl.float64) - x64), 0.0), axis=1, reverse=True)
-    # sqrt(n alpha) + sqrt(n beta): the SPEC objective times sqrt(n), same minimiser
+    # sqrt(n alpha) + sqrt(n beta): the spec's objective times sqrt(n), same minimiser
     objective = tl.where((pos >= 1) & (pos <= D - 2), tl.sqrt(above) + tl.sqrt(below), float("inf"))
     at_best = pos == tl.argmin(objective, axis=1)[:, None]  # first minimum
     loc = tl.sum(tl.where(at_best, x64, 0.0), axis=1)
@@ -403,7 +403,8 @@ def _fit_rows_kernel(
                 marked = straddles & (pos == first)  # the node's first element speaks for it
             else:
                 marked = straddles
-            s_lo = tl.where(_one_per_row(marked.to(tl.int32), marked, FULL) > 0, _one_per_row(lo, marked, FULL), float("inf"))
+            any_marked = _one_per_row(marked.to(tl.int32), marked, FULL) > 0
+            s_lo = tl.where(any_marked, _one_per_row(lo, marked, FULL), float("inf"))
             s_hi = _one_per_row(hi, marked, FULL)
             s_member = by_size_fit & (by_size >= s_lo[:, None]) & (by_size <= s_hi[:, None])
             s_rank = (tl.cumsum(s_member.to(tl.int32), axis=1) - 1).to(tl.float64)
@@ -576,8 +577,9 @@ def _fit_sorted_kernel(
                 lo = tl.load(s_row + s).to(tl.float64)
                 hi = tl.load(s_row + e - 1).to(tl.float64)
                 neg_end, pos_start, L = _nonzero_parts(s, e, z0, z1)
+                nearest_negative = tl.abs(tl.load(s_row + tl.maximum(neg_end - 1, 0)).to(tl.float64))
                 smallest = tl.minimum(
-                    tl.where(neg_end > s, tl.abs(tl.load(s_row + tl.maximum(neg_end - 1, 0)).to(tl.float64)), float("inf")),
+                    tl.where(neg_end > s, nearest_negative, float("inf")),
                     tl.where(pos_start < e, tl.load(s_row + tl.minimum(pos_start, D - 1)).to(tl.float64), float("inf")),
                 )
                 y_min = tl.log(tl.where(L > 0, smallest, 1.0))

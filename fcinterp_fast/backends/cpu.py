@@ -1,4 +1,4 @@
-"""``backend="cpu"``: SPEC sections 2-4 in C++ (``csrc/``), rows in parallel with OpenMP.
+"""``backend="cpu"``: docs/spec.md sections 2-4 in C++ (``csrc/``), rows in parallel with OpenMP.
 
 The extension ``fcinterp_fast._cpu`` reads the head in place (float16, bfloat16, float32 or float64,
 any strides: no upcast copy), and per row sorts it with a radix sort on the bit patterns, walks the
@@ -9,12 +9,14 @@ change a side), so ``RowFit.ambiguous`` is always False. See ``csrc/fit.h`` for 
 The extension is optional: if it was not built or cannot be imported, this backend reports why
 (``fcinterp_fast.backends()``) and ``backend="auto"`` falls back to ``torch``.
 """
+
 from __future__ import annotations
 
 import torch
 
-from .._config import FitConfig
-from .registry import ALD_FIELDS, NODE_FIELDS, Backend, RowFit, register_backend
+from ..config import FitConfig
+from ..result import ALD_FIELDS, NODE_FIELDS, RowFit
+from .registry import Backend, register_backend
 
 try:
     from .. import _cpu
@@ -89,10 +91,16 @@ def fit_rows(W: torch.Tensor, cfg: FitConfig) -> RowFit:
     while True:
         out = _allocate(rows, columns)
         needed = _cpu.fit_rows(
-            head, dtype, cfg.tree, cfg.root, cfg.grid, cfg.min_size, cfg.levels,
+            head,
+            dtype,
+            cfg.tree,
+            cfg.root,
+            cfg.grid,
+            cfg.min_size,
+            cfg.levels,
             **{name: t.numpy() for name, t in out.items()},
             threads=torch.get_num_threads(),
-        )  # fmt: skip
+        )
         if needed <= columns:
             break
         columns = cfg.n_columns
@@ -100,7 +108,7 @@ def fit_rows(W: torch.Tensor, cfg: FitConfig) -> RowFit:
 
 
 def ald_only(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The ALD part alone (sort + SPEC 4 for every row, no split tree), for timing it against
+    """The ALD part alone (sort + docs/spec.md section 4 for every row, no split tree), for timing it against
     ``scipy.stats.laplace_asymmetric.fit``. Returns loc, scale, kappa, loglik: (R,) float64."""
     _require_extension()
     out = [torch.empty(W.shape[0], dtype=torch.float64) for _ in ALD_FIELDS]

@@ -1,7 +1,7 @@
-"""``backend="reference"``: SPEC sections 2-4 in plain PyTorch, one row and one node at a time.
+"""``backend="reference"``: docs/spec.md sections 2-4 in plain PyTorch, one row and one node at a time.
 
-This is the oracle of record: it is written to be read next to ``SPEC.md``, not to be fast.
-Two readings of the SPEC that every backend shares are made explicit here:
+This is the oracle of record: it is written to be read next to ``docs/spec.md``, not to be fast.
+Two readings of docs/spec.md that every backend shares are made explicit here:
 
 * "mean accumulated in float64" is the correctly rounded float64 sum of the node's values
   (``math.fsum``), divided once by the count. It does not depend on the order of summation, so
@@ -9,16 +9,18 @@ Two readings of the SPEC that every backend shares are made explicit here:
   the rows where their rounding bound cannot decide a side; see ``RowFit.ambiguous``).
 * The line fit is computed on ``d = y - y_0`` (logs relative to the smallest magnitude), which is
   the same least-squares problem but makes a node of equal magnitudes come out exactly as the
-  SPEC's special case says: slope 0, intercept ``y_0``, ``SS_tot == SS_res == 0`` so r2 = 1.
+  the spec's special case says: slope 0, intercept ``y_0``, ``SS_tot == SS_res == 0`` so r2 = 1.
 """
+
 from __future__ import annotations
 
 import math
 
 import torch
 
-from .._config import FitConfig
-from .registry import Backend, RowFit, register_backend
+from ..config import FitConfig
+from ..result import RowFit
+from .registry import Backend, register_backend
 
 __all__ = ["fit_rows", "exact_mean", "line_fit", "ald_fit"]
 
@@ -59,7 +61,7 @@ def line_fit(values: torch.Tensor, grid: str) -> tuple[float, float, float]:
 
 
 def ald_fit(row: torch.Tensor) -> tuple[float, float, float, float]:
-    """Exact ALD maximum likelihood of one row: ``(loc, scale, kappa, loglik)`` (SPEC 4).
+    """Exact ALD maximum likelihood of one row: ``(loc, scale, kappa, loglik)`` (docs/spec.md section 4).
 
     With x sorted and gaps g_i = x_{i+1} - x_i, the sums n * beta and n * alpha at m = x_p are
     sum_{i<p} (i + 1) g_i and sum_{i>=p} (n - 1 - i) g_i: prefix sums of non-negative terms, so

@@ -1,4 +1,4 @@
-"""``backend="torch"``: SPEC sections 2-4 vectorised over a block of rows, on any torch device.
+"""``backend="torch"``: docs/spec.md sections 2-4 vectorised over a block of rows, on any torch device.
 
 Algorithm (per block of R rows, everything (R, D) at a time):
 
@@ -12,17 +12,19 @@ Algorithm (per block of R rows, everything (R, D) at a time):
    (``root="mean"``) interleave a reversed negative run with a positive run; the rank adds how
    many of the other run are smaller, read off one ``searchsorted`` of ``-x`` done per row.
 4. A split sends an element up when ``x >= mean``. The mean here is a float64 sum in whatever
-   order the device reduces; the exact SPEC threshold is the correctly rounded sum divided once.
+   order the device reduces; the exact threshold of docs/spec.md is the correctly rounded sum divided once.
    Both lie within ``rounding_slack`` of each other, so any element closer than that to the
    computed mean marks its row ``ambiguous`` and ``fit`` recomputes the row exactly.
 5. The ALD fit uses prefix sums of the weighted gaps of the sorted row (see ``reference.ald_fit``).
 """
+
 from __future__ import annotations
 
 import torch
 
-from .._config import FitConfig
-from .registry import Backend, RowFit, register_backend
+from ..config import FitConfig
+from ..result import RowFit
+from .registry import Backend, register_backend
 
 __all__ = ["fit_rows", "rounding_slack", "ald_rows"]
 
@@ -31,7 +33,7 @@ _TINY = 2.0**-1000  # absolute slack for float64 inputs near the subnormal range
 
 
 def rounding_slack(count: torch.Tensor, abs_sum: torch.Tensor) -> torch.Tensor:
-    """Bound on |computed mean - exact SPEC mean| for a float64 sum taken in any order.
+    """Bound on |computed mean - exact mean of docs/spec.md| for a float64 sum taken in any order.
 
     Any summation order of n terms errs by at most gamma_{n-1} * sum|x| (Higham, Thm 4.4);
     one more rounding for the computed division and two for the exact one add 3u * sum|x| / n.

@@ -1,4 +1,4 @@
-"""``backend="triton"``: SPEC sections 2-4 in fused Triton kernels, for CUDA tensors.
+"""``backend="triton"``: docs/spec.md sections 2-4 in fused Triton kernels, for CUDA tensors.
 
 Rows of up to ``MAX_SINGLE_PASS`` (16384) elements are loaded, sorted, fitted and written in one
 kernel launch per block of rows (``_triton_kernels._fit_rows_kernel``: every class and every
@@ -11,20 +11,19 @@ With ``TRITON_INTERPRET=1`` the same kernels run on CPU tensors through Triton's
 (slow: for tests on small shapes); the backend then also accepts CPU tensors but is never
 chosen by ``backend="auto"``.
 """
-from __future__ import annotations
 
-import os
+from __future__ import annotations
 
 import torch
 
-from .._config import FitConfig
-from ..source import FLOAT_DTYPES
-from .registry import Backend, RowFit, register_backend
+from .._triton import interpreting, unavailable
+from ..config import FitConfig
+from ..heads.source import FLOAT_DTYPES
+from ..result import RowFit
+from .registry import Backend, register_backend
 
-__all__ = ["fit_rows", "MIN_TRITON", "interpreting"]
+__all__ = ["fit_rows"]
 
-#: Oldest Triton whose ``tl.sort``, ``tl.gather`` and reverse scans these kernels rely on.
-MIN_TRITON = (3, 4)
 #: Scratch memory (bytes) of one launch of the long-row path; longer blocks are split.
 _SORTED_PATH_BYTES = 256 * 2**20
 #: Elements per step of the long-row kernel's loops over a node.
@@ -32,38 +31,6 @@ _CHUNK = 2048
 #: Significand bits (with the implicit one) of each input dtype: every value is a multiple of
 #: 2^(exponent + 1 - bits), which lets the kernels prove a node's float64 sum exact.
 _MANTISSA = {torch.float16: 11, torch.bfloat16: 8, torch.float32: 24, torch.float64: 53}
-
-
-def interpreting() -> bool:
-    """True when Triton runs kernels on the CPU interpreter (``TRITON_INTERPRET=1``)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-def _triton_version() -> tuple[int, int] | str:
-    """(major, minor) of the installed Triton, or why it cannot be imported."""
-    try:
-        import triton
-    except ImportError as err:
-        return f"triton is not installed ({err}); install it with pip install 'fcinterp-fast[gpu]'"
-    try:
-        major, minor = (int(part) for part in triton.__version__.split(".")[:2])
-    except ValueError:
-        return f"cannot read the triton version {triton.__version__!r}"
-    return major, minor
-
-
-def unavailable() -> str | None:
-    version = _triton_version()
-    if isinstance(version, str):
-        return version
-    if version < MIN_TRITON:
-        return (
-            f"triton {version[0]}.{version[1]} is too old; this backend needs triton >= "
-            f"{MIN_TRITON[0]}.{MIN_TRITON[1]}"
-        )
-    if not interpreting() and not torch.cuda.is_available():
-        return "no CUDA device (set TRITON_INTERPRET=1 to run its kernels slowly on the CPU interpreter)"
-    return None
 
 
 def _devices() -> frozenset:

@@ -1,4 +1,4 @@
-"""The Grad-CAM++ formula and the final combination of maps (SPEC section 5).
+"""The Grad-CAM++ formula and the final combination of maps (docs/spec.md section 5).
 
 Given the activations A of the target layer for every copy of an image and the gradients
 g = ds_t/dA of every target score, Grad-CAM++ (Chattopadhyay et al., arXiv 1710.11063, eq. 19, as
@@ -15,56 +15,26 @@ A (``smooth="derivatives"``: pass the three averages as ``g``, ``g2``, ``g3`` wi
 Every map is then upsampled bilinearly (align_corners=False) to the input size and min-max scaled to
 [0, 1]: (m - min m) / (1e-7 + max m - min m).
 
-``combine`` does all of that for all targets of a batch at once: with the Triton kernel
-(``kernels.py``) on CUDA, with ``combine_torch`` (the same arithmetic in plain PyTorch) elsewhere.
+``base.combine`` does all of that for all targets of a batch at once: with the Triton kernel
+(``gradcampp_triton.py``) on CUDA, with ``combine_torch`` (the same arithmetic in plain PyTorch)
+elsewhere.
 Everything is computed in float32, whatever the model's dtype: g^2 and g^3 underflow in float16.
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from ..backends import triton_fit
-
-__all__ = ["EPS", "SCALE_GUARD", "combine", "combine_torch", "upsample_and_scale", "check_combine_args"]
+__all__ = ["EPS", "SCALE_GUARD", "TRITON_MAX_HW", "combine_torch", "upsample_and_scale", "check_combine_args"]
 
 #: Grad-CAM++'s eps in the denominator of alpha (pytorch-grad-cam's value).
 EPS = 1e-6
 #: Guard of the final min-max scaling (pytorch-grad-cam's ``scale_cam_image``).
 SCALE_GUARD = 1e-7
-
-
-def combine(
-    A: torch.Tensor,
-    g: torch.Tensor,
-    *,
-    copies: int,
-    size: tuple[int, int],
-    g2: torch.Tensor | None = None,
-    g3: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Grad-CAM++ maps of every (image, target), averaged over copies, upsampled and scaled.
-
-    Args:
-        A: (B * copies, C, h, w) activations of every copy, copies of one image adjacent; any float
-            dtype and strides.
-        g: (T, B * copies, C, h, w) gradients of the T target scores. Any strides: a gradient that
-            is constant in space or shared by all copies may be an expanded view (zero strides);
-            such dimensions are computed once.
-        copies: copies per image whose relu'd maps are averaged (1 for plain Grad-CAM++).
-        size: (H, W) of the output maps.
-        g2, g3: Omeiza's averaged g^2 and g^3, shaped like g; None computes g^2, g^3 from g.
-
-    Returns:
-        (B, T, H, W) float32 maps in [0, 1], on A's device.
-    """
-    check_combine_args(A, g, copies, size, g2, g3)
-    if A.is_cuda and triton_fit.unavailable() is None:  # installed, and new enough
-        from .kernels import MAX_KERNEL_HW, combine_triton
-
-        if A.shape[2] * A.shape[3] <= MAX_KERNEL_HW:
-            return combine_triton(A, g, copies=copies, size=size, g2=g2, g3=g3)
-    return combine_torch(A, g, copies=copies, size=size, g2=g2, g3=g3)
+#: Largest feature map (h * w) the Triton kernel (``gradcampp_triton``) holds in registers; larger
+#: maps are combined by ``combine_torch``.
+TRITON_MAX_HW = 4096
 
 
 def combine_torch(
@@ -76,7 +46,7 @@ def combine_torch(
     g2: torch.Tensor | None = None,
     g3: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``combine`` in plain PyTorch (any device); the reference the Triton kernel is tested against."""
+    """``base.combine`` in plain PyTorch (any device); the reference the Triton kernel is tested against."""
     check_combine_args(A, g, copies, size, g2, g3)
     N, C, h, w = A.shape
     T = g.shape[0]
@@ -125,5 +95,5 @@ def check_combine_args(A, g, copies, size, g2, g3) -> None:
 
 def _compact(t: torch.Tensor) -> torch.Tensor:
     """``t`` without its broadcast dimensions: every dim with stride 0 narrowed to length 1."""
-    index = tuple(slice(0, 1) if s == 0 and n > 1 else slice(None) for n, s in zip(t.shape, t.stride()))
+    index = tuple(slice(0, 1) if s == 0 and n > 1 else slice(None) for n, s in zip(t.shape, t.stride(), strict=True))
     return t[index]

@@ -1,24 +1,26 @@
-"""Targets of an explanation: ``(class, node)`` pairs and the score vector of each (SPEC section 5).
+"""Targets of an explanation: ``(class, node)`` pairs and the score vector of each (docs/spec.md section 5).
 
 The score of target (k, n) is s(x) = sum_{j in n} omega_kj f_j(x), f the pre-logit features, so
 ds/df is the vector v with v_j = omega_kj for j in node n and 0 elsewhere: the row k of the head
 masked by the node. ``score_vectors`` builds the (T, D) matrix of those vectors.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import operator
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
-from .._config import check_choice
-from ..result import resolve_class
+from ..classes import resolve_class
+from ..config import check_choice
+from .options import WEIGHTS
 
-__all__ = ["WEIGHTS", "Target", "parse_targets", "score_vectors"]
+__all__ = ["Target", "parse_targets", "score_vectors"]
 
-#: omega: |W| (default), W (the exact masked-FC logit without bias) or 1 (the author's notebook).
-WEIGHTS = ("abs", "fc", "ones")
+# omega of every ``WEIGHTS`` choice, from the class's row of W (a fresh tensor: never a view of W).
+_OMEGA = {"abs": torch.abs, "fc": torch.clone, "ones": torch.ones_like}
 _NODE_CHARS = frozenset("+-*")
 
 
@@ -92,7 +94,7 @@ def score_vectors(
     for cls, node in targets:
         k = resolve_class(cls, K, names)
         row = W[k].detach().float()
-        omega = {"abs": row.abs, "fc": row.clone, "ones": lambda: torch.ones_like(row)}[weights]()
+        omega = _OMEGA[weights](row)
         if node is None:
             vectors.append(omega)
             resolved.append(Target(k, None, None, D))

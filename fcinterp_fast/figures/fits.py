@@ -1,4 +1,4 @@
-"""Figures of a fit: the paper's Algorithm 1 plots, the split tree of a class and r2 summaries.
+"""Figures of a fit: the paper's Algorithm 1 plots, the split tree of a class and R^2 summaries.
 
 Every function returns a ``matplotlib.figure.Figure`` built without pyplot, so nothing opens a
 window, nothing depends on the interactive backend and nothing touches pyplot's global state;
@@ -15,23 +15,31 @@ Example:
     >>> fit = fcinterp_fast.fit(fcinterp_fast.models.load())              # doctest: +SKIP
     >>> plot_fits(fit, ["tricycle", "web site", "whiptail"]).savefig("fits.png")  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
-from .result import HeadFit
+from ..result import HeadFit
 
 __all__ = [
-    "NodeCurve", "node_curve", "node_groups", "class_label", "pretty_node",
-    "plot_fits", "plot_split", "plot_node_fits", "plot_r2_summary",
-]  # fmt: skip
+    "NodeCurve",
+    "node_curve",
+    "node_groups",
+    "class_label",
+    "pretty_node",
+    "plot_fits",
+    "plot_split",
+    "plot_node_fits",
+    "plot_r2_summary",
+]
 
 #: Colour of each side of the tree (Okabe-Ito blue and vermillion: readable for colour-blind eyes).
 SIGN_COLORS = {"+": "#0072B2", "-": "#D55E00"}
@@ -124,8 +132,8 @@ def plot_fits(fit: HeadFit, classes: Sequence[int | str], nodes: Sequence[str] =
         raise ValueError("plot_fits needs at least one class and one node")
     fig = Figure(figsize=(_PANEL_SIZE[0] * len(nodes), _PANEL_SIZE[1] * len(ks)), layout="constrained")
     axes = fig.subplots(len(ks), len(nodes), squeeze=False)
-    for row, k in zip(axes, ks):
-        for ax, node in zip(row, nodes):
+    for row, k in zip(axes, ks, strict=True):
+        for ax, node in zip(row, nodes, strict=True):
             _draw_node_fit(ax, fit, k, node, title=f"{class_label(fit, k)}, {pretty_node(node)}")
     for ax in axes[-1]:
         ax.set_xlabel(_grid_label(fit))
@@ -150,13 +158,26 @@ def _draw_node_fit(ax, fit: HeadFit, k: int, node: str, title: str, compact: boo
         ax.set_yticks([])
         return
     curve = node_curve(fit, k, name)
-    ax.plot(curve.x, curve.y, "o", ms=2.2, color=to_rgba(color, 0.55), mec="none",
-            label=f"{pretty_node(name)} (n = {curve.count})")  # fmt: skip
+    ax.plot(
+        curve.x,
+        curve.y,
+        "o",
+        ms=2.2,
+        color=to_rgba(color, 0.55),
+        mec="none",
+        label=f"{pretty_node(name)} (n = {curve.count})",
+    )
     if curve.x.size > 1:
         line_x = np.array([curve.x[0], curve.x[-1]])
         sign = "+" if curve.intercept >= 0 else "\u2212"
-        ax.plot(line_x, curve.slope * line_x + curve.intercept, "-", color=_LINE_COLOR, lw=1.3,
-                label=f"fit: y = {curve.slope:.2f} x {sign} {abs(curve.intercept):.2f}")  # fmt: skip
+        ax.plot(
+            line_x,
+            curve.slope * line_x + curve.intercept,
+            "-",
+            color=_LINE_COLOR,
+            lw=1.3,
+            label=f"fit: y = {curve.slope:.2f} x {sign} {abs(curve.intercept):.2f}",
+        )
     quality = f"$R^2$ = {curve.r2:.3f}, slope {curve.slope:.2f}"
     if compact:
         ax.set_title(f"{title}  (n = {curve.count})\n{quality}", fontsize="small")
@@ -200,8 +221,14 @@ def plot_split(fit: HeadFit, cls: int | str, max_levels: int = 6) -> Figure:
     fig = Figure(figsize=(10, 4.2 + 0.42 * shown), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3.2, 0.42 * shown + 0.3])
 
-    top.hist(row, bins=min(80, max(10, row.size // 20)), density=True, color="0.75", edgecolor="none",
-             label=f"weights (D = {row.size})")  # fmt: skip
+    top.hist(
+        row,
+        bins=min(80, max(10, row.size // 20)),
+        density=True,
+        color="0.75",
+        edgecolor="none",
+        label=f"weights (D = {row.size})",
+    )
     _draw_ald_density(top, fit, k, row)
     root = 0.0 if fit.config.root == "zero" else math.fsum(row.tolist()) / row.size
     top.axvline(root, color="0.35", ls=":", lw=1.0, label=f"root split ({fit.config.root})")
@@ -219,12 +246,26 @@ def plot_split(fit: HeadFit, cls: int | str, max_levels: int = 6) -> Figure:
             continue
         lo, hi, mean = (float(t[k, j]) for t in (fit.lo, fit.hi, fit.mean))
         color = SIGN_COLORS[name[0]]
-        bottom.barh(level, hi - lo, left=lo, height=0.72, color=to_rgba(color, 0.18 + 0.5 * level / shown),
-                    edgecolor=color, lw=0.8)  # fmt: skip
+        bottom.barh(
+            level,
+            hi - lo,
+            left=lo,
+            height=0.72,
+            color=to_rgba(color, 0.18 + 0.5 * level / shown),
+            edgecolor=color,
+            lw=0.8,
+        )
         bottom.plot([mean, mean], [level - 0.36, level + 0.36], color=_LINE_COLOR, lw=1.0)
         outside = fit.config.tree == "chain"  # chain bars sit at the tails, free space towards the centre
-        _label_bar(bottom, (lo, hi, level), name, int(fit.count[k, j]), float(fit.r2[k, j]),
-                   span=float(row.max() - row.min()), outside=outside)  # fmt: skip
+        _label_bar(
+            bottom,
+            (lo, hi, level),
+            name,
+            int(fit.count[k, j]),
+            float(fit.r2[k, j]),
+            span=float(row.max() - row.min()),
+            outside=outside,
+        )
     bottom.set_ylim(shown + 0.6, 0.4)
     bottom.set_yticks(range(1, shown + 1))
     bottom.set_ylabel("level")
@@ -244,8 +285,13 @@ def _draw_ald_density(ax, fit: HeadFit, k: int, row: np.ndarray) -> None:
     from scipy.stats import laplace_asymmetric
 
     x = np.linspace(row.min(), row.max(), 600)
-    ax.plot(x, laplace_asymmetric.pdf(x, kappa, loc=loc, scale=scale), color=_LINE_COLOR, lw=1.3,
-            label=f"ALD MLE: $\\kappa$={kappa:.3f}, scale={scale:.3g}, loc={loc:.3g}")  # fmt: skip
+    ax.plot(
+        x,
+        laplace_asymmetric.pdf(x, kappa, loc=loc, scale=scale),
+        color=_LINE_COLOR,
+        lw=1.3,
+        label=f"ALD MLE: $\\kappa$={kappa:.3f}, scale={scale:.3g}, loc={loc:.3g}",
+    )
 
 
 def _label_bar(ax, bar: tuple, name: str, count: int, r2: float, span: float, outside: bool) -> None:
@@ -304,9 +350,7 @@ def plot_node_fits(fit: HeadFit, cls: int | str, max_levels: int = 6) -> Figure:
         fig = Figure(figsize=(3.0 * shown + 0.6, 6.0), layout="constrained")
         grid = fig.add_gridspec(2, shown)
         placements = [
-            (grid[row, level - 1], side * level)
-            for row, side in enumerate("+-")
-            for level in range(1, shown + 1)
+            (grid[row, level - 1], side * level) for row, side in enumerate("+-") for level in range(1, shown + 1)
         ]
     else:
         shown = max(1, min(_present_levels(fit, k), max_levels, 3))
@@ -322,8 +366,11 @@ def plot_node_fits(fit: HeadFit, cls: int | str, max_levels: int = 6) -> Figure:
                 placements.append((grid[level - 1, i * span : (i + 1) * span], name))
     for cell, name in placements:
         _draw_node_fit(fig.add_subplot(cell), fit, k, name, title=pretty_node(name), compact=True)
-    fig.suptitle(f"{class_label(fit, k)}: Algorithm 1 on every node ({_grid_label(fit)}, "
-                 r"y = $\ln|\theta|$ sorted)", fontsize="medium")  # fmt: skip
+    fig.suptitle(
+        f"{class_label(fit, k)}: Algorithm 1 on every node ({_grid_label(fit)}, "
+        r"y = $\ln|\theta|$ sorted)",
+        fontsize="medium",
+    )
     return fig
 
 
@@ -342,9 +389,15 @@ def plot_r2_summary(fit: HeadFit) -> Figure:
             colors.append(SIGN_COLORS[side])
     fig = Figure(figsize=(max(6.0, 0.75 * len(data) + 1.5), 4.0), layout="constrained")
     ax = fig.subplots()
-    boxes = ax.boxplot(data, tick_labels=labels, patch_artist=True, widths=0.6, flierprops={"ms": 2.5, "alpha": 0.5},
-                       medianprops={"color": _LINE_COLOR})  # fmt: skip
-    for patch, color in zip(boxes["boxes"], colors):
+    boxes = ax.boxplot(
+        data,
+        tick_labels=labels,
+        patch_artist=True,
+        widths=0.6,
+        flierprops={"ms": 2.5, "alpha": 0.5},
+        medianprops={"color": _LINE_COLOR},
+    )
+    for patch, color in zip(boxes["boxes"], colors, strict=True):
         patch.set_facecolor(to_rgba(color, 0.35))
         patch.set_edgecolor(color)
     ax.set_ylabel("$R^2$ of Algorithm 1")

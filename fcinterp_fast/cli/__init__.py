@@ -1,24 +1,30 @@
 """The ``fcinterp`` command line: a registry of sub-commands, each imported only when it runs.
 
-A sub-command is a module with ``add_arguments(parser)`` and ``run(args) -> int``. ``fcinterp
---help`` lists them without importing any, only the chosen command's module is imported (with
-its own dependencies: matplotlib, timm, ...), and a command whose module is missing or cannot be
-imported gets a one-line error, not a traceback.
+A sub-command is a module of this package with ``add_arguments(parser)`` and ``run(args) -> int``:
+``fit``, ``demo``, ``explain`` and ``bench``. ``fcinterp --help`` lists them without importing any;
+only the chosen command's module is imported (with its own dependencies: matplotlib, timm, ...).
 
-Exit codes: 0 on success, 2 for bad arguments or input the library refuses (the message says what
-was wrong); ``--traceback`` shows the full traceback of such an error instead.
+One error policy for every command:
+
+* a user's mistake (``USER_ERRORS``: bad arguments, input the library refuses, a missing file or
+  optional package) prints one line saying what was wrong and exits with status 2 (``--traceback``
+  shows the traceback instead);
+* anything else is a bug or a failure of the machine: the traceback, and exit status 1.
 """
+
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import importlib
 import sys
-from typing import Sequence
+import traceback
+from collections.abc import Sequence
 
-from . import __version__
+from .._deps import MissingDependency
+from .._version import __version__
 
-__all__ = ["main", "COMMANDS", "Command", "USER_ERRORS"]
+__all__ = ["main", "COMMANDS", "Command", "UsageError", "USER_ERRORS"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,14 +36,21 @@ class Command:
 
 
 COMMANDS = {
-    "demo": Command("fcinterp_fast.commands.demo", "fit the bundled EfficientNet-Lite0 and write a report"),
-    "fit": Command("fcinterp_fast.commands.fit", "fit a head: CSV tables, figures and a markdown summary"),
-    "explain": Command("fcinterp_fast.cam.cli", "Smooth Grad-CAM++ through the neurons of split nodes"),
-    "bench": Command("fcinterp_fast.bench", "time the backends on synthetic and real heads"),
+    "demo": Command(f"{__name__}.demo", "fit the bundled EfficientNet-Lite0 and write a report"),
+    "fit": Command(f"{__name__}.fit", "fit a head: CSV tables, figures and a markdown summary"),
+    "explain": Command(f"{__name__}.explain", "Smooth Grad-CAM++ through the neurons of split nodes"),
+    "bench": Command(f"{__name__}.bench", "time the backends on synthetic and real heads"),
 }
 
-#: Errors that mean "the input was wrong" (the library's messages say how): exit 2, no traceback.
-USER_ERRORS = (ValueError, TypeError, IndexError, OSError, ImportError, RuntimeError)
+
+class UsageError(Exception):
+    """A mistake on the command line that the library does not see as one (e.g. a class index out
+    of range, which is an ``IndexError`` to Python code)."""
+
+
+#: What counts as the user's mistake: one line and exit status 2. Not RuntimeError or IndexError,
+#: which are bugs or failures unless a command turns them into a ``UsageError``.
+USER_ERRORS = (UsageError, ValueError, TypeError, OSError, MissingDependency)
 
 
 class CommandUnavailable(Exception):
@@ -54,9 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--traceback", action="store_true", help="show the full traceback of an error")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands = {
-        name: subparsers.add_parser(name, help=c.help, description=c.help) for name, c in COMMANDS.items()
-    }
+    commands = {name: subparsers.add_parser(name, help=c.help, description=c.help) for name, c in COMMANDS.items()}
     chosen = next((a for a in argv if not a.startswith("-")), None)
     module = None
     if chosen in COMMANDS:
@@ -77,9 +88,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(module.run(args) or 0)
     except USER_ERRORS as error:
         if args.traceback:
-            raise
+            traceback.print_exc()
         print(f"fcinterp {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except Exception:  # a bug or a failure: everything a bug report needs
+        traceback.print_exc()
+        print(f"fcinterp {args.command}: internal error (traceback above)", file=sys.stderr)
+        return 1
 
 
 def _import_command(name: str):
@@ -98,7 +113,3 @@ def _import_command(name: str):
     if missing:
         raise CommandUnavailable(f"{path} does not define {' and '.join(missing)}(), so {name!r} cannot run")
     return module
-
-
-if __name__ == "__main__":
-    sys.exit(main())

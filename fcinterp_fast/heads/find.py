@@ -1,4 +1,5 @@
 """``head_weight()``: find the (K, D) weight of a classifier head in whatever the user has."""
+
 from __future__ import annotations
 
 import os
@@ -8,15 +9,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..classes import class_names as model_class_names
+from .files import HEAD_FILE_SUFFIXES, HEAD_MODULE_NAMES, open_file_head, read_file_head
 from .source import HeadSource, TensorSource, check_head_tensor
 
-__all__ = ["head_weight", "head_module", "open_head", "HEAD_FILE_SUFFIXES"]
-
-HEAD_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
-# Attribute names classifiers use for their head, most specific first (torchvision, timm, HF).
-_HEAD_ATTRIBUTES = ("lm_head", "fc", "classifier", "head", "heads", "last_linear", "cls_head")
-# Tensor names that identify a head in a state dict when no name is given.
-_HEAD_TENSOR_SUFFIXES = tuple(f"{a}.weight" for a in _HEAD_ATTRIBUTES) + ("output.weight", "_fc.weight")
+__all__ = ["head_weight", "head_module", "open_head"]
 
 
 def head_weight(obj, name: str | None = None) -> torch.Tensor:
@@ -47,8 +44,6 @@ def head_weight(obj, name: str | None = None) -> torch.Tensor:
             obj = obj.copy()
         return check_head_tensor(torch.from_numpy(obj))
     if isinstance(obj, (str, os.PathLike)):
-        from .io import read_file_head
-
         return read_file_head(Path(obj), name)
     if isinstance(obj, nn.Module):
         return _module_weight(head_module(obj, name), name)
@@ -81,7 +76,7 @@ def head_module(model: nn.Module, name: str | None = None) -> nn.Module:
         head = model.get_output_embeddings()
         if head is not None:
             return head
-    for attribute in _HEAD_ATTRIBUTES:  # torchvision and friends
+    for attribute in HEAD_MODULE_NAMES:  # torchvision and friends
         if isinstance(getattr(model, attribute, None), nn.Module):
             return _last_head_like(getattr(model, attribute), f"{type(model).__name__}.{attribute}")
     return _last_head_like(model, type(model).__name__)
@@ -116,38 +111,8 @@ def open_head(obj, name: str | None = None) -> tuple[HeadSource, list[str] | Non
     if isinstance(obj, HeadSource):
         return obj, None
     if isinstance(obj, (str, os.PathLike)):
-        from .io import open_file_head
-
         return open_file_head(Path(obj), name), None
     class_names = None
     if isinstance(obj, nn.Module):
-        from .models import class_names as model_class_names
-
         class_names = model_class_names(obj)
     return TensorSource(head_weight(obj, name)), class_names
-
-
-def candidate_tensors(shapes: dict[str, tuple]) -> list[str]:
-    """Names of (K, D) or (K, D, 1, 1) tensors: the plausible heads of a checkpoint."""
-    return [n for n, s in shapes.items() if len(s) == 2 or (len(s) == 4 and tuple(s[2:]) == (1, 1))]
-
-
-def choose_tensor(path: Path, shapes: dict[str, tuple], name: str | None) -> str:
-    """The tensor of a checkpoint that holds the head: ``name`` or an unambiguous head name."""
-    def describe(names):
-        return ", ".join(f"{n} {tuple(shapes[n])}" for n in names[:20]) + (" ..." if len(names) > 20 else "")
-
-    candidates = candidate_tensors(shapes)
-    if name is not None:
-        if name not in shapes:
-            raise ValueError(f"{path} has no tensor {name!r}; 2-D candidates: {describe(candidates) or 'none'}")
-        return name
-    heads = [n for n in candidates if n.endswith(_HEAD_TENSOR_SUFFIXES)]
-    if len(heads) == 1:
-        return heads[0]
-    if not heads and len(candidates) == 1:
-        return candidates[0]
-    raise ValueError(
-        f"{path} holds {len(heads) or len(candidates)} possible head tensors; choose one with "
-        f"name=...: {describe(heads or candidates) or 'none (no 2-D float tensor)'}"
-    )

@@ -16,6 +16,7 @@ small the blocks are; pages brought in by ``read`` belong to the kernel's page c
   torch, fall back to ``torch.load(mmap=True)`` (correct, but resident memory then grows with the
   pages read).
 """
+
 from __future__ import annotations
 
 import json
@@ -25,16 +26,41 @@ from pathlib import Path
 
 import torch
 
-from .heads import HEAD_FILE_SUFFIXES, choose_tensor
 from .source import HeadSource, TensorSource, check_head_tensor
 
-__all__ = ["FileSource", "read_file_head", "open_file_head"]
+__all__ = [
+    "FileSource",
+    "read_file_head",
+    "open_file_head",
+    "choose_tensor",
+    "HEAD_FILE_SUFFIXES",
+    "HEAD_MODULE_NAMES",
+]
+
+HEAD_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+#: Names classifiers give their head module, most specific first (torchvision, timm, Hugging Face).
+HEAD_MODULE_NAMES = ("lm_head", "fc", "classifier", "head", "heads", "last_linear", "cls_head")
+# Tensor names that identify a head in a state dict when no name is given.
+_HEAD_TENSOR_SUFFIXES = tuple(f"{a}.weight" for a in HEAD_MODULE_NAMES) + ("output.weight", "_fc.weight")
 
 _SAFETENSORS_FLOATS = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
 _SAFETENSORS_ITEMSIZE = {
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
-}  # fmt: skip
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
 # The safetensors library refuses headers above 100 MB; a larger length means a corrupt file.
 _MAX_SAFETENSORS_HEADER = 100_000_000
 
@@ -100,7 +126,9 @@ def open_file_head(path: Path, name: str | None) -> HeadSource:
     offset = getattr(tensor.untyped_storage(), "_checkpoint_offset", None)
     if offset is None or not tensor.is_contiguous():
         return TensorSource(read_file_head(path, key))
-    return FileSource(path, key, tuple(tensor.shape), tensor.dtype, offset + tensor.storage_offset() * tensor.element_size())
+    return FileSource(
+        path, key, tuple(tensor.shape), tensor.dtype, offset + tensor.storage_offset() * tensor.element_size()
+    )
 
 
 def read_file_head(path: Path, name: str | None) -> torch.Tensor:
@@ -118,7 +146,9 @@ def _check_suffix(path: Path) -> None:
     if not path.exists():
         raise FileNotFoundError(f"no such head file: {path}")
     if path.suffix not in HEAD_FILE_SUFFIXES:
-        raise ValueError(f"{path}: unsupported head file type {path.suffix!r}; use one of {', '.join(HEAD_FILE_SUFFIXES)}")
+        raise ValueError(
+            f"{path}: unsupported head file type {path.suffix!r}; use one of {', '.join(HEAD_FILE_SUFFIXES)}"
+        )
 
 
 def _safetensors_header(path: Path) -> tuple[dict[str, dict], int]:
@@ -138,7 +168,9 @@ def _safetensors_header(path: Path) -> tuple[dict[str, dict], int]:
     except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
         raise ValueError(f"{path} is not a valid safetensors file: its header is not JSON ({error})") from None
     if not isinstance(header, dict):
-        raise ValueError(f"{path} is not a valid safetensors file: its header is a {type(header).__name__}, not a JSON object")
+        raise ValueError(
+            f"{path} is not a valid safetensors file: its header is a {type(header).__name__}, not a JSON object"
+        )
     data_start, tensors = 8 + length, {}
     for name, entry in header.items():
         if name == "__metadata__":
@@ -170,10 +202,13 @@ def _valid_entry(entry) -> bool:
         return False
     shape, offsets = entry.get("shape"), entry.get("data_offsets")
     return (
-        isinstance(shape, list) and all(map(whole, shape))
-        and isinstance(offsets, list) and len(offsets) == 2 and all(map(whole, offsets))
+        isinstance(shape, list)
+        and all(map(whole, shape))
+        and isinstance(offsets, list)
+        and len(offsets) == 2
+        and all(map(whole, offsets))
         and offsets[0] <= offsets[1]
-    )  # fmt: skip
+    )
 
 
 def _torch_state(path: Path, meta: bool) -> dict[str, torch.Tensor]:
@@ -190,3 +225,30 @@ def _torch_state(path: Path, meta: bool) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a tensor or a state dict")
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def candidate_tensors(shapes: dict[str, tuple]) -> list[str]:
+    """Names of (K, D) or (K, D, 1, 1) tensors: the plausible heads of a checkpoint."""
+    return [n for n, s in shapes.items() if len(s) == 2 or (len(s) == 4 and tuple(s[2:]) == (1, 1))]
+
+
+def choose_tensor(path: Path, shapes: dict[str, tuple], name: str | None) -> str:
+    """The tensor of a checkpoint that holds the head: ``name`` or an unambiguous head name."""
+
+    def describe(names):
+        return ", ".join(f"{n} {tuple(shapes[n])}" for n in names[:20]) + (" ..." if len(names) > 20 else "")
+
+    candidates = candidate_tensors(shapes)
+    if name is not None:
+        if name not in shapes:
+            raise ValueError(f"{path} has no tensor {name!r}; 2-D candidates: {describe(candidates) or 'none'}")
+        return name
+    heads = [n for n in candidates if n.endswith(_HEAD_TENSOR_SUFFIXES)]
+    if len(heads) == 1:
+        return heads[0]
+    if not heads and len(candidates) == 1:
+        return candidates[0]
+    raise ValueError(
+        f"{path} holds {len(heads) or len(candidates)} possible head tensors; choose one with "
+        f"name=...: {describe(heads or candidates) or 'none (no 2-D float tensor)'}"
+    )

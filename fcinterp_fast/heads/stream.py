@@ -13,13 +13,14 @@
 Memory held here is therefore two blocks of raw weights (``staging_bytes_per_element``), whatever
 the size of the head.
 """
+
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import functools
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator
 
 import torch
 
@@ -91,10 +92,7 @@ def _is_view(source: HeadSource, device: torch.device) -> bool:
 
 def _buffers(source: HeadSource, ranges, pin: bool, device=None) -> list[torch.Tensor]:
     rows = max(b - a for a, b in ranges)
-    return [
-        torch.empty((rows, source.shape[1]), dtype=source.dtype, device=device, pin_memory=pin)
-        for _ in range(2)
-    ]
+    return [torch.empty((rows, source.shape[1]), dtype=source.dtype, device=device, pin_memory=pin) for _ in range(2)]
 
 
 def _read_ahead(source: HeadSource, ranges) -> Iterator[tuple[int, torch.Tensor]]:

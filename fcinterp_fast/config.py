@@ -1,6 +1,8 @@
-"""Fit options, their validation, and the column layout of the split tree (SPEC sections 2 and 6).
+"""Fit options: their defaults, their validation, and the column layout of the split tree.
 
-Every backend writes node statistics into the same columns, so the layout lives here once.
+``FitConfig`` is the one place the options of ``fcinterp_fast.fit`` and their defaults are written
+(docs/spec.md sections 2 and 6); ``fit``'s signature and the command line read them from here.
+Every backend writes node statistics into the same columns, so the layout lives here once too.
 
 Column layout (``FitConfig.nodes``), level by level, ``+`` side first:
 
@@ -11,17 +13,33 @@ Column layout (``FitConfig.nodes``), level by level, ``+`` side first:
   ``1 -> "-"``), so its children are ``2 * i`` (upper, ``+``) and ``2 * i + 1`` (lower, ``-``).
   Within a level this is the order of decreasing values.
 """
+
 from __future__ import annotations
 
 import dataclasses
 from typing import Literal
 
-__all__ = ["FitConfig", "MAX_CHAIN_LEVELS", "MAX_FULL_DEPTH", "node_names", "node_level"]
+__all__ = [
+    "FitConfig",
+    "MAX_CHAIN_LEVELS",
+    "MAX_FULL_DEPTH",
+    "DEFAULT_BACKEND",
+    "DEFAULT_MAX_MEMORY",
+    "TREES",
+    "ROOTS",
+    "GRIDS",
+    "node_names",
+    "check_choice",
+]
 
-#: Deepest level a chain is split to when ``depth=None`` (SPEC 2 allows a cap of 64 levels).
+#: Deepest level a chain is split to when ``depth=None`` (docs/spec.md section 2 allows a cap of 64 levels).
 MAX_CHAIN_LEVELS = 64
-#: Deepest full tree (SPEC 2): level 10 alone has 1024 nodes per class.
+#: Deepest full tree (docs/spec.md section 2): level 10 alone has 1024 nodes per class.
 MAX_FULL_DEPTH = 10
+#: ``fit(backend=...)`` when not given: the fastest backend available for the fitting device.
+DEFAULT_BACKEND = "auto"
+#: Working-memory budget of one row block when ``max_memory`` is not given (bytes).
+DEFAULT_MAX_MEMORY = 512 * 2**20
 
 TREES = ("chain", "full")
 ROOTS = ("zero", "mean")
@@ -38,11 +56,6 @@ def node_names(tree: str, levels: int) -> list[str]:
             bits = format(i, f"0{level}b")
             names.append(bits.replace("0", "+").replace("1", "-"))
     return names
-
-
-def node_level(name: str) -> int:
-    """Level of a node name (``"++-"`` -> 3)."""
-    return len(name)
 
 
 def n_columns(tree: str, levels: int) -> int:

@@ -3,6 +3,7 @@
 ``fit`` and ``HeadFit.mask`` never hold more of the head than one block beyond what the caller
 already has in memory; file-backed sources read their blocks lazily.
 """
+
 from __future__ import annotations
 
 import torch
@@ -38,10 +39,6 @@ class HeadSource:
         """Copy rows ``start:stop`` into ``out``, a (stop - start, D) CPU tensor of ``dtype``; returns ``out``."""
         return out.copy_(self.rows(start, stop))
 
-    @property
-    def nbytes(self) -> int:
-        return self.shape[0] * self.shape[1] * torch.empty((), dtype=self.dtype).element_size()
-
 
 class TensorSource(HeadSource):
     """A head that is already a tensor in memory."""
@@ -57,13 +54,11 @@ class TensorSource(HeadSource):
 
 
 def check_head_tensor(weight: torch.Tensor, what: str = "head") -> torch.Tensor:
-    """Validate dtype and shape (SPEC 1) and return a (K, D) view; never copies or modifies."""
+    """Validate dtype and shape (docs/spec.md section 1) and return a (K, D) view; never copies or modifies."""
     if not isinstance(weight, torch.Tensor):
         raise TypeError(f"{what} must be a torch.Tensor, got {type(weight).__name__}")
     if weight.dtype not in FLOAT_DTYPES:
-        raise TypeError(
-            f"{what} has dtype {weight.dtype}; expected one of float16, bfloat16, float32, float64"
-        )
+        raise TypeError(f"{what} has dtype {weight.dtype}; expected one of float16, bfloat16, float32, float64")
     if weight.dim() == 4 and weight.shape[2:] == (1, 1):  # conv 1x1 head (K, D, 1, 1)
         weight = weight.flatten(1)
     if weight.dim() != 2:
@@ -86,8 +81,7 @@ def check_block(block: torch.Tensor, first_row: int) -> None:
         if not bool(finite.all()):
             bad = int(suspects[(~finite).nonzero()[0]])
             raise ValueError(
-                f"row {first_row + bad} of the head contains NaN or infinite values; "
-                f"every weight must be finite"
+                f"row {first_row + bad} of the head contains NaN or infinite values; every weight must be finite"
             )
     if block.dtype == torch.float64:
         limit = _FLOAT64_LIMIT / block.shape[1]

@@ -1,6 +1,6 @@
 """Triton kernel: the final Grad-CAM++ combination of every (image, target) in one launch.
 
-The algorithm (SPEC section 5; the formula is explained in ``gradcampp.py``). One program owns one
+The algorithm (docs/spec.md section 5; the formula is explained in ``gradcampp.py``). One program owns one
 output map, i.e. one (image b, target t):
 
 1. For each copy s of image b (row n = b * copies + s of A) and each block of channels, load the
@@ -14,7 +14,7 @@ output map, i.e. one (image b, target t):
    pixels (cheaper than re-reading them) and stores (m - min) / (1e-7 + max - min).
 
 Inputs are loaded in their own dtype and converted to float32 before any arithmetic (g^2, g^3 and
-S_c g^3 overflow or underflow in float16; bf16 loads must be cast, see DEVELOPERS.md). Gradients
+S_c g^3 overflow or underflow in float16; Triton's interpreter computes bfloat16 wrongly). Gradients
 that are constant in space or shared by the copies (the closed form of a mean-pooled head) arrive
 as expanded views: their zero strides make every program read the same values.
 """
@@ -24,12 +24,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .gradcampp import EPS, SCALE_GUARD, check_combine_args
+from .gradcampp import EPS, SCALE_GUARD, TRITON_MAX_HW, check_combine_args
 
-__all__ = ["combine_triton", "MAX_KERNEL_HW"]
-
-#: Largest feature map (h * w) the kernel holds in registers; larger maps use the torch path.
-MAX_KERNEL_HW = 4096
+__all__ = ["combine_triton"]
 
 
 @triton.jit
@@ -140,15 +137,17 @@ def combine_triton(
     g2: torch.Tensor | None = None,
     g3: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``gradcampp.combine`` as one Triton launch; same arguments, same (B, T, H, W) float32 result.
+    """``base.combine`` as one Triton launch; same arguments, same (B, T, H, W) float32 result.
 
     Runs on CUDA tensors, or on CPU tensors under ``TRITON_INTERPRET=1``.
     """
     check_combine_args(A, g, copies, size, g2, g3)
     N, C, h, w = A.shape
     T = g.shape[0]
-    if h * w > MAX_KERNEL_HW:
-        raise ValueError(f"feature map {h}x{w} is larger than the kernel's {MAX_KERNEL_HW} positions; use combine_torch")
+    if h * w > TRITON_MAX_HW:
+        raise ValueError(
+            f"feature map {h}x{w} is larger than the kernel's {TRITON_MAX_HW} positions; use combine_torch"
+        )
     if g.device != A.device or (g2 is not None and not (g2.device == g3.device == A.device)):
         raise ValueError("activations and gradients must be on the same device")
     if g2 is not None and not (g.stride() == g2.stride() == g3.stride()):

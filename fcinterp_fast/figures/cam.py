@@ -3,21 +3,25 @@
 One row per chain: the overlay of the Smooth Grad-CAM++ map of each node (``+``, ``++``, ``+++`` ...
 and ``-``, ``--`` ...) on the image, titled with the node and its number of neurons; the first column
 holds the image and the map through every neuron of the class. All maps come from one fused call.
+The figure is built without pyplot (``fcinterp_fast.report.save_figure`` writes it).
 """
+
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import torch
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
 from torch import nn
 
-from ..result import resolve_class
-from .base import NodeCAM, prepare_images, _device_dtype
+from ..cam.base import model_device_dtype, prepare_images
+from ..cam.methods import cam_for
+from ..cam.options import CamOptions
+from ..classes import resolve_class
 
 __all__ = ["chain_figure"]
 
-_WEIGHT_LABELS = {"abs": "|W|", "fc": "W", "ones": "1"}
+_DEFAULT_OPTIONS = CamOptions()
 
 
 def chain_figure(
@@ -25,39 +29,28 @@ def chain_figure(
     image,
     cls: int | str | None,
     *,
-    out: str | os.PathLike,
     fit=None,
-    n_samples: int = 16,
-    noise: float = 0.15,
+    options: CamOptions = _DEFAULT_OPTIONS,
     generator: torch.Generator | None = None,
-    weights: str = "abs",
-    smooth: str = "maps",
-    method: str = "smooth",
     target_layer: nn.Module | None = None,
     cmap: str = "jet",
     overlay_alpha: float = 0.5,
-    dpi: int = 150,
-) -> Path:
+) -> Figure:
     """Draw the image and, for each level of the ``+`` and ``-`` chains of class ``cls``, its map.
 
     Args:
         model: a timm classifier in eval mode (or any model with ``target_layer``).
         image: a path, a PIL image, or a preprocessed (3, H, W) / (1, 3, H, W) tensor.
         cls: class index or name; None takes the model's top prediction.
-        out: where to write the figure (the format follows the suffix: .png, .pdf, .svg ...).
         fit: the ``HeadFit`` giving the chains (None: ``fcinterp_fast.fit`` with its defaults).
-        n_samples, noise, generator, weights, smooth, method, target_layer: as in ``explain``.
-        cmap, overlay_alpha, dpi: drawing options.
+        options: the explanation's method and options (``CamOptions``; default Smooth Grad-CAM++).
+        generator, target_layer: as in ``explain``.
+        cmap, overlay_alpha: drawing options.
 
     Returns:
-        The path written.
+        The figure (save it with ``fcinterp_fast.report.save_figure`` or ``fig.savefig``).
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    device, dtype = _device_dtype(model)
+    device, dtype = model_device_dtype(model)
     if isinstance(image, torch.Tensor) and image.ndim == 3:
         image = image[None]
     x = prepare_images(image, model, device, dtype)
@@ -65,23 +58,26 @@ def chain_figure(
         raise ValueError(f"chain_figure draws one image, got a batch of {x.shape[0]}")
     with torch.no_grad():
         probabilities = model(x).float().softmax(dim=-1)[0]
-    options = dict(method=method, n_samples=n_samples, noise=noise, smooth=smooth, weights=weights)
-    with NodeCAM(model, fit=fit, target_layer=target_layer, **options) as cam:
+    with cam_for(model, options, target_layers=target_layer, fit=fit) as cam:
         head_fit = cam.fit
         names = cam.class_names
         k = int(probabilities.argmax()) if cls is None else resolve_class(cls, len(head_fit), names)
         chains = [_chain(head_fit, k, sign) for sign in "+-"]
         targets = [(k, None)] + [(k, node) for chain in chains for node in chain]
-        maps, resolved = cam.explain_targets(x, targets, generator=generator)
+        resolved = cam.resolve(targets)
+        maps = cam.maps(x, targets, generator=generator)
     maps = maps[0].cpu().numpy()
     picture = _displayable(x[0].float().cpu(), model)
 
     levels = max(len(c) for c in chains)
     # column 0: the image and the whole class; a narrow column for the chain labels; then the levels
-    fig, axes = plt.subplots(
-        2, levels + 2, figsize=(1.9 * (levels + 1) + 1.2, 4.7), squeeze=False,
+    fig = Figure(figsize=(1.9 * (levels + 1) + 1.2, 4.7))
+    axes = fig.subplots(
+        2,
+        levels + 2,
+        squeeze=False,
         gridspec_kw=dict(wspace=0.06, hspace=0.32, width_ratios=[1, 0.14] + [1] * levels),
-    )  # fmt: skip
+    )
     for ax in axes.flat:
         ax.set_axis_off()
     axes[0, 0].imshow(picture)
@@ -94,27 +90,22 @@ def chain_figure(
 
     draw(axes[1, 0], 0, f"whole class\n{resolved[0].size} neurons")
     index = 1
-    for row, (chain, label) in enumerate(zip(chains, ("+ chain: discriminative", "- chain: confusing"))):
-        axes[row, 1].text(0.5, 0.5, label, rotation=90, ha="center", va="center", fontsize=9,
-                          transform=axes[row, 1].transAxes)  # fmt: skip
+    for row, (chain, label) in enumerate(zip(chains, ("+ chain: discriminative", "- chain: confusing"), strict=True)):
+        axes[row, 1].text(
+            0.5, 0.5, label, rotation=90, ha="center", va="center", fontsize=9, transform=axes[row, 1].transAxes
+        )
         for level, node in enumerate(chain):
             draw(axes[row, level + 2], index, f"{_node_label(node)}\n{resolved[index].size} neurons")
             index += 1
-    colors = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0.0, 1.0), cmap=cmap)
+    colors = ScalarMappable(norm=Normalize(0.0, 1.0), cmap=cmap)
     fig.colorbar(colors, ax=axes.ravel().tolist(), fraction=0.02, pad=0.01, label="map (min-max scaled)")
 
     class_name = names[k].split(",")[0] if names else f"class {k}"
-    how = "Grad-CAM++" if method == "gradcam++" else f"Smooth Grad-CAM++ (n={n_samples}, noise {noise:g}, {smooth})"
     fig.suptitle(
-        f"{_model_name(model)}: {class_name!r} (class {k}, p = {float(probabilities[k]):.2f}); "
-        f"{how}, omega = {_WEIGHT_LABELS[weights]}",
+        f"{_model_name(model)}: {class_name!r} (class {k}, p = {float(probabilities[k]):.2f}); {options.describe()}",
         fontsize=10,
     )
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return out
+    return fig
 
 
 def _chain(fit, k: int, sign: str) -> list[str]:

@@ -1,0 +1,119 @@
+"""How an explanation reaches into a model: the activations A of the target layer and the head's input f.
+
+Two ways, behind one interface (``forward(x, graph) -> (A, f)``, ``head_input(z, x1) -> f``,
+``release()``):
+
+* ``TimmForward``: timm models, through ``forward_features`` (A) and ``forward_head(A,
+  pre_logits=True)`` (f); no hooks at all.
+* ``LayerHooks``: any model, through a forward hook on the target layer and a forward pre-hook on
+  the head. The hooks act only inside ``forward`` / ``head_input`` (inert otherwise) and are
+  removed by ``release()``.
+
+Both run the model up to A without autograd; with ``graph`` the part from A to f is recorded, with A
+as a leaf, so a backward never differentiates what comes before the target layer.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["TimmForward", "LayerHooks", "is_timm"]
+
+
+def is_timm(model: nn.Module) -> bool:
+    """Whether ``model`` has timm's ``forward_features`` / ``forward_head`` split."""
+    return callable(getattr(model, "forward_features", None)) and callable(getattr(model, "forward_head", None))
+
+
+class TimmForward:
+    """A = ``forward_features(x)``, f = ``forward_head(A, pre_logits=True)``: no hooks needed."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def forward(self, x: torch.Tensor, *, graph: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A (a leaf, without autograd history) and, with ``graph``, f with a graph from A."""
+        with torch.no_grad():
+            A = self.model.forward_features(x)
+        if not graph:
+            return A, None
+        A.requires_grad_()
+        with torch.enable_grad():
+            return A, self.model.forward_head(A, pre_logits=True)
+
+    def head_input(self, z: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+        """f when the target layer outputs ``z``."""
+        with torch.no_grad():
+            return self.model.forward_head(z, pre_logits=True)
+
+    def release(self) -> None:
+        pass
+
+
+class LayerHooks:
+    """A = output of ``target_layer``, f = input of ``head``, caught by hooks during a forward.
+
+    The hooks act only inside ``forward`` / ``head_input``. The forward runs without autograd up to
+    the target layer; with ``graph`` its hook switches autograd on and returns a detached leaf, so
+    the graph spans only target layer -> head.
+    """
+
+    def __init__(self, model: nn.Module, target_layer: nn.Module, head: nn.Module):
+        self.model = model
+        self._mode = None  # None (hooks inert), "plain", "graph" or a tensor substituted for A
+        self._captured: torch.Tensor | None = None
+        self._features: torch.Tensor | None = None
+        self._handles = [
+            target_layer.register_forward_hook(self._on_target),
+            head.register_forward_pre_hook(self._on_head),
+        ]
+
+    def _on_target(self, module, inputs, output):
+        if self._mode is None:
+            return None
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"target layer {type(module).__name__} returns {type(output).__name__}, not a tensor")
+        if self._captured is not None:
+            raise ValueError(
+                f"target layer {type(module).__name__} ran twice in one forward; choose a module used once"
+            )
+        if isinstance(self._mode, torch.Tensor):
+            output = self._mode
+        elif self._mode == "graph":
+            torch.set_grad_enabled(True)  # restored by the no_grad context of _run
+            output = output.detach().requires_grad_()
+        self._captured = output
+        return output
+
+    def _on_head(self, module, inputs):
+        if self._mode is None:
+            return None
+        if self._captured is None:
+            raise ValueError("the head ran before the target layer; the target layer must come before the head")
+        f = inputs[0]
+        self._features = f.flatten(1) if f.ndim == 4 and tuple(f.shape[2:]) == (1, 1) else f
+        return None
+
+    def _run(self, x: torch.Tensor, mode) -> tuple[torch.Tensor, torch.Tensor]:
+        self._mode, self._captured, self._features = mode, None, None
+        try:
+            with torch.no_grad():
+                self.model(x)
+            if self._captured is None or self._features is None:
+                raise ValueError("the target layer or the head did not run in the model's forward")
+            return self._captured, self._features
+        finally:
+            self._mode, self._captured, self._features = None, None, None
+
+    def forward(self, x: torch.Tensor, *, graph: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        A, f = self._run(x, "graph" if graph else "plain")
+        return A, f if graph else None
+
+    def head_input(self, z: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+        return self._run(x1, z)[1]
+
+    def release(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()

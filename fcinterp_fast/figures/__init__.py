@@ -1,0 +1,33 @@
+"""Figures of fits and explanations, as ``matplotlib.figure.Figure`` objects built without pyplot.
+
+Nothing here opens a window, depends on the interactive backend or touches pyplot's global state;
+``fcinterp_fast.report`` saves them (or ``fig.savefig(path)``: Agg renders PNG).
+
+* ``fits``: the paper's Algorithm 1 plots (``plot_fits``), the split tree of a class
+  (``plot_split``, ``plot_node_fits``) and R^2 over all classes (``plot_r2_summary``).
+* ``cam``: the paper's Fig. 5, what every level of the ``+`` and ``-`` chains sees (``chain_figure``).
+"""
+
+from .fits import (
+    NodeCurve,
+    class_label,
+    node_curve,
+    node_groups,
+    plot_fits,
+    plot_node_fits,
+    plot_r2_summary,
+    plot_split,
+    pretty_node,
+)
+
+__all__ = [
+    "NodeCurve",
+    "node_curve",
+    "node_groups",
+    "class_label",
+    "pretty_node",
+    "plot_fits",
+    "plot_split",
+    "plot_node_fits",
+    "plot_r2_summary",
+]
