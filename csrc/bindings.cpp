@@ -59,8 +59,8 @@ HeadView head_view(const py::array& head, DType dtype, const std::string& dtype_
     const bool float_match = kind == 'f' && dtype != DType::BFloat16 && itemsize == dtype_size(dtype);
     const bool bits_match = (kind == 'i' || kind == 'u') && itemsize == dtype_size(dtype);
     if (!float_match && !bits_match) {
-        throw py::type_error("head array of dtype " + std::string(py::str(head.dtype())) +
-                             " does not hold " + dtype_name + " values; pass a " + dtype_name +
+        throw py::type_error("head array of dtype " + std::string(py::str(head.dtype())) + " does not hold " +
+                             dtype_name + " values; pass a " + dtype_name +
                              " array (or an integer bit view of the same width, e.g. bfloat16 as int16)");
     }
     HeadView view;
@@ -97,10 +97,9 @@ T* output_array(py::array& a, const char* name, const std::vector<int64_t>& shap
 }
 
 int64_t fit_rows_py(const py::array& head, const std::string& dtype_name, const std::string& tree_name,
-                 const std::string& root_name, const std::string& grid_name, int64_t min_size, int levels,
-                 py::array count, py::array mean, py::array lo, py::array hi, py::array slope,
-                 py::array intercept, py::array r2, py::array loc, py::array scale, py::array kappa,
-                 py::array loglik, int threads) {
+                    const std::string& root_name, const std::string& grid_name, int64_t min_size, int levels,
+                    py::array count, py::array mean, py::array lo, py::array hi, py::array slope, py::array intercept,
+                    py::array r2, py::array loc, py::array scale, py::array kappa, py::array loglik, int threads) {
     const DType dtype = parse_dtype(dtype_name);
     FitOptions options;
     options.tree = parse_choice<Tree>("tree", tree_name, {{"chain", Tree::Chain}, {"full", Tree::Full}});
@@ -145,8 +144,8 @@ int64_t fit_rows_py(const py::array& head, const std::string& dtype_name, const 
 }
 
 // Sort and ALD only (the benchmark's "ALD part"): same kernel, no logs and no tree.
-void ald_rows_py(const py::array& head, const std::string& dtype_name, py::array loc, py::array scale,
-                 py::array kappa, py::array loglik, int threads) {
+void ald_rows_py(const py::array& head, const std::string& dtype_name, py::array loc, py::array scale, py::array kappa,
+                 py::array loglik, int threads) {
     const DType dtype = parse_dtype(dtype_name);
     if (threads < 0) throw py::value_error("threads must be >= 0 (0: the OpenMP default)");
     const HeadView view = head_view(head, dtype, dtype_name);
@@ -163,8 +162,7 @@ void ald_rows_py(const py::array& head, const std::string& dtype_name, py::array
 }
 
 py::array_t<double> contiguous_float64(const py::array& values, const char* what) {
-    if (values.ndim() != 1 || !values.dtype().is(py::dtype::of<double>()) ||
-        !(values.flags() & py::array::c_style)) {
+    if (values.ndim() != 1 || !values.dtype().is(py::dtype::of<double>()) || !(values.flags() & py::array::c_style)) {
         throw py::type_error(std::string(what) + " takes a contiguous 1-D float64 array");
     }
     return py::array_t<double>::ensure(values);
@@ -203,12 +201,12 @@ py::dict build_info() {
 
 PYBIND11_MODULE(_cpu, m) {
     m.doc() = "fcinterp_fast C++ kernels (docs/spec.md sections 2-4 per row, OpenMP over rows); see csrc/fit.h";
-    m.def("fit_rows", &fit_rows_py, py::arg("head").noconvert(), py::arg("dtype"), py::arg("tree"),
-          py::arg("root"), py::arg("grid"), py::arg("min_size"), py::arg("levels"),
-          py::arg("count").noconvert(), py::arg("mean").noconvert(), py::arg("lo").noconvert(),
-          py::arg("hi").noconvert(), py::arg("slope").noconvert(), py::arg("intercept").noconvert(),
-          py::arg("r2").noconvert(), py::arg("loc").noconvert(), py::arg("scale").noconvert(),
-          py::arg("kappa").noconvert(), py::arg("loglik").noconvert(), py::arg("threads") = 0,
+    m.def("fit_rows", &fit_rows_py, py::arg("head").noconvert(), py::arg("dtype"), py::arg("tree"), py::arg("root"),
+          py::arg("grid"), py::arg("min_size"), py::arg("levels"), py::arg("count").noconvert(),
+          py::arg("mean").noconvert(), py::arg("lo").noconvert(), py::arg("hi").noconvert(),
+          py::arg("slope").noconvert(), py::arg("intercept").noconvert(), py::arg("r2").noconvert(),
+          py::arg("loc").noconvert(), py::arg("scale").noconvert(), py::arg("kappa").noconvert(),
+          py::arg("loglik").noconvert(), py::arg("threads") = 0,
           R"doc(Fit every row of ``head`` (R, D) into the output arrays, in place; returns the number of
 node columns the results need (larger than N when some node did not fit into the outputs).
 

@@ -30,8 +30,7 @@
 #endif
 
 #if defined(FCI_TARGET_CLONES)
-#define FCI_ROW_KERNEL \
-    __attribute__((flatten, target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
+#define FCI_ROW_KERNEL __attribute__((flatten, target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
 #elif defined(__GNUC__)
 #define FCI_ROW_KERNEL __attribute__((flatten))
 #else
@@ -372,8 +371,8 @@ FCI_INLINE LineSums sums_run(const double* y, int64_t n, bool ascending) {
 // A node straddling zero (root="mean"): merge the negatives [neg_s, neg_e) read backwards with the
 // positives [pos_s, pos_e) to visit magnitudes in ascending order (ties in either order: tied
 // magnitudes share their log, so the sums do not depend on it).
-FCI_INLINE LineSums sums_merged(const SortedRow& row, int64_t neg_s, int64_t neg_e, int64_t pos_s,
-                                int64_t pos_e, double* y_min) {
+FCI_INLINE LineSums sums_merged(const SortedRow& row, int64_t neg_s, int64_t neg_e, int64_t pos_s, int64_t pos_e,
+                                double* y_min) {
     const double* x = row.x;
     const double* y = row.y;
     int64_t i = neg_e - 1;
@@ -405,8 +404,8 @@ FCI_INLINE LineSums sums_merged(const SortedRow& row, int64_t neg_s, int64_t neg
 // Sxx = L (L^2 - 1) / 12 exactly, Sxy = sum rank d - mid sum d, and
 // SS_tot = sum d^2 - (sum d)^2 / L, SS_res = SS_tot - Sxy^2 / Sxx. Because d >= 0 with min d = 0,
 // both differences lose at most a factor L to cancellation (relative error ~ L * 2^-53).
-FCI_INLINE void line_fit(const LineSums& s, int64_t count, double y_min, Grid grid, double* slope,
-                         double* intercept, double* r2) {
+FCI_INLINE void line_fit(const LineSums& s, int64_t count, double y_min, Grid grid, double* slope, double* intercept,
+                         double* r2) {
     if (count == 0) return;  // already NaN
     if (count == 1) {
         *slope = 0.0;
@@ -637,11 +636,13 @@ FCI_INLINE double ald_objective(const double* below, const double* above, int64_
 }
 
 // Per-block scratch for the search: 4 arrays of ald_blocks(n) doubles.
-FCI_INLINE int64_t ald_blocks(int64_t n) { return (n + kAldBlock - 1) / kAldBlock; }
+FCI_INLINE int64_t ald_blocks(int64_t n) {
+    return (n + kAldBlock - 1) / kAldBlock;
+}
 
 // The fit from one row's prefix sums (n >= 3); `scratch` holds 4 * ald_blocks(n) doubles.
-FCI_INLINE void ald_from_sums(const double* x, int64_t n, const double* below, const double* above,
-                              double* scratch, double* loc, double* scale, double* kappa, double* loglik) {
+FCI_INLINE void ald_from_sums(const double* x, int64_t n, const double* below, const double* above, double* scratch,
+                              double* loc, double* scale, double* kappa, double* loglik) {
     const double nd = static_cast<double>(n);
     const int64_t first = 1, last = n - 2;  // interior order statistics
     const int64_t blocks = (last - first) / kAldBlock + 1;
@@ -660,7 +661,7 @@ FCI_INLINE void ald_from_sums(const double* x, int64_t n, const double* below, c
     double bound = std::numeric_limits<double>::infinity();  // sqrt(n) f at some p0: >= the minimum
 #pragma omp simd reduction(min : bound)
     for (int64_t k = 0; k < blocks; ++k) {
-        const double start = std::sqrt(a0[k]) + std::sqrt(b0[k]);                                // h(0)
+        const double start = std::sqrt(a0[k]) + std::sqrt(b0[k]);                             // h(0)
         const double end = std::sqrt(a1[k]) + std::sqrt(b0[k] + ratio[k] * (a0[k] - a1[k]));  // h(T)
         bound = std::min(bound, start);
         a0[k] = std::min(start, end);  // the block's lower bound, before rounding margins
@@ -724,8 +725,8 @@ struct Layout {
 
 FCI_INLINE RowOut row_out(const FitOutput& out, int64_t r) {
     const int64_t at = r * out.columns;
-    return {out.columns,    0,           out.count + at, out.mean + at, out.lo + at,
-            out.hi + at,    out.slope + at, out.intercept + at, out.r2 + at};
+    return {out.columns,        0,          out.count + at, out.mean + at, out.lo + at, out.hi + at, out.slope + at,
+            out.intercept + at, out.r2 + at};
 }
 
 // Load one row, sort it, and decode it into x (float64, ascending) and, unless y is null, y = ln|x|.
@@ -750,7 +751,7 @@ FCI_INLINE void load_sorted(const unsigned char* src, int64_t cols, int64_t col_
 
 // Sort row r into x, then record its whole split tree; returns one past its deepest node's column.
 FCI_INLINE int64_t fit_tree(const HeadView& head, int64_t r, const FitOptions& options, const FitOutput& out,
-                         unsigned char* block, const Layout& layout, double* x) {
+                            unsigned char* block, const Layout& layout, double* x) {
     const unsigned char* src = head.data + r * head.row_stride;
     const int64_t n = head.cols;
     double* y = options.ald_only ? nullptr : reinterpret_cast<double*>(block + layout.y);
@@ -814,7 +815,8 @@ FCI_ROW_KERNEL int64_t fit_group(const HeadView& head, int64_t r0, int rows, con
     }
     const int64_t n = head.cols;
     if (n < 3) {
-        for (int k = 0; k < rows; ++k) out.loc[r0 + k] = out.scale[r0 + k] = out.kappa[r0 + k] = out.loglik[r0 + k] = kNaN;
+        for (int k = 0; k < rows; ++k)
+            out.loc[r0 + k] = out.scale[r0 + k] = out.kappa[r0 + k] = out.loglik[r0 + k] = kNaN;
         return needed;
     }
     switch (rows) {  // the interleaved sums need the row count at compile time
@@ -870,14 +872,16 @@ Workspace::Workspace(int64_t cols, int threads) {
     base_ = static_cast<unsigned char*>(::operator new(bytes, std::align_val_t(kAlign)));  // throws bad_alloc
 }
 
-Workspace::~Workspace() { ::operator delete(base_, std::align_val_t(kAlign)); }
+Workspace::~Workspace() {
+    ::operator delete(base_, std::align_val_t(kAlign));
+}
 
 int64_t fit_rows(const HeadView& head, const FitOptions& options, const FitOutput& out, Workspace& workspace) {
     const Layout layout(head.cols);
     // Waking a thread costs more than fitting a few thousand values: small blocks use fewer threads.
     const int64_t useful = std::max<int64_t>(1, head.rows * head.cols / kMinValuesPerThread);
-    const int threads = static_cast<int>(
-        std::min<int64_t>({workspace.threads(), (head.rows + kGroup - 1) / kGroup, useful}));
+    const int threads =
+        static_cast<int>(std::min<int64_t>({workspace.threads(), (head.rows + kGroup - 1) / kGroup, useful}));
     int64_t needed = 0;
 #pragma omp parallel num_threads(threads) reduction(max : needed)
     {
@@ -901,7 +905,9 @@ double exact_sum(const double* values, int64_t n, double* partials) {
     return exact_sum_impl(values, n, partials);
 }
 
-FCI_ROW_KERNEL void log_abs(const double* x, double* y, int64_t n) { log_abs_block(x, y, n); }
+FCI_ROW_KERNEL void log_abs(const double* x, double* y, int64_t n) {
+    log_abs_block(x, y, n);
+}
 
 const char* simd_target() {
 #if defined(FCI_NATIVE)

@@ -42,9 +42,9 @@ struct FitOptions {
     Tree tree = Tree::Chain;
     Root root = Root::Zero;
     Grid grid = Grid::Paper;
-    int64_t min_size = 20;  // split a node only when it has at least this many members
+    int64_t min_size = 20;         // split a node only when it has at least this many members
     int levels = kMaxChainLevels;  // deepest level produced (1-based)
-    bool ald_only = false;  // sort and ALD only, no logs and no tree (timing the ALD part alone)
+    bool ald_only = false;         // sort and ALD only, no logs and no tree (timing the ALD part alone)
 };
 
 // The (rows, cols) head, read in place. Element (r, j) lies at data + r * row_stride + j * col_stride
@@ -79,7 +79,7 @@ struct FitOutput {
 
 // Per-thread working memory, allocated once per call (never per row).
 class Workspace {
-public:
+  public:
     Workspace(int64_t cols, int threads);  // threads <= 0: the OpenMP default
     ~Workspace();
     Workspace(const Workspace&) = delete;
@@ -87,7 +87,7 @@ public:
     unsigned char* thread_block(int thread) const { return base_ + thread * stride_; }
     int threads() const { return threads_; }
 
-private:
+  private:
     unsigned char* base_ = nullptr;
     int64_t stride_ = 0;
     int threads_ = 1;
