@@ -5,13 +5,17 @@ The job (the issue's benchmark): EfficientNet-Lite0 with its bundled ImageNet we
 noisy copies (noise 0.15, smooth="maps", omega = |W|).
 
 * ours: ``fcinterp_fast.explain`` with the 14 targets in one call (one forward of the 16 copies; the
-  last feature map feeds only global average pooling, so no backward at all).
-* pytorch-grad-cam: for each target a copy of the model whose head row is |W_k| * mask (bias 0),
-  ``GradCAMPlusPlus`` on it, and one forward + backward per noisy copy, averaging the relu'd maps
-  (``tests/cam_oracle.smooth_maps``); the time of copying the model is not counted.
+  last feature map feeds only global average pooling, so no backward at all); the median of
+  ``--repeats`` runs.
+* pytorch-grad-cam: for each target a copy of the model whose head row is |W_k| * mask (bias 0,
+  ``fcinterp_fast.baselines.masked_head_copy``), ``GradCAMPlusPlus`` on it, and one forward +
+  backward per noisy copy, averaging the relu'd maps (``baselines.gradcam_smooth_maps``); one run,
+  the time of copying the model not counted.
 
-Both see the same noise (``fcinterp_fast.cam.noisy_copies`` with the same seed); the maps must agree
-within 1e-5. Prints a markdown table and writes JSON under ``benchmarks/results/``.
+Both are timed by ``fcinterp_fast.bench.time_call`` after one forward of the model that warms up
+both; both see the same noise (``fcinterp_fast.cam.noisy_copies`` with the same seed); the maps must
+agree within 1e-5 (the exit code is 1 otherwise). Prints a markdown table and writes it with one
+record per method through ``bench.write_results("explain", ...)`` under ``--out``.
 
     python benchmarks/bench_explain.py [--device cpu] [--n-samples 16] [--repeats 3]
 """
@@ -19,28 +23,25 @@ within 1e-5. Prints a markdown table and writes JSON under ``benchmarks/results/
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import platform
-import statistics
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+import fcinterp_fast
+from fcinterp_fast import baselines, bench
+from fcinterp_fast.cam import explain, noisy_copies
+from fcinterp_fast.cam.base import prepare_images
 
-import fcinterp_fast  # noqa: E402
-from fcinterp_fast.bench import device_name, git_state, sync  # noqa: E402
-from fcinterp_fast.cam import explain, noisy_copies  # noqa: E402
-from fcinterp_fast.cam.base import prepare_images  # noqa: E402
-
+MODEL = "efficientnet_lite0"
+HEAD, LAYER = "classifier", "bn2"  # its head and the layer explained (the last feature map)
+IMAGE = "grace_hopper.jpg"
 CLASS = "military uniform"
 NOISE = 0.15
 SEED = 0
+TOLERANCE = 1e-5
 
 
 def main() -> int:
@@ -48,114 +49,108 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--n-samples", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of ours (median reported)")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = parser.parse_args()
 
     from matplotlib import cbook
 
-    import cam_oracle
-
     device = torch.device(args.device)
-    model = fcinterp_fast.models.load("efficientnet_lite0", device=device)
-    image = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
-    x = prepare_images(image, model, device, torch.float32)
+    model = fcinterp_fast.models.load(MODEL, device=device)
+    x = prepare_images(cbook.get_sample_data(IMAGE, asfileobj=False), model, device, torch.float32)
     fit = fcinterp_fast.fit(model, tree="full", depth=3)
     k = fit.class_index(CLASS)
     targets = [(k, node) for node in fit.nodes]
     n = args.n_samples
+    last: dict[str, torch.Tensor] = {}  # what the timed calls returned
 
-    def ours():
+    def ours() -> None:
         generator = torch.Generator(device=device).manual_seed(SEED)
-        return explain(model, x, targets, n_samples=n, noise=NOISE, fit=fit, generator=generator)
+        last["ours"] = explain(model, x, targets, n_samples=n, noise=NOISE, fit=fit, generator=generator)
 
     with torch.no_grad():
         model(x)  # warm up the backend for both contenders
-    times = []
-    for _ in range(args.repeats):
-        sync(device)
-        start = time.perf_counter()
-        maps = ours()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    ours_time = statistics.median(times)
+    ours_timing = bench.time_call(ours, device, repeat=args.repeats, warmup=0)
+    maps = last["ours"].cpu().numpy()
 
     copies = noisy_copies(x, n, NOISE, torch.Generator(device=device).manual_seed(SEED))
-    W = model.classifier.weight.detach()
-    reference_time, max_diff = 0.0, 0.0
+    head = cast(torch.nn.Linear, model.get_submodule(HEAD))
+    W = head.weight.detach()
+    reference_s, max_diff = 0.0, 0.0
+    reference_peaks: list[float | None] = []
     for t, (_, node) in enumerate(targets):
         row = torch.zeros_like(W[k])
         members = fit.members(k, node).to(device)
         row[members] = W[k, members].abs()
-        clone = cam_oracle.masked_head_copy(model, model.classifier, k, row)
-        sync(device)
-        start = time.perf_counter()
-        reference = cam_oracle.smooth_maps(clone, clone.bn2, copies, n, k)
-        sync(device)
-        reference_time += time.perf_counter() - start
-        max_diff = max(max_diff, float(abs(maps[:, t].cpu().numpy() - reference).max()))
+        clone = baselines.masked_head_copy(model, head, k, row)
+        timing = bench.time_call(_looped(clone, copies, n, k, last), device, repeat=1, warmup=0)
+        reference_s += timing.best
+        reference_peaks.append(timing.peak_mib)
+        max_diff = max(max_diff, float(abs(maps[:, t] - last["looped"].numpy()).max()))
         del clone
 
-    record = {
-        "benchmark": "explain",
-        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": device_name(device),
-        "threads": torch.get_num_threads(),
-        "versions": _versions(),
-        "git_sha": _git_sha(),
-        "config": {
-            "model": "efficientnet_lite0",
-            "image": "grace_hopper.jpg",
-            "class": CLASS,
-            "class_index": k,
-            "targets": len(targets),
-            "nodes": fit.nodes,
-            "n_samples": n,
-            "noise": NOISE,
-            "smooth": "maps",
-            "weights": "abs",
-            "input": list(x.shape),
-            "repeats": args.repeats,
+    speedup = reference_s / ours_timing.median
+    agree = max_diff <= TOLERANCE
+    records = [
+        {
+            "method": "fcinterp_fast.explain (fused)",
+            "seconds": ours_timing.median,
+            "times_s": ours_timing.times_s,
+            "peak_mib": ours_timing.peak_mib,
+            "speedup": speedup,
+            "max_abs_diff": max_diff,
+            "maps_agree": agree,
         },
-        "results": [
-            {"method": "fcinterp_fast.explain (fused)", "seconds": ours_time, "runs": times},
-            {"method": "pytorch-grad-cam looped", "seconds": reference_time, "calls": len(targets) * n},
-        ],
-        "speedup": reference_time / ours_time,
-        "max_abs_diff": max_diff,
-        "maps_equal_1e-5": max_diff <= 1e-5,
+        {
+            "method": "pytorch-grad-cam looped",
+            "seconds": reference_s,
+            "calls": len(targets) * n,
+            "peak_mib": max((p for p in reference_peaks if p is not None), default=None),
+            "speedup": 1.0,
+        },
+    ]
+    config = {
+        "model": MODEL,
+        "image": IMAGE,
+        "class": CLASS,
+        "class_index": k,
+        "targets": len(targets),
+        "nodes": fit.nodes,
+        "n_samples": n,
+        "noise": NOISE,
+        "smooth": "maps",
+        "weights": "abs",
+        "input": list(x.shape),
+        "repeats": args.repeats,
+        "device": str(device),
+        "tolerance": TOLERANCE,
     }
-    print(f"\n{len(targets)} targets x {n} noisy copies, EfficientNet-Lite0 224x224, {record['device']}\n")
-    print("| method | seconds | speed-up | max abs diff |")
-    print("|---|---:|---:|---:|")
-    print(
-        f"| fcinterp_fast.explain (fused, median of {args.repeats}) | {ours_time:.3f} | {record['speedup']:.1f}x | {max_diff:.2e} |"
+    table = "\n".join(
+        [
+            f"{len(targets)} targets x {n} noisy copies, EfficientNet-Lite0 224x224, {bench.device_name(device)}",
+            "",
+            "| method | seconds | speed-up | max abs diff |",
+            "|---|---:|---:|---:|",
+            f"| fcinterp_fast.explain (fused, median of {len(ours_timing.times_s)}) | {ours_timing.median:.3f} "
+            f"| {speedup:.1f}x | {max_diff:.2e} |",
+            f"| pytorch-grad-cam, {len(targets) * n} forward+backward | {reference_s:.3f} | 1.0x | - |",
+        ]
     )
-    print(f"| pytorch-grad-cam, {len(targets) * n} forward+backward | {reference_time:.3f} | 1.0x | - |")
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = record["timestamp"].replace(":", "").replace("+0000", "Z")
-    path = out / f"explain-{device.type}-{stamp}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"\nwrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
-    return 0 if record["maps_equal_1e-5"] else 1
+    print("\n" + table)
+    path = bench.write_results("explain", records, out=args.out, config=config, device=device, markdown=table)
+    print(f"\nwrote {path}")
+    if not agree:
+        print(f"maps differ by {max_diff:.2e} > {TOLERANCE:g}", file=sys.stderr)
+    return 0 if agree else 1
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
+def _looped(clone: torch.nn.Module, copies: torch.Tensor, n: int, k: int, last: dict) -> Callable[[], None]:
+    """pytorch-grad-cam's maps of class k of ``clone`` (its head masked for one node), into ``last["looped"]``."""
 
-    found = {"python": platform.python_version(), "fcinterp_fast": fcinterp_fast.__version__}
-    for package in ("torch", "timm", "triton", "grad-cam", "numpy"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = None
-    return found
+    def run() -> None:
+        maps = baselines.gradcam_smooth_maps(clone, clone.get_submodule(LAYER), copies, n, k)
+        last["looped"] = torch.from_numpy(maps)
 
-
-def _git_sha() -> str | None:
-    git = git_state()
-    return git["sha"] if git else None
+    return run
 
 
 if __name__ == "__main__":

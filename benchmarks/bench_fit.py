@@ -3,22 +3,22 @@ EfficientNet-Lite0 head (1000 x 1280) in float32 and bfloat16.
 
     pytest benchmarks/bench_fit.py --benchmark-only --benchmark-columns=min,median,rounds
 
-Slow implementations (reference, numpy-loop, scipy-ald, torch beyond --torch-rows) are timed on
-evenly spaced sample rows; ``extra_info`` records how many, and the per-row time to extrapolate.
-Not part of the test suite: speed goals live here and in benchmarks/run.py, never in tests.
+The implementations, heads and sample rows are ``fcinterp_fast.bench``'s (``implementations``,
+``make_head``, ``sample_rows``): slow implementations (reference, numpy-loop, scipy-ald, torch
+beyond 1000 rows) are timed on evenly spaced sample rows; ``extra_info`` records how many. The
+timing and its JSON (``--benchmark-json``) are pytest-benchmark's; ``benchmarks/run.py`` (``fcinterp
+bench``) measures the same through ``bench.time_call`` and writes the common layout. Not part of the
+test suite: speed goals live here and in benchmarks/run.py, never in tests.
 """
 
 from __future__ import annotations
-
-import argparse
 
 import pytest
 import torch
 
 from fcinterp_fast import bench
 
-_ARGS = argparse.Namespace(slow_rows=16, torch_rows=1000)
-_IMPLS = bench.implementations(_ARGS)
+_IMPLS = bench.implementations(slow_rows=16, torch_rows=1000)
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +31,8 @@ def head() -> torch.Tensor:
 def test_fit(benchmark, head, name, dtype):
     impl = _IMPLS[name]
     K = head.shape[0]
-    rows = K if impl.max_rows is None else min(impl.max_rows, K)
-    W = head.to(bench.DTYPES[dtype])[torch.linspace(0, K - 1, rows).round().long()].to(impl.device)
+    W = bench.sample_rows(impl, head.to(bench.DTYPES[dtype]))
+    rows = W.shape[0]
     benchmark.group = f"{K}x{head.shape[1]} {dtype}"
     benchmark.extra_info.update(rows_timed=rows, rows_in_head=K, computes=impl.what)
 

@@ -10,9 +10,12 @@ For each head it times, on the same GPU and in the same run:
 * ``hbm_read``: the time to read the head once at the device-to-device copy bandwidth measured
   in this run (bytes read + written per second of ``dst.copy_(src)``).
 
-The L2 cache is flushed before every timed call. One JSON row per measurement goes to
-``<out>/gpu-results.json`` (rewritten after every measurement, so a run stopped by its time limit
-keeps what it measured) and a table to ``<out>/gpu-results.md``.
+Every time is the median of up to 10 calls (3 for ``torch``), fewer where the time budget asks,
+each with the L2 cache flushed first (``fcinterp_fast.bench.time_call(..., flush_l2=True)``);
+``peak_mib`` is the CUDA memory the first call allocated above what was held before it. The records
+go through ``fcinterp_fast.bench.write_results`` to ``<out>/gpu-results.json`` (the common layout:
+schema, benchmark, environment, config, records), rewritten after every measurement so that a run
+stopped by its time limit keeps what it measured, with the table beside it in ``<out>/gpu-results.md``.
 
 Usage::
 
@@ -25,26 +28,24 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import datetime
 import json
 import multiprocessing
-import os
-import platform
-import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
+from fcinterp_fast import bench
 from fcinterp_fast._triton import interpreting
-from fcinterp_fast.config import DEFAULT_MAX_MEMORY, FitConfig
 from fcinterp_fast.backends import registry, torch_vec, triton_fit
-from fcinterp_fast.bench import device_name, git_state, sync
+from fcinterp_fast.config import DEFAULT_MAX_MEMORY, FitConfig
 
+Head = tuple[int, int, torch.dtype]
 #: (K, D, dtype): classifier heads (ImageNet-1k, -21k) and LLM vocabulary heads.
-HEADS = [
+HEADS: list[Head] = [
     (1000, 512, torch.float32),
     (1000, 2048, torch.float32),
     (21843, 1024, torch.float32),
@@ -52,9 +53,12 @@ HEADS = [
     (152064, 8192, torch.bfloat16),
 ]
 #: The same kinds of head, tiny, for ``--dry-run`` on the CPU interpreter.
-DRY_HEADS = [(3, 40, torch.float32), (2, 70, torch.bfloat16)]
+DRY_HEADS: list[Head] = [(3, 40, torch.float32), (2, 70, torch.bfloat16)]
 TARGETS = {"1000x2048": ("torch / triton", ">=", 20.0), "152064x8192": ("triton / hbm_read", "<=", 10.0)}
-_FLUSH_BYTES = 256 * 2**20  # larger than the L2 cache of current GPUs
+#: The file ``write_results`` rewrites after every measurement (``gpu_check.sh`` collects it).
+RESULTS_FILE = "gpu-results.json"
+#: What ``bench_head`` measures of each head, in order.
+STEPS = ("hbm_read", "triton", "torch.sort", "torch")
 
 
 def laplace_head(K: int, D: int, dtype: torch.dtype, device: str, seed: int = 0) -> torch.Tensor:
@@ -67,128 +71,96 @@ def laplace_head(K: int, D: int, dtype: torch.dtype, device: str, seed: int = 0)
     return out
 
 
-class Timer:
-    """Median time of a callable (ms), L2 flushed before each call; CUDA events on the GPU."""
-
-    def __init__(self, device: str):
-        self.device = device
-        self.flush = torch.empty(_FLUSH_BYTES // 4 if device == "cuda" else 1, dtype=torch.float32, device=device)
-
-    def __call__(self, fn, budget_s: float, max_reps: int = 10) -> tuple[float, int]:
-        fn()  # warm-up (compiles Triton kernels on first use)
-        sync(self.device)
-        t0 = time.perf_counter()
-        fn()
-        sync(self.device)
-        first = time.perf_counter() - t0
-        reps = int(max(1, min(max_reps, budget_s // max(first, 1e-6))))
-        times = []
-        for _ in range(reps):
-            self.flush.zero_()
-            if self.device == "cuda":
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end))
-            else:
-                t0 = time.perf_counter()
-                fn()
-                times.append(1e3 * (time.perf_counter() - t0))
-        return statistics.median(times), reps
+def timed(fn: Callable[[], object], device: str, budget_s: float, max_reps: int = 10) -> dict[str, Any]:
+    """The record fields of ``fn``'s median time (``ms``), the timed calls (``reps``) and ``peak_mib``."""
+    timing = bench.time_call(fn, device, repeat=max_reps, budget_s=budget_s, flush_l2=True)
+    return {"ms": 1e3 * timing.median, "reps": len(timing.times_s), "peak_mib": timing.peak_mib}
 
 
-def copy_bandwidth(timer: Timer, device: str, nbytes: int) -> float:
+def copy_bandwidth(device: str, nbytes: int) -> float:
     """Device-to-device copy bandwidth in bytes/s (read + write)."""
     src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).fill_(1.0)
     dst = torch.empty_like(src)
-    ms, _ = timer(lambda: dst.copy_(src), budget_s=1.0)
-    return 2 * nbytes / (ms / 1e3)
+    timing = bench.time_call(lambda: dst.copy_(src), device, repeat=10, budget_s=1.0, flush_l2=True)
+    return 2 * nbytes / timing.median
 
 
-def environment(device: str) -> dict:
-    import triton
+def markdown(records: list[dict], env: dict[str, Any]) -> str:
+    """The table of one run: a row per head, ratios of the steps, the targets met or not, what was skipped."""
+    git = env["git"]["sha"] if env["git"] else "unknown"
+    lines = [
+        f"# backend='triton' on {env['device']}",
+        "",
+        f"{env['timestamp']} - torch {env['versions']['torch']}, triton {env['versions'].get('triton')}, "
+        f"python {env['python']}, git {git}" + (" - Triton interpreter (dry run)" if env["triton_interpreter"] else ""),
+        "",
+        "| head | dtype | triton ms | torch ms | torch / triton | torch.sort ms | triton / sort "
+        "| HBM read ms | triton / hbm_read | ambiguous rows |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    heads: dict[tuple[str, str], dict[str, dict]] = {}
+    for record in records:
+        heads.setdefault((record["head"], record["dtype"]), {})[record["what"]] = record
+    for (head, dtype), steps in heads.items():
+        ms = {what: r["ms"] for what, r in steps.items() if r.get("ms") is not None}
 
-    git = git_state()
-    return {
-        "device_name": device_name(device),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "python": platform.python_version(),
-        "git_sha": git["sha"] if git else "unknown",
-        "interpreter": interpreting(),
-    }
+        def cell(what: str, steps: dict[str, dict] = steps, ms: dict[str, float] = ms) -> str:
+            return f"{ms[what]:.3f}" + ("*" if steps[what].get("extrapolated") else "") if what in ms else "-"
+
+        def ratio(a: str, b: str, ms: dict[str, float] = ms) -> str:
+            return f"{ms[a] / ms[b]:.2f}" if a in ms and b in ms else "-"
+
+        ambiguous = steps.get("triton", {}).get("ambiguous_rows", "-")
+        lines.append(
+            f"| {head} | {dtype} | {cell('triton')} | {cell('torch')} | {ratio('torch', 'triton')} "
+            f"| {cell('torch.sort')} | {ratio('triton', 'torch.sort')} | {cell('hbm_read')} "
+            f"| {ratio('triton', 'hbm_read')} | {ambiguous} |"
+        )
+    lines += ["", "\\* extrapolated from the first row block of the torch backend.", ""]
+    for head, (what, op, bound) in TARGETS.items():
+        m = {w: r["ms"] for (h, _), steps in heads.items() if h == head for w, r in steps.items() if r.get("ms")}
+        a, b = what.split(" / ")
+        if a in m and b in m:
+            value = m[a] / m[b]
+            ok = value >= bound if op == ">=" else value <= bound
+            lines.append(f"- target {head}: {what} = {value:.2f} ({op} {bound}: {'met' if ok else 'NOT met'})")
+    lines += [f"- skipped {r['head']} {r['what']}: {r['skipped']}" for r in records if r.get("skipped")]
+    return "\n".join(lines) + "\n"
 
 
 class Results:
-    """Measurement rows, written to JSON and markdown after every row."""
+    """The records of this run, written through ``bench.write_results`` (JSON and the markdown table)
+    after every one of them, so that a run stopped by its time limit keeps what it measured."""
 
-    def __init__(self, out: str, env: dict):
-        self.out, self.env, self.rows = out, env, []
-        os.makedirs(out, exist_ok=True)
+    def __init__(self, out: str, device: str, config: dict):
+        self.out, self.device, self.config = out, device, config
+        self.env = bench.environment(device)  # for the table's heading: where and when the run began
+        self.records: list[dict] = []
 
-    def add(self, **row):
-        self.rows.append({**self.env, **row})
-        shown = {k: v for k, v in row.items() if k not in ("K", "D")}
-        print(json.dumps(shown), flush=True)
-        with open(os.path.join(self.out, "gpu-results.json"), "w") as f:
-            json.dump(self.rows, f, indent=1)
-        with open(os.path.join(self.out, "gpu-results.md"), "w") as f:
-            f.write(self.markdown())
+    def add(self, **record: Any) -> None:
+        self.records.append(record)
+        print(json.dumps({k: v for k, v in record.items() if k not in ("K", "D")}), flush=True)
+        bench.write_results(
+            "gpu",
+            self.records,
+            out=self.out,
+            config=self.config,
+            device=self.device,
+            markdown=self.markdown(),
+            filename=RESULTS_FILE,
+        )
 
     def markdown(self) -> str:
-        env = self.env
-        lines = [
-            f"# backend='triton' on {env['device_name']}",
-            "",
-            f"{env['date']} - torch {env['torch']}, triton {env['triton']}, python {env['python']}, "
-            f"git {env['git_sha']}" + (" - Triton interpreter (dry run)" if env["interpreter"] else ""),
-            "",
-            "| head | dtype | triton ms | torch ms | torch / triton | torch.sort ms | triton / sort "
-            "| HBM read ms | triton / hbm_read | ambiguous rows |",
-            "|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        heads = {}
-        for row in self.rows:
-            heads.setdefault((row["head"], row["dtype"]), {})[row["what"]] = row
-        for (head, dtype), m in heads.items():
-            ms = {what: m[what]["ms"] for what in m if m[what].get("ms") is not None}
-            cell = lambda what: (
-                (f"{ms[what]:.3f}" + ("*" if m[what].get("extrapolated") else "")) if what in ms else "-"
-            )  # noqa: E731
-            ratio = lambda a, b: f"{ms[a] / ms[b]:.2f}" if a in ms and b in ms else "-"  # noqa: E731
-            ambiguous = m.get("triton", {}).get("ambiguous_rows", "-")
-            lines.append(
-                f"| {head} | {dtype} | {cell('triton')} | {cell('torch')} | {ratio('torch', 'triton')} "
-                f"| {cell('torch.sort')} | {ratio('triton', 'torch.sort')} | {cell('hbm_read')} "
-                f"| {ratio('triton', 'hbm_read')} | {ambiguous} |"
-            )
-        lines += ["", "\\* extrapolated from the first row block of the torch backend.", ""]
-        for head, (what, op, bound) in TARGETS.items():
-            m = {w: r["ms"] for (h, _), rows in heads.items() if h == head for w, r in rows.items() if r.get("ms")}
-            a, b = what.split(" / ")
-            if a in m and b in m:
-                value = m[a] / m[b]
-                ok = value >= bound if op == ">=" else value <= bound
-                lines.append(f"- target {head}: {what} = {value:.2f} ({op} {bound}: {'met' if ok else 'NOT met'})")
-        skipped = [r for r in self.rows if r.get("skipped")]
-        lines += [f"- skipped {r['head']} {r['what']}: {r['skipped']}" for r in skipped]
-        return "\n".join(lines) + "\n"
-
-
-#: What ``bench_head`` measures of each head, in order.
-STEPS = ("hbm_read", "triton", "torch.sort", "torch")
+        return markdown(self.records, self.env)
 
 
 def head_fields(K: int, D: int, dtype: torch.dtype) -> dict:
-    """The fields naming a head in every result row (``Results.markdown`` groups rows by them)."""
+    """The fields naming a head in every record (``markdown`` groups records by them)."""
     return dict(head=f"{K}x{D}", K=K, D=D, dtype=str(dtype).replace("torch.", ""))
 
 
 def bench_head(
-    K: int, D: int, dtype: torch.dtype, device: str, timer: Timer, results: Results, bandwidth: float, deadline: float
+    K: int, D: int, dtype: torch.dtype, device: str, results: Results, bandwidth: float, deadline: float
 ) -> None:
     common = head_fields(K, D, dtype)
     cfg = FitConfig()
@@ -199,33 +171,29 @@ def bench_head(
     def left() -> float:
         return deadline - time.perf_counter()
 
-    ms, reps = timer(lambda: triton_fit.fit_rows(W, cfg), budget_s=min(10, left() / 4))
+    measured = timed(lambda: triton_fit.fit_rows(W, cfg), device, budget_s=min(10, left() / 4))
     ambiguous = int(triton_fit.fit_rows(W, cfg).ambiguous.sum())
-    results.add(**common, what="triton", ms=ms, reps=reps, ambiguous_rows=ambiguous)
+    results.add(**common, what="triton", **measured, ambiguous_rows=ambiguous)
 
     if left() > 5:
-        ms, reps = timer(lambda: torch.sort(W, dim=1), budget_s=min(5, left() / 4))
-        results.add(**common, what="torch.sort", ms=ms, reps=reps)
+        results.add(**common, what="torch.sort", **timed(lambda: torch.sort(W, dim=1), device, min(5, left() / 4)))
     else:
         results.add(**common, what="torch.sort", ms=None, skipped="time budget")
 
     block = min(K, max(1, DEFAULT_MAX_MEMORY // (D * registry.get_backend("torch").bytes_per_element)))
     if left() > 10:
-        ms, reps = timer(lambda: torch_vec.fit_rows(W[:block], cfg), budget_s=min(10, left() / 4), max_reps=3)
+        measured = timed(lambda: torch_vec.fit_rows(W[:block], cfg), device, min(10, left() / 4), max_reps=3)
         blocks = -(-K // block)
-        results.add(**common, what="torch", ms=ms * blocks, reps=reps, rows_timed=block, extrapolated=blocks > 1)
+        measured["ms"] *= blocks
+        results.add(**common, what="torch", **measured, rows_timed=block, extrapolated=blocks > 1)
     else:
         results.add(**common, what="torch", ms=None, skipped="time budget")
-    del W
-    if device == "cuda":
-        torch.cuda.empty_cache()
 
 
-def parse_shape(text: str) -> tuple[int, int, torch.dtype]:
-    """``"6x16384:float32"`` -> (6, 16384, torch.float32)."""
+def parse_head(text: str) -> Head:
+    """``"6x16384:float32"`` -> (6, 16384, torch.float32); the dtype defaults to float32."""
     shape, _, dtype = text.partition(":")
-    K, D = (int(v) for v in shape.lower().split("x"))
-    return K, D, getattr(torch, dtype or "float32")
+    return (*bench.parse_shape(shape), getattr(torch, dtype or "float32"))
 
 
 def _compile_one(K: int, D: int, dtype_name: str) -> str:
@@ -234,11 +202,11 @@ def _compile_one(K: int, D: int, dtype_name: str) -> str:
     t0 = time.perf_counter()
     W = torch.randn(min(K, 64), D, device="cuda").to(getattr(torch, dtype_name))
     triton_fit.fit_rows(W, FitConfig())
-    torch.cuda.synchronize()
+    bench.sync("cuda")
     return f"compiled {K}x{D} {dtype_name} in {time.perf_counter() - t0:.1f} s"
 
 
-def compile_all(shapes, jobs: int) -> None:
+def compile_all(shapes: Sequence[Head], jobs: int) -> None:
     context = multiprocessing.get_context("spawn")
     # longest rows first: they take longest to compile
     shapes = sorted(shapes, key=lambda s: -s[1])
@@ -251,14 +219,14 @@ def compile_all(shapes, jobs: int) -> None:
                 print(f"compile failed: {err!r}", flush=True)
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     parser.add_argument("--budget", type=float, default=150.0, help="seconds for all measurements")
-    parser.add_argument("--heads", nargs="*", type=parse_shape, help="KxD:dtype (default: the standard heads)")
+    parser.add_argument("--heads", nargs="*", type=parse_head, help="KxD:dtype (default: the standard heads)")
     parser.add_argument("--dry-run", action="store_true", help="tiny heads on the CPU (needs TRITON_INTERPRET=1)")
     parser.add_argument("--compile-only", action="store_true", help="only compile the kernels, in parallel")
-    parser.add_argument("--precompile", nargs="*", type=parse_shape, default=[], help="more KxD:dtype to compile")
+    parser.add_argument("--precompile", nargs="*", type=parse_head, default=[], help="more KxD:dtype to compile")
     parser.add_argument("--jobs", type=int, default=8)
     args = parser.parse_args(argv)
 
@@ -275,19 +243,29 @@ def main(argv=None) -> int:
         return 0
 
     deadline = time.perf_counter() + args.budget
-    timer = Timer(device)
-    results = Results(args.out, environment(device))
-    bandwidth = copy_bandwidth(timer, device, 2**30 if device == "cuda" else 2**20)
+    config = {
+        "budget_s": args.budget,
+        "dry_run": args.dry_run,
+        "heads": [f"{K}x{D}:{head_fields(K, D, dtype)['dtype']}" for K, D, dtype in heads],
+        "steps": list(STEPS),
+        "max_reps": {"default": 10, "torch": 3},
+        "flush_l2": True,
+        "targets": {head: " ".join(map(str, target)) for head, target in TARGETS.items()},
+    }
+    results = Results(args.out, device, config)
+    bandwidth = copy_bandwidth(device, 2**30 if device == "cuda" else 2**20)
     for K, D, dtype in heads:
         common = head_fields(K, D, dtype)
         if time.perf_counter() > deadline:
             results.add(**common, what="triton", ms=None, skipped="time budget")
             continue
         try:
-            bench_head(K, D, dtype, device, timer, results, bandwidth, deadline)
+            bench_head(K, D, dtype, device, results, bandwidth, deadline)
         except torch.cuda.OutOfMemoryError as err:  # record it against the step that ran out, go on
-            done = {r["what"] for r in results.rows if all(r.get(k) == v for k, v in common.items())}
+            done = {r["what"] for r in results.records if all(r.get(k) == v for k, v in common.items())}
             results.add(**common, what=next(s for s in STEPS if s not in done), ms=None, skipped=f"OOM: {err}")
+        if device == "cuda":
+            torch.cuda.empty_cache()
     print(results.markdown())
     return 0
 

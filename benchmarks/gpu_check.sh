@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The one prepared check for a machine with a CUDA GPU (see DEVELOPERS.md). From the repository
-# root (a copy of the working tree, with .whl/ beside it):
+# The one prepared check for a machine with a CUDA GPU, torch and triton >= 3.4 (see CONTRIBUTING.md,
+# "GPU checks on a CUDA machine"). From the repository root, with wheels of any packages the machine
+# lacks in .whl/:
 #
 #     OUT=/some/dir GIT_SHA=$(git rev-parse HEAD) bash benchmarks/gpu_check.sh
 #
@@ -10,7 +11,8 @@
 #      parallel processes, so that the compile time overlaps the steps below
 #   3. build the C++ extension in place, if setup.py exists
 #   4. the GPU tests: pytest -m gpu           -> $OUT/gpu-tests.log
-#   5. the benchmark: benchmarks/bench_gpu.py -> $OUT/gpu-results.json, $OUT/gpu-results.md
+#   5. the benchmark: benchmarks/bench_gpu.py -> $OUT/gpu-results.json (fcinterp_fast.bench's
+#      common JSON layout, rewritten after every measurement) and its table $OUT/gpu-results.md
 # Everything printed also goes to $OUT/gpu-check.log. The whole script ends within 6 minutes.
 set -u
 cd "$(dirname "$0")/.."

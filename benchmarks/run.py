@@ -3,22 +3,16 @@
     python benchmarks/run.py            # the full table (minutes on 2 cores)
     python benchmarks/run.py --quick    # a smoke run on tiny heads
 
-Same options as ``fcinterp bench``. Prints a markdown table and writes JSON to benchmarks/results/.
+``fcinterp bench`` under another name: the same options (``--help``), a markdown table printed and
+JSON in the common layout (``fcinterp_fast.bench.write_results``) written to ``--out``
+(default benchmarks/results/).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from fcinterp_fast import bench
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Benchmark fcinterp_fast.fit backends and baselines.")
-    bench.add_arguments(parser)
-    return bench.run(parser.parse_args(argv))
-
+from fcinterp_fast import cli
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.main(["bench", *sys.argv[1:]]))

@@ -4,8 +4,11 @@ layout of results, and the fit benchmark of ``fcinterp bench``.
 Shared by ``fcinterp bench`` (``fcinterp_fast.cli.bench``) and every script in ``benchmarks/``:
 
 * ``time_call(fn, device)``: wall times of repeated calls (CUDA events on a GPU, optionally with the
-  L2 cache flushed first) and the peak memory of the first call above what was held before it
-  (``PeakMemory``: resident memory on Linux, allocated memory on CUDA);
+  L2 cache flushed first, optionally fewer calls to stay within a time budget) and the peak memory of
+  the first call above what was held before it (``PeakMemory``: resident memory on Linux, allocated
+  memory on CUDA);
+* ``rss_bytes()`` / ``peak_rss_bytes()``: this process's resident memory now / at its peak since it
+  started (for benchmarks that run each measurement in a fresh process);
 * ``environment(device)``: device, CPU, versions and git state of the run;
 * ``write_results(name, records, ...)``: ``{"schema", "benchmark", "environment", "config",
   "records"}`` as JSON (one record per measurement), with a markdown table beside it if given.
@@ -25,6 +28,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -35,11 +40,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from . import baselines, models
+from ._triton import interpreting
 from ._version import __version__
 from .api import fit
 from .backends import cpu, registry
@@ -51,6 +58,7 @@ __all__ = [
     "Timing",
     "time_call",
     "PeakMemory",
+    "rss_bytes",
     "peak_rss_bytes",
     "sync",
     "device_name",
@@ -61,6 +69,7 @@ __all__ = [
     "implementations",
     "make_head",
     "parse_shape",
+    "sample_rows",
     "measure",
     "fit_records",
     "markdown_table",
@@ -173,14 +182,20 @@ class PeakMemory:
                 self.before = None
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc: object) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             self.mib = (torch.cuda.max_memory_allocated(self.device) - (self.before or 0)) / _MIB
         elif self.before is not None:
             peak = _status_kib("VmHWM")
             self.mib = None if peak is None else max(peak - self.before, 0) / 1024
-        return False
+
+
+def rss_bytes() -> int | None:
+    """This process's resident memory now, in bytes (``VmRSS`` of /proc/self/status; None where
+    /proc is missing)."""
+    kib = _status_kib("VmRSS")
+    return None if kib is None else kib * 1024
 
 
 def peak_rss_bytes() -> int:
@@ -251,9 +266,20 @@ def git_state() -> dict | None:
     return {"sha": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
 
 
-def environment(device: str | torch.device = "cpu") -> dict:
-    """Where and with what a benchmark ran: time stamp, device, CPU, threads, versions, git state."""
-    env = {
+def environment(device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Where and with what a benchmark ran: time stamp, device, CPU, threads, versions, git state,
+    and whether Triton kernels ran on the CPU interpreter (``TRITON_INTERPRET=1``: times are not the GPU's)."""
+    versions: dict[str, str] = {
+        "fcinterp_fast": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+    }
+    for distribution in ("scipy", "triton", "timm", "grad-cam", "safetensors"):  # installed ones, not imported
+        try:
+            versions[distribution] = importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    env: dict[str, Any] = {
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "host": platform.node(),
         "device": device_name(device),
@@ -262,13 +288,11 @@ def environment(device: str | torch.device = "cpu") -> dict:
         "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "python": platform.python_version(),
-        "versions": {"fcinterp_fast": __version__, "torch": torch.__version__, "numpy": np.__version__},
+        "versions": versions,
         "backends": registry.available(),
+        "triton_interpreter": interpreting(),
         "git": git_state(),
     }
-    for module in ("scipy", "triton", "timm", "pytorch_grad_cam"):
-        if importlib.util.find_spec(module) is not None:
-            env["versions"][module] = getattr(__import__(module), "__version__", None)
     if cpu.unavailable() is None:
         env["cpu_extension"] = cpu.build_info()
     return env
@@ -349,7 +373,7 @@ def implementations(slow_rows: int = 16, torch_rows: int = 1000) -> dict[str, Im
                 label,
                 "chain fit + ALD",
                 device,
-                lambda W, name=name: fit(W, backend=name),
+                functools.partial(fit, backend=name),
                 max_rows,
                 threads if device == "cpu" else 1,
             )
@@ -396,12 +420,20 @@ def parse_shape(text: str) -> tuple[int, int]:
     return K, D
 
 
+def sample_rows(impl: Impl, head: torch.Tensor) -> torch.Tensor:
+    """The rows of ``head`` (K, D) that ``impl`` is timed on, on its device: all of them, or
+    ``impl.max_rows`` evenly spaced ones (first and last included) for slow implementations."""
+    K = head.shape[0]
+    rows = K if impl.max_rows is None else max(1, min(impl.max_rows, K))
+    W = head if rows == K else head[torch.linspace(0, K - 1, rows).round().long()]
+    return W.to(impl.device)
+
+
 def measure(impl: Impl, head: torch.Tensor, repeat: int) -> dict:
     """Time ``impl`` on ``head`` (or on evenly spaced sample rows of it) and extrapolate."""
     K, D = head.shape
-    rows = K if impl.max_rows is None else max(1, min(impl.max_rows, K))
-    W = head if rows == K else head[torch.linspace(0, K - 1, rows).round().long()]
-    W = W.to(impl.device)
+    W = sample_rows(impl, head)
+    rows = W.shape[0]
     impl.fit(W[: min(rows, 2)])  # warm-up on two rows: lazy imports, kernels, first touch
     timing = time_call(lambda: impl.fit(W), impl.device, repeat=repeat if rows == K else 1, warmup=0)
     seconds = timing.best * K / rows

@@ -7,9 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
+import cam_oracle
 import fcinterp_fast
 from fcinterp_fast import baselines, bench, cli
+from fcinterp_fast.cam import noisy_copies
 
 
 def run_bench(capsys, *argv) -> tuple[int, str, str]:
@@ -94,3 +97,44 @@ def test_synthetic_heads_are_reproducible():
     a, b = bench.make_head((5, 40), seed=7), bench.make_head((5, 40), seed=7)
     assert torch.equal(a, b) and not torch.equal(a, bench.make_head((5, 40), seed=8))
     assert (a > 0).any() and (a < 0).any()
+
+
+def test_write_results_with_a_fixed_name_is_rewritten_in_the_common_layout(tmp_path):
+    """How benchmarks/bench_gpu.py keeps what it measured: the same file rewritten after every record."""
+    records = [{"what": "a", "ms": 1.0}]
+    first = bench.write_results("gpu", records, out=tmp_path, config={"x": 1}, markdown="| a |", filename="r.json")
+    records.append({"what": "b", "ms": None, "skipped": "time budget"})
+    second = bench.write_results("gpu", records, out=tmp_path, config={"x": 1}, markdown="| b |", filename="r.json")
+    assert first == second == tmp_path / "r.json" and sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.md"]
+    data = json.loads(second.read_text())
+    assert list(data) == ["schema", "benchmark", "environment", "config", "records"]
+    assert data["schema"] == bench.SCHEMA and data["benchmark"] == "gpu" and data["records"] == records
+    assert data["environment"]["triton_interpreter"] in (True, False)
+    assert (tmp_path / "r.md").read_text() == "| b |\n"
+
+
+def test_time_call_keeps_to_its_budget_and_reads_memory():
+    calls = []
+    timing = bench.time_call(lambda: calls.append(torch.ones(2**20).sum()), repeat=50, warmup=2, budget_s=0.0)
+    assert len(timing.times_s) == 1 and len(calls) == 3 and timing.best == timing.median > 0
+    assert timing.peak_mib is None or timing.peak_mib >= 0
+    rss, peak = bench.rss_bytes(), bench.peak_rss_bytes()
+    assert peak > 0 and (rss is None or 0 < rss <= peak)
+
+
+def test_gradcam_baseline_is_the_oracles_smooth_grad_cam():
+    """benchmarks/bench_explain.py's pytorch-grad-cam baseline computes what the tests' oracle does."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)
+    ).eval()
+    head, k, n = model[4], 2, 3
+    original = head.weight.detach().clone()
+    row = head.weight[k].detach().abs() * (head.weight[k] > 0)
+    ours, theirs = baselines.masked_head_copy(model, head, k, row), cam_oracle.masked_head_copy(model, head, k, row)
+    assert ours is not model and torch.equal(ours[4].weight, theirs[4].weight) and ours[4].bias.detach()[k] == 0
+    assert torch.equal(head.weight, original) and not torch.equal(ours[4].weight[k], original[k])  # a copy
+    copies = noisy_copies(torch.rand(2, 3, 12, 12), n, 0.15, torch.Generator().manual_seed(0))
+    maps = baselines.gradcam_smooth_maps(ours, ours[1], copies, n, k)
+    assert maps.shape == (2, 12, 12) and maps.dtype == np.float32
+    np.testing.assert_array_equal(maps, cam_oracle.smooth_maps(theirs, theirs[1], copies, n, k))
