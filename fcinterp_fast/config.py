@@ -17,7 +17,6 @@ Column layout (``FitConfig.nodes``), level by level, ``+`` side first:
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
 
 __all__ = [
     "FitConfig",
@@ -81,9 +80,10 @@ class FitConfig:
         depth: deepest level produced, or None (chain only: up to ``MAX_CHAIN_LEVELS``).
     """
 
-    tree: Literal["chain", "full"] = "chain"
-    root: Literal["zero", "mean"] = "zero"
-    grid: Literal["paper", "linspace"] = "paper"
+    # plain str, as fit() and the command line pass them: __post_init__ checks them against TREES, ROOTS, GRIDS
+    tree: str = "chain"
+    root: str = "zero"
+    grid: str = "paper"
     min_size: int = 20
     depth: int | None = None
 

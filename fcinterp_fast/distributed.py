@@ -85,8 +85,8 @@ def fit_sharded(
     nccl = dist.get_backend(group) == "nccl"
     if options.get("device") is None:  # gloo ranks have no GPU of their own: they fit on the CPU
         options["device"] = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
-    error, rows = None, None
-    try:
+    error = None
+    try:  # plan and rows are bound whenever _raise_if_any_failed returns
         plan = plan_fit(W, **options)
         start, stop = shard(plan.source.shape[0], rank, world)
         rows = plan.fit_rows(start, stop, progress=progress if rank == 0 else False, desc=f"fit rank 0/{world}")
@@ -95,11 +95,11 @@ def fit_sharded(
     _raise_if_any_failed(error, rank, world, group)
     comm_device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
     gathered = _gather_rows(rows, plan.source.shape[0], plan.source.device, comm_device, group)
-    return plan.head_fit(gathered) if rank == 0 else None
+    return plan.head_fit(gathered) if gathered is not None else None  # None on ranks other than 0
 
 
 def _raise_if_any_failed(error: Exception | None, rank: int, world: int, group) -> None:
-    messages = [None] * world
+    messages: list[str | None] = [None] * world
     dist.all_gather_object(messages, None if error is None else f"{type(error).__name__}: {error}", group=group)
     if error is not None:
         raise error
@@ -125,7 +125,7 @@ def _gather_rows(rows: RowFit, K: int, result_device, comm_device, group) -> Row
         send[: values.shape[0]] = values.to(comm_device, send.dtype)
         received = [torch.empty_like(send) for _ in range(world)] if rank == 0 else None
         dist.gather(send, received, dst=dst, group=group)
-        if rank == 0:
+        if received is not None:  # rank 0
             pieces = [t[: stop - start] for t, (start, stop) in zip(received, sizes, strict=True)]
             fields[name] = torch.cat(pieces).to(result_device, values.dtype)
     return RowFit(**fields) if rank == 0 else None

@@ -188,7 +188,8 @@ class HeadFit:
     @property
     def shape(self) -> tuple[int, int]:
         """(K, D) of the head."""
-        return tuple(self.source.shape)
+        K, D = self.source.shape
+        return K, D
 
     def __len__(self) -> int:
         return self.count.shape[0]

@@ -21,8 +21,9 @@ from .registry import Backend, register_backend
 try:
     from .. import _cpu
 except ImportError as error:  # not built (no compiler, optional build failed) or broken
-    _cpu = None
-    _IMPORT_ERROR = (
+    # mypy has no "module or None" type (python/mypy#1297); _require_extension() guards every use
+    _cpu = None  # type: ignore[assignment]
+    _IMPORT_ERROR: str | None = (
         f"the C++ extension fcinterp_fast._cpu is not importable ({error}); build it with "
         f"`pip install -e .` or `python setup.py build_ext --inplace` (needs a C++17 compiler and pybind11)"
     )
@@ -111,10 +112,12 @@ def ald_only(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
     """The ALD part alone (sort + docs/spec.md section 4 for every row, no split tree), for timing it against
     ``scipy.stats.laplace_asymmetric.fit``. Returns loc, scale, kappa, loglik: (R,) float64."""
     _require_extension()
-    out = [torch.empty(W.shape[0], dtype=torch.float64) for _ in ALD_FIELDS]
+    loc, scale, kappa, loglik = (torch.empty(W.shape[0], dtype=torch.float64) for _ in ALD_FIELDS)
     head, dtype = head_array(W.detach())
-    _cpu._ald_rows(head, dtype, *(t.numpy() for t in out), threads=torch.get_num_threads())
-    return tuple(out)
+    _cpu._ald_rows(
+        head, dtype, loc.numpy(), scale.numpy(), kappa.numpy(), loglik.numpy(), threads=torch.get_num_threads()
+    )
+    return loc, scale, kappa, loglik
 
 
 def _allocate(rows: int, columns: int) -> dict[str, torch.Tensor]:

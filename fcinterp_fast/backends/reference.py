@@ -80,6 +80,8 @@ def ald_fit(row: torch.Tensor) -> tuple[float, float, float, float]:
         objective = torch.sqrt(alpha) + torch.sqrt(beta)
         if best is None or objective < best[0]:
             best = (objective, p, alpha, beta)
+    if best is None:  # cannot happen: n >= 3 leaves at least one interior order statistic
+        raise AssertionError(f"no interior order statistic in a row of {n} elements")
     objective, p, alpha, beta = best
     kappa = (beta / alpha) ** 0.25
     scale = (alpha * beta) ** 0.25 * objective

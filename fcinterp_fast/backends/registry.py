@@ -89,7 +89,7 @@ def resolve(name: str, device: torch.device) -> Backend:
                 f"no available backend runs on {device.type} tensors; move the head to the CPU or a "
                 f"CUDA device (backends here: {available()})"
             )
-        return min(candidates, key=lambda b: b.auto_rank)
+        return min(candidates, key=lambda b: float("inf") if b.auto_rank is None else b.auto_rank)
     backend = get_backend(name)
     reason = backend.unavailable()
     if reason is not None:

@@ -28,6 +28,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -124,7 +125,7 @@ class BaseCAM:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc) -> Literal[False]:
         self.release()
         return False
 
@@ -180,7 +181,7 @@ class BaseCAM:
         """(B, T, H, W) maps of the score vectors ``V`` (T, D) on the images ``x``; a method overrides
         this (or ``_inputs``) to say what it explains."""
         inputs, copies = self._inputs(x, generator)
-        size = tuple(x.shape[-2:])
+        size = (x.shape[-2], x.shape[-1])
         A_raw, f = self._reach.forward(inputs, graph=True)
         if self._feeds_mean_pool(A_raw, x):
             A, g = self._closed_form(A_raw, V, size)
@@ -239,7 +240,7 @@ class BaseCAM:
             z = _probe_input(A_raw[:1])
             f = self._reach.head_input(z, x[:1])
             self._check_features(f)
-            pooled = self._grid(z, tuple(x.shape[-2:])).float().mean(dim=(2, 3))
+            pooled = self._grid(z, (x.shape[-2], x.shape[-1])).float().mean(dim=(2, 3))
             tolerance = 16 * torch.finfo(z.dtype).eps * float(z.abs().max())
             self._mean_pooled[key] = f.shape == pooled.shape and bool((f.float() - pooled).abs().max() <= tolerance)
         return self._mean_pooled[key]
@@ -379,7 +380,8 @@ def _class_token_layer(model: nn.Module) -> nn.Module | None:
     if not (is_timm(model) and getattr(model, "global_pool", None) == "token"):
         return None
     try:
-        return model.blocks[-1].norm1
+        blocks: Any = model.blocks  # duck-typed (timm: nn.Sequential); a mismatch raises, caught below
+        return blocks[-1].norm1
     except (AttributeError, IndexError, TypeError):
         raise ValueError(
             f"{type(model).__name__} pools the class token, so forward_features' patch tokens get no "

@@ -148,9 +148,10 @@ def combine_triton(
         raise ValueError(
             f"feature map {h}x{w} is larger than the kernel's {TRITON_MAX_HW} positions; use combine_torch"
         )
-    if g.device != A.device or (g2 is not None and not (g2.device == g3.device == A.device)):
+    # check_combine_args: g2 and g3 come together or not at all
+    if g.device != A.device or (g2 is not None and g3 is not None and not (g2.device == g3.device == A.device)):
         raise ValueError("activations and gradients must be on the same device")
-    if g2 is not None and not (g.stride() == g2.stride() == g3.stride()):
+    if g2 is not None and g3 is not None and not (g.stride() == g2.stride() == g3.stride()):
         g, g2, g3 = g.contiguous(), g2.contiguous(), g3.contiguous()  # the kernel takes one set of strides
     H, W = (int(s) for s in size)
     out = torch.empty((N // copies, T, H, W), dtype=torch.float32, device=A.device)

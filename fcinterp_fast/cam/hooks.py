@@ -15,6 +15,8 @@ as a leaf, so a backward never differentiates what comes before the target layer
 
 from __future__ import annotations
 
+from typing import Literal, Protocol, cast, overload
+
 import torch
 from torch import nn
 
@@ -26,11 +28,27 @@ def is_timm(model: nn.Module) -> bool:
     return callable(getattr(model, "forward_features", None)) and callable(getattr(model, "forward_head", None))
 
 
+class _TimmModel(Protocol):
+    """What ``TimmForward`` calls on a timm model."""
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor: ...
+
+
 class TimmForward:
     """A = ``forward_features(x)``, f = ``forward_head(A, pre_logits=True)``: no hooks needed."""
 
     def __init__(self, model: nn.Module):
-        self.model = model
+        # nn.Module types its attributes as Tensor | Module; BaseCAM builds a TimmForward only for
+        # models where is_timm(model) holds, so both methods exist
+        self.model = cast(_TimmModel, model)
+
+    @overload
+    def forward(self, x: torch.Tensor, *, graph: Literal[True]) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    @overload
+    def forward(self, x: torch.Tensor, *, graph: Literal[False]) -> tuple[torch.Tensor, None]: ...
 
     def forward(self, x: torch.Tensor, *, graph: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """A (a leaf, without autograd history) and, with ``graph``, f with a graph from A."""
@@ -105,6 +123,12 @@ class LayerHooks:
             return self._captured, self._features
         finally:
             self._mode, self._captured, self._features = None, None, None
+
+    @overload
+    def forward(self, x: torch.Tensor, *, graph: Literal[True]) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    @overload
+    def forward(self, x: torch.Tensor, *, graph: Literal[False]) -> tuple[torch.Tensor, None]: ...
 
     def forward(self, x: torch.Tensor, *, graph: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         A, f = self._run(x, "graph" if graph else "plain")

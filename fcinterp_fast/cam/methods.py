@@ -102,7 +102,7 @@ class SmoothGradCAMPlusPlus(BaseCAM):
         if self.options.smooth == "maps":
             return super()._maps(x, V, generator)
         # Omeiza's definition: g, g^2, g^3 averaged over the noisy copies, A of the clean image.
-        size = tuple(x.shape[-2:])
+        size = (x.shape[-2], x.shape[-1])
         A_raw, _ = self._reach.forward(x, graph=False)
         if self._feeds_mean_pool(A_raw, x):  # g does not depend on the input: plain Grad-CAM++
             A, g = self._closed_form(A_raw, V, size)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import operator
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -17,10 +18,17 @@ from ..classes import resolve_class
 from ..config import check_choice
 from .options import WEIGHTS
 
+if TYPE_CHECKING:
+    from ..result import HeadFit
+
 __all__ = ["Target", "parse_targets", "score_vectors"]
 
 # omega of every ``WEIGHTS`` choice, from the class's row of W (a fresh tensor: never a view of W).
-_OMEGA = {"abs": torch.abs, "fc": torch.clone, "ones": torch.ones_like}
+_OMEGA: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "abs": torch.abs,
+    "fc": torch.clone,
+    "ones": torch.ones_like,
+}
 _NODE_CHARS = frozenset("+-*")
 
 
@@ -53,7 +61,7 @@ def parse_targets(targets) -> list[tuple[object, str | None]]:
         targets = [targets]
     if isinstance(targets, (str, bytes)) or not isinstance(targets, Sequence):
         raise TypeError(f"targets must be a list of (class, node) pairs, got {type(targets).__name__}")
-    pairs = []
+    pairs: list[tuple[object, str | None]] = []
     for item in targets:
         if _is_class(item):
             pairs.append((item, None))
@@ -72,7 +80,7 @@ def score_vectors(
     W: torch.Tensor,
     targets: list[tuple[object, str | None]],
     weights: str,
-    get_fit: Callable[[], object],
+    get_fit: Callable[[], HeadFit],
     names: Sequence[str] | None,
 ) -> tuple[torch.Tensor, list[Target]]:
     """The (T, D) float32 vectors ds_t/df of every target, on W's device, and the resolved targets.

@@ -82,7 +82,8 @@ class FileSource(HeadSource):
         what = f"tensor {name!r} in {path}"
         head = check_head_tensor(torch.empty(shape, dtype=dtype, device="meta"), what=what)
         self.path, self.name, self.offset = path, name, offset
-        self.shape, self.dtype, self.device = tuple(head.shape), dtype, torch.device("cpu")
+        K, D = head.shape
+        self.shape, self.dtype, self.device = (K, D), dtype, torch.device("cpu")
         self._row_bytes = self.shape[1] * dtype.itemsize
         end, size = offset + self.shape[0] * self._row_bytes, path.stat().st_size
         if end > size:
@@ -93,7 +94,7 @@ class FileSource(HeadSource):
 
     def read_into(self, start: int, stop: int, out: torch.Tensor) -> torch.Tensor:
         """Read rows ``start:stop`` into ``out`` ((stop - start, D) contiguous CPU tensor of ``dtype``)."""
-        view = memoryview(out.view(torch.uint8).numpy()).cast("B")  # the raw bytes of ``out``
+        view = out.view(torch.uint8).numpy().data.cast("B")  # the raw bytes of ``out``
         position = self.offset + start * self._row_bytes
         with open(self.path, "rb", buffering=0) as f:  # one handle per call: safe from any thread
             f.seek(position)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -67,13 +69,14 @@ def head_module(model: nn.Module, name: str | None = None) -> nn.Module:
             ) from None
     if _is_head_like(model):
         return model
+    # nn.Module types attributes as Tensor | Module; what hasattr finds below is the model's own method
     if hasattr(model, "get_classifier"):  # timm
-        head = model.get_classifier()
+        head = cast(Callable[[], Any], model.get_classifier)()
         if isinstance(head, (tuple, list)):  # e.g. DeiT distilled: (head, head_dist)
             head = head[0]
         return _last_head_like(head, f"{type(model).__name__}.get_classifier()")
     if hasattr(model, "get_output_embeddings"):  # Hugging Face
-        head = model.get_output_embeddings()
+        head = cast(Callable[[], Any], model.get_output_embeddings)()
         if head is not None:
             return head
     for attribute in HEAD_MODULE_NAMES:  # torchvision and friends

@@ -45,7 +45,8 @@ class TensorSource(HeadSource):
 
     def __init__(self, weight: torch.Tensor):
         self.weight = check_head_tensor(weight)
-        self.shape = tuple(self.weight.shape)
+        K, D = self.weight.shape
+        self.shape = (K, D)
         self.dtype = self.weight.dtype
         self.device = self.weight.device
 

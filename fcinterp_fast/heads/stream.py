@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -50,7 +50,7 @@ def iter_blocks(
                 trim_heap()
 
 
-def _blocks(source: HeadSource, ranges, device: torch.device) -> Iterator[tuple[int, torch.Tensor]]:
+def _blocks(source: HeadSource, ranges, device: torch.device) -> Generator[tuple[int, torch.Tensor], None, None]:
     if not ranges:
         return
     if _is_view(source, device):

@@ -1,0 +1,47 @@
+"""Types of the C++ extension ``fcinterp_fast._cpu`` (``csrc/bindings.cpp``), for type checkers only."""
+
+import numpy as np
+import numpy.typing as npt
+
+def fit_rows(
+    head: np.ndarray,
+    dtype: str,
+    tree: str,
+    root: str,
+    grid: str,
+    min_size: int,
+    levels: int,
+    count: np.ndarray,
+    mean: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    slope: np.ndarray,
+    intercept: np.ndarray,
+    r2: np.ndarray,
+    loc: np.ndarray,
+    scale: np.ndarray,
+    kappa: np.ndarray,
+    loglik: np.ndarray,
+    threads: int = 0,
+) -> int:
+    """Fit every row of ``head`` (R, D) into the output arrays, in place; returns the node columns needed."""
+
+def _ald_rows(
+    head: np.ndarray,
+    dtype: str,
+    loc: np.ndarray,
+    scale: np.ndarray,
+    kappa: np.ndarray,
+    loglik: np.ndarray,
+    threads: int = 0,
+) -> None:
+    """The ALD fit alone of every row of ``head``, into (R,) float64 arrays."""
+
+def _exact_sum(values: np.ndarray) -> float:
+    """Correctly rounded sum of a 1-D float64 array."""
+
+def _log_abs(values: np.ndarray) -> npt.NDArray[np.float64]:
+    """ln|x| of a 1-D float64 array."""
+
+def build_info() -> dict[str, str | bool | int]:
+    """How the extension was built and what it runs on here."""
