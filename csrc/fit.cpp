@@ -687,11 +687,13 @@ FCI_INLINE void ald_from_sums(const double* x, int64_t n, const double* below, c
         }
     }
     const int64_t p = best_p;
-    const double alpha = above[p] / nd, beta = below[p - 1] / nd;
-    const double value = ald_objective(below, above, p, nd);
+    // Fourth roots from the square roots (docs/spec.md section 4): alpha * beta itself would overflow
+    // or underflow for rows scaled by 1e+-155, while sqrt(alpha) sqrt(beta) stays in range.
+    const double root_alpha = std::sqrt(above[p] / nd), root_beta = std::sqrt(below[p - 1] / nd);
+    const double value = root_alpha + root_beta;  // ald_objective(below, above, p, nd)
     *loc = x[p];
-    *kappa = std::pow(beta / alpha, 0.25);
-    *scale = std::pow(alpha * beta, 0.25) * value;
+    *kappa = std::sqrt(root_beta / root_alpha);
+    *scale = std::sqrt(root_alpha) * std::sqrt(root_beta) * value;
     *loglik = -nd * (1.0 + 2.0 * std::log(value));
 }
 

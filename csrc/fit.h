@@ -10,13 +10,17 @@
 // * A split threshold is the correctly rounded float64 sum of the node divided once by its count.
 //   The kernel sums in SIMD order, bounds the error, and only when some element lies within that
 //   bound of the computed mean does it recompute the sum exactly (Shewchuk / math.fsum). Every
-//   membership therefore equals the reference's; nothing is left ambiguous.
+//   membership therefore equals the reference's; nothing is left ambiguous. The reported mean is
+//   the fast one where no exact sum was needed (within that bound; docs/spec.md section 2).
 // * The line fit works on d = y - y_min. A node whose magnitudes are all equal gives slope 0,
 //   intercept y_0 and r2 = 1 exactly.
 // * The ALD prefix sums are accumulated sequentially in the reference's order with no FMA
 //   contraction (the build passes -ffp-contract=off), and the search for the first minimum skips only
-//   blocks it proves cannot hold it, so the chosen order statistic (loc) is the reference's; scale,
-//   kappa and loglik then agree to the last bit or so (pow and log come from the C library).
+//   blocks it proves cannot hold it; the objective is formed with correctly rounded divisions and
+//   square roots, as the reference does in plain Python floats, so the chosen order statistic (loc)
+//   is the reference's bit for bit, even on likelihoods flat to the last bit. kappa and scale come
+//   from the square roots (sqrt(rb / ra), sqrt(ra) sqrt(rb) (ra + rb)): finite for rows scaled by
+//   1e+-155 and beyond, where (alpha beta)^(1/4) over- or underflows.
 #pragma once
 
 #include <cstdint>

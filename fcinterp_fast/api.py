@@ -10,7 +10,7 @@ import sys
 import torch
 
 from .backends import registry
-from .config import DEFAULT_BACKEND, DEFAULT_MAX_MEMORY, FitConfig
+from .config import DEFAULT_BACKEND, DEFAULT_MAX_MEMORY, FitConfig, check_int
 from .heads.find import open_head
 from .heads.source import HeadSource, check_block
 from .heads.stream import iter_blocks, staging_bytes_per_element
@@ -137,8 +137,8 @@ def plan_fit(
 ) -> FitPlan:
     """Validate the options, open the head and choose backend, device and block size (see ``fit``)."""
     cfg = FitConfig(tree=tree, root=root, grid=grid, min_size=min_size, depth=depth)
-    if max_memory is not None and (isinstance(max_memory, bool) or not isinstance(max_memory, int) or max_memory <= 0):
-        raise ValueError(f"max_memory must be a positive number of bytes (an int), got {max_memory!r}")
+    if max_memory is not None:
+        max_memory = check_int("max_memory", max_memory, 1, None)
     source, class_names = open_head(W, name=name)
     where = _fitting_device(device, source, backend)
     chosen = registry.resolve(backend, where)

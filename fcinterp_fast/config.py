@@ -17,6 +17,7 @@ Column layout (``FitConfig.nodes``), level by level, ``+`` side first:
 from __future__ import annotations
 
 import dataclasses
+import operator
 
 __all__ = [
     "FitConfig",
@@ -35,6 +36,8 @@ __all__ = [
 MAX_CHAIN_LEVELS = 64
 #: Deepest full tree (docs/spec.md section 2): level 10 alone has 1024 nodes per class.
 MAX_FULL_DEPTH = 10
+#: Largest ``min_size`` (the kernels take it as an int64; any value above the row length splits nothing).
+MAX_MIN_SIZE = 2**63 - 1
 #: ``fit(backend=...)`` when not given: the fastest backend available for the fitting device.
 DEFAULT_BACKEND = "auto"
 #: Working-memory budget of one row block when ``max_memory`` is not given (bytes).
@@ -91,15 +94,10 @@ class FitConfig:
         check_choice("tree", self.tree, TREES)
         check_choice("root", self.root, ROOTS)
         check_choice("grid", self.grid, GRIDS)
-        if isinstance(self.min_size, bool) or not isinstance(self.min_size, int):
-            raise TypeError(f"min_size must be an int >= 0, got {self.min_size!r}")
-        if self.min_size < 0:
-            raise ValueError(f"min_size must be >= 0, got {self.min_size}")
+        # Plain ints in the range the kernels take (int64), so that no backend ever sees another.
+        object.__setattr__(self, "min_size", check_int("min_size", self.min_size, 0, MAX_MIN_SIZE))
         if self.depth is not None:
-            if isinstance(self.depth, bool) or not isinstance(self.depth, int):
-                raise TypeError(f"depth must be an int >= 1 or None, got {self.depth!r}")
-            if self.depth < 1:
-                raise ValueError(f"depth must be >= 1 or None, got {self.depth}")
+            object.__setattr__(self, "depth", check_int("depth", self.depth, 1, None, or_none=True))
         if self.tree == "full":
             if self.depth is None:
                 raise ValueError(
@@ -131,6 +129,22 @@ class FitConfig:
 
     def level_columns(self, level: int) -> slice:
         return level_columns(self.tree, level)
+
+
+def check_int(what: str, value, low: int, high: int | None, or_none: bool = False) -> int:
+    """``value`` as a plain int in ``low..high`` (any integer type but bool); else a one-line
+    TypeError / ValueError naming ``what``."""
+    allowed = f"an int >= {low}" if high is None else f"an int in {low}..{high}"
+    allowed += " or None" if or_none else ""
+    try:
+        if isinstance(value, bool):  # an int to Python, never meant as a count
+            raise TypeError
+        number = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{what} must be {allowed}, got {value!r}") from None
+    if number < low or (high is not None and number > high):
+        raise ValueError(f"{what} must be {allowed}, got {number}")
+    return number
 
 
 def check_choice(what: str, value, choices) -> None:

@@ -209,9 +209,9 @@ def ald_fit(row: np.ndarray) -> AldFit:
     best = int(np.argmin(objective))  # first minimum
     a, b, o = alpha[best], beta[best], objective[best]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        kappa = (b / a) ** 0.25
+        kappa = np.sqrt(np.sqrt(b) / np.sqrt(a))  # (b / a)^(1/4) in the scaled form docs/spec.md section 4 asks for
         loglik = -n * (1 + 2 * np.log(o))
-        scale = (a * b) ** 0.25 * o  # docs/spec.md section 4's formula in IEEE arithmetic: inf if a * b overflows
+        scale = np.sqrt(np.sqrt(a)) * np.sqrt(np.sqrt(b)) * o  # (a b)^(1/4) o, a * b never formed
     rel_err = (n + 4) * U
     others = objective[m != m[best]]
     if o == 0:

@@ -182,7 +182,7 @@ def test_fit_opens_the_head_file_once(safetensors_head, tmp_path, capsys, monkey
         (["--classes", "tricyle"], "did you mean 'tricycle'"),
         (["--classes", "1000"], "class index 1000 out of range for a head of 1000 classes"),
         (["--tree", "full"], "tree='full' needs an explicit depth"),
-        (["--min-size", "-1"], "min_size must be >= 0"),
+        (["--min-size", "-1"], "min_size must be an int in 0..9223372036854775807, got -1"),
         (["--max-memory", "lots"], "'lots' is not a size in bytes"),
         (["--backend", "gpu"], "invalid choice: 'gpu'"),
         (["--model", "efficientnet_lite0", "--weights", "x.safetensors"], "not allowed with argument"),

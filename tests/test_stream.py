@@ -198,7 +198,7 @@ def test_integer_tensor_is_a_type_error(tmp_path):
     [
         ({"device": "tpu-ish"}, ValueError, "device must be None, 'cpu', 'cuda'"),
         ({"progress": "yes"}, TypeError, "progress must be True, False or None"),
-        ({"max_memory": 1.5e9}, ValueError, "max_memory must be a positive number of bytes"),
+        ({"max_memory": 1.5e9}, TypeError, "max_memory must be an int >= 1, got 1500000000.0"),
     ],
 )
 def test_bad_options(options, error, message):

@@ -158,9 +158,12 @@ def _store_ald(loc_ptr, scale_ptr, kappa_ptr, loglik_ptr, offset, mask, D, loc, 
     """The ALD at the chosen order statistic ``loc`` (docs/spec.md section 4, in IEEE arithmetic: alpha or beta 0
     give kappa 0, inf or NaN and loglik +inf for constant rows); NaN when D < 3."""
     n = D.to(tl.float64)
-    objective = tl.sqrt(alpha) + tl.sqrt(beta)
-    kappa = tl.sqrt(tl.sqrt(beta / alpha))
-    scale = tl.sqrt(tl.sqrt(alpha * beta)) * objective
+    root_alpha = tl.sqrt(alpha)
+    root_beta = tl.sqrt(beta)
+    objective = root_alpha + root_beta
+    # fourth roots from the square roots: alpha * beta overflows for rows scaled by 1e+155
+    kappa = tl.sqrt(root_beta / root_alpha)
+    scale = tl.sqrt(root_alpha) * tl.sqrt(root_beta) * objective
     loglik = -n * (1.0 + 2.0 * tl.log(objective))
     nan = float("nan")
     tl.store(loc_ptr + offset, tl.where(D >= 3, loc, nan), mask=mask)

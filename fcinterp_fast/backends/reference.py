@@ -14,6 +14,7 @@ Two readings of docs/spec.md that every backend shares are made explicit here:
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -65,28 +66,47 @@ def ald_fit(row: torch.Tensor) -> tuple[float, float, float, float]:
 
     With x sorted and gaps g_i = x_{i+1} - x_i, the sums n * beta and n * alpha at m = x_p are
     sum_{i<p} (i + 1) g_i and sum_{i>=p} (n - 1 - i) g_i: prefix sums of non-negative terms, so
-    ties give exact zeros.
+    ties give exact zeros. Everything is plain Python float arithmetic (every operation correctly
+    rounded, sums accumulated one term at a time), the order ``csrc/fit.cpp`` follows too: the two
+    pick the same order statistic even where the likelihood is flat to the last bit. (torch's
+    vectorised square root is not correctly rounded on every CPU.)
     """
-    x = row.sort().values
-    n = x.numel()
+    x = row.sort().values.tolist()
+    n = len(x)
     if n < 3:
         return NAN, NAN, NAN, NAN
-    gaps = x.diff()
-    below = torch.cumsum(torch.arange(1, n, dtype=torch.float64) * gaps, 0)  # n*beta at x[p+1]
-    above = torch.cumsum((torch.arange(n - 1, 0, -1, dtype=torch.float64) * gaps).flip(0), 0).flip(0)
-    best = None
+    gaps = [b - a for a, b in itertools.pairwise(x)]
+    below = list(itertools.accumulate((i + 1) * g for i, g in enumerate(gaps)))  # n*beta at x[p+1]
+    # n*alpha at x[p], summed from the top end down
+    above = list(itertools.accumulate((n - 1 - i) * gaps[i] for i in reversed(range(n - 1))))[::-1]
+    best_p, best = 1, math.inf
     for p in range(1, n - 1):  # interior order statistics x_(2) .. x_(n-1)
-        alpha, beta = above[p] / n, below[p - 1] / n
-        objective = torch.sqrt(alpha) + torch.sqrt(beta)
-        if best is None or objective < best[0]:
-            best = (objective, p, alpha, beta)
-    if best is None:  # cannot happen: n >= 3 leaves at least one interior order statistic
-        raise AssertionError(f"no interior order statistic in a row of {n} elements")
-    objective, p, alpha, beta = best
-    kappa = (beta / alpha) ** 0.25
-    scale = (alpha * beta) ** 0.25 * objective
-    loglik = -n * (1 + 2 * torch.log(objective))
-    return float(x[p]), float(scale), float(kappa), float(loglik)
+        objective = math.sqrt(above[p] / n) + math.sqrt(below[p - 1] / n)
+        if objective < best:  # strict: the first minimum wins
+            best_p, best = p, objective
+    root_alpha, root_beta = math.sqrt(above[best_p] / n), math.sqrt(below[best_p - 1] / n)
+    return (x[best_p], *ald_parameters(root_alpha, root_beta, n))
+
+
+def ald_parameters(root_alpha: float, root_beta: float, n: int) -> tuple[float, float, float]:
+    """scale, kappa, loglik (docs/spec.md section 4) from sqrt(alpha) and sqrt(beta) at the location.
+
+    The fourth roots are square roots of the square roots: (alpha beta)^(1/4) computed directly
+    overflows for rows scaled by 1e+155 and underflows for rows scaled by 1e-200. Degenerate rows
+    (alpha or beta 0) follow IEEE arithmetic: kappa 0, inf or NaN, scale 0, loglik +inf.
+    """
+    objective = root_alpha + root_beta
+    kappa = _ieee_div(root_beta, root_alpha)
+    scale = math.sqrt(root_alpha) * math.sqrt(root_beta) * objective
+    loglik = -n * (1 + 2 * math.log(objective)) if objective > 0 else math.inf
+    return scale, math.sqrt(kappa), loglik
+
+
+def _ieee_div(a: float, b: float) -> float:
+    """a / b as IEEE arithmetic gives it (Python raises on division by zero)."""
+    if b != 0:
+        return a / b
+    return math.nan if a == 0 else math.copysign(math.inf, a)
 
 
 def _fit_row(row: torch.Tensor, cfg: FitConfig, out: RowFit, k: int) -> None:

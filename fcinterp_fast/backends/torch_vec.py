@@ -133,14 +133,24 @@ def ald_rows(xs: torch.Tensor):
     alpha, beta = above[:, 1 : n - 1] / n, below[:, : n - 2] / n
     objective = torch.sqrt(alpha) + torch.sqrt(beta)
     best = torch.argmin(objective, dim=1, keepdim=True)  # first minimum
-    alpha, beta, objective = (t.gather(1, best).squeeze(1) for t in (alpha, beta, objective))
+    alpha, beta = (t.gather(1, best).squeeze(1) for t in (alpha, beta))
     loc = xs.gather(1, best + 1).squeeze(1)
-    # Fourth roots as two square roots: torch's CPU ``pow`` rounds differently in its vectorised
-    # body and its scalar tail, which would make a row's result depend on how rows are blocked.
-    kappa = torch.sqrt(torch.sqrt(beta / alpha))
-    scale = torch.sqrt(torch.sqrt(alpha * beta)) * objective
+    return (loc, *ald_parameters(alpha, beta, n))
+
+
+def ald_parameters(alpha: torch.Tensor, beta: torch.Tensor, n: int) -> tuple[torch.Tensor, ...]:
+    """scale, kappa, loglik (docs/spec.md section 4) from alpha, beta at the chosen location.
+
+    The fourth roots come from the square roots: (alpha beta)^(1/4) = sqrt(sqrt(alpha) sqrt(beta))
+    stays in range where alpha * beta overflows or underflows (rows scaled by 1e+-155), and square
+    roots round the same in torch's vectorised body and scalar tail (its ``pow`` does not).
+    """
+    root_alpha, root_beta = torch.sqrt(alpha), torch.sqrt(beta)
+    objective = root_alpha + root_beta
+    kappa = torch.sqrt(root_beta / root_alpha)
+    scale = torch.sqrt(root_alpha) * torch.sqrt(root_beta) * objective
     loglik = -n * (1 + 2 * torch.log(objective))
-    return loc, scale, kappa, loglik
+    return scale, kappa, loglik
 
 
 def fit_rows(W: torch.Tensor, cfg: FitConfig) -> RowFit:

@@ -2,7 +2,8 @@
 
 ``iter_blocks`` is the only place where rows move between storage, host memory and a GPU:
 
-* rows already in memory on the fitting device are handed out as views (no copy);
+* rows already in memory on the fitting device are handed out as views (no copy), except the
+  blocks of a lazily negated view (``Tensor.is_neg()``), which are resolved into copies;
 * rows read from a file for a CPU fit go through two reusable host buffers: a reader thread fills
   one with the next block (file reads release the GIL) while the caller fits the other;
 * rows fitted on a GPU take three stages that overlap: the reader thread fills a pinned host
@@ -55,14 +56,17 @@ def _blocks(source: HeadSource, ranges, device: torch.device) -> Generator[tuple
         return
     if _is_view(source, device):
         for a, b in ranges:
-            yield a, source.rows(a, b)
+            # A lazily negated view (e.g. ``z.conj().imag``) holds the values with their signs
+            # flipped and a bit saying so, which kernels reading raw memory cannot see: resolve it
+            # here, block by block, for every backend (a copy of the block; other views stay views).
+            yield a, source.rows(a, b).resolve_neg()
     elif device.type == "cuda" and source.device.type == "cpu":
         yield from _through_pinned_memory(source, ranges, device)
     elif device.type == "cpu" and source.device.type == "cpu":
         yield from _read_ahead(source, ranges)
     else:  # e.g. a head on one GPU fitted on another device: let torch move it
         for a, b in ranges:
-            yield a, source.rows(a, b).to(device)
+            yield a, source.rows(a, b).to(device).resolve_neg()
 
 
 def trim_heap() -> None:
