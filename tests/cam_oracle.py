@@ -1,6 +1,7 @@
-"""pytorch-grad-cam references for the explanation tests and ``benchmarks/bench_explain.py``.
+"""pytorch-grad-cam references for the explanation tests.
 
-Imports nothing of fcinterp_fast: a node's score is reproduced the way a user of pytorch-grad-cam
+Imports nothing of fcinterp_fast (the benchmark's baseline, ``fcinterp_fast.baselines``, is checked
+against this file in tests/test_bench.py): a node's score is reproduced the way a user of pytorch-grad-cam
 would, on a copy of the model whose head row k is omega_k * mask (bias 0), with
 ``ClassifierOutputTarget(k)``; Smooth Grad-CAM++ loops over targets and noisy copies, one forward and
 one backward per copy, and combines with pytorch-grad-cam's own ``get_cam_image`` and scaling.
