@@ -30,6 +30,8 @@ import torch.distributed as dist
 
 from .api import plan_fit
 from .config import check_choice
+from .heads.fingerprint import FileFingerprint
+from .heads.source import HeadSource
 from .result import HeadFit, RowFit
 
 __all__ = ["fit_sharded", "process_group", "shard", "NotLaunchedByTorchrun", "DIST_BACKENDS"]
@@ -94,6 +96,7 @@ def fit_sharded(
         error = exc
     _raise_if_any_failed(error, rank, world, group)
     comm_device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+    _gather_row_checksums(plan.source, comm_device, group)
     gathered = _gather_rows(rows, plan.source.shape[0], plan.source.device, comm_device, group)
     return plan.head_fit(gathered) if gathered is not None else None  # None on ranks other than 0
 
@@ -109,6 +112,17 @@ def _raise_if_any_failed(error: Exception | None, rank: int, world: int, group) 
         raise RuntimeError(f"the distributed fit failed on rank {r}: {message}")
 
 
+def _gather_row_checksums(source: HeadSource, comm_device, group) -> None:
+    """Give rank 0's file source the crc32 of the rows the other ranks read, so that its masks and
+    members check every row they read again against what the fit saw (``heads.fingerprint``)."""
+    if not isinstance(source.fingerprint, FileFingerprint):
+        return
+    crc32 = source.fingerprint.crc32.to(comm_device)  # -1 where this rank read nothing: max merges
+    dist.reduce(crc32, dst=_global_rank_zero(group), op=dist.ReduceOp.MAX, group=group)
+    if dist.get_rank(group) == 0:
+        source.fingerprint.crc32.copy_(crc32)
+
+
 def _gather_rows(rows: RowFit, K: int, result_device, comm_device, group) -> RowFit | None:
     """Concatenate every rank's ``RowFit`` on rank 0 (padded to the deepest level of any rank)."""
     rank, world = dist.get_rank(group), dist.get_world_size(group)
@@ -117,7 +131,7 @@ def _gather_rows(rows: RowFit, K: int, result_device, comm_device, group) -> Row
     rows = rows.pad_columns(int(columns))
     sizes = [shard(K, r, world) for r in range(world)]
     longest = max(stop - start for start, stop in sizes)
-    dst = dist.get_global_rank(group, 0) if group is not None else 0
+    dst = _global_rank_zero(group)
     fields = {}
     for name, values in rows.fields().items():  # one field at a time bounds rank 0's extra memory
         # gather needs equal shapes (pad to the longest shard) and dtypes every backend sends (bool -> uint8)
@@ -129,6 +143,11 @@ def _gather_rows(rows: RowFit, K: int, result_device, comm_device, group) -> Row
             pieces = [t[: stop - start] for t, (start, stop) in zip(received, sizes, strict=True)]
             fields[name] = torch.cat(pieces).to(result_device, values.dtype)
     return RowFit(**fields) if rank == 0 else None
+
+
+def _global_rank_zero(group) -> int:
+    """The global rank of ``group``'s rank 0 (what ``gather`` and ``reduce`` take as ``dst``)."""
+    return dist.get_global_rank(group, 0) if group is not None else 0
 
 
 def _wire(dtype: torch.dtype) -> torch.dtype:

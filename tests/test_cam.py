@@ -361,6 +361,16 @@ def test_node_absent_for_class_raises(resnet18, images):
     assert explain(model, images, [(1, "++")], method="gradcam++").shape == (2, 1, 64, 64)
 
 
+def test_fit_of_a_head_changed_since_raises(resnet18, images):
+    """The nodes' neurons come from the fit: a head modified in place after it would give others."""
+    model = copy.deepcopy(resnet18)
+    fit = fcinterp_fast.fit(model)
+    with torch.no_grad():
+        model.fc.weight.mul_(-1)
+    with pytest.raises(ValueError, match="modified in place after it was fitted"):
+        explain(model, images, [(3, "+")], method="gradcam++", fit=fit)
+
+
 def test_class_by_name_needs_class_names(images):
     model = torchvision.models.resnet18(num_classes=10).eval()
     with pytest.raises(ValueError, match="no class names"):
