@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+from concurrent.futures import ThreadPoolExecutor
 
 import matplotlib.image
 import numpy as np
@@ -308,6 +309,24 @@ def test_model_and_images_are_not_modified(resnet18, resnet18_fit, images):
     assert torch.equal(images, x)
     with pytest.raises(RuntimeError, match="released"):
         cam.maps(images, [(1, None)])
+
+
+def test_concurrent_calls_on_one_model_equal_serial_calls(resnet18, resnet18_fit, images):
+    """2 threads x 15 calls with a hooked target layer: through ``explain`` (an object per call) and
+    through one shared object, every map equals the serial call's."""
+    targets = [(3, "+"), (4, None)]
+    serial = explain(resnet18, images, targets, method="gradcam++", fit=resnet18_fit, target_layer=resnet18.layer3)
+    with GradCAMPlusPlus(resnet18, resnet18.layer3, fit=resnet18_fit) as shared:
+        calls = [
+            lambda: explain(
+                resnet18, images, targets, method="gradcam++", fit=resnet18_fit, target_layer=resnet18.layer3
+            ),
+            lambda: shared.maps(images, targets),
+        ]
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda i: calls[i % 2](), range(30)))
+    for maps in results:
+        torch.testing.assert_close(maps, serial, atol=1e-6, rtol=0)
 
 
 def test_custom_model_needs_target_layer(images):

@@ -20,6 +20,11 @@ Requirements: the model must be in eval mode (``model.eval()``; in training mode
 the noisy copies and dropout would make maps random) and is never modified: no mode switch, no
 parameter gradients, hooks only on the target layer / the head, inert outside calls and removed by
 ``release()``.
+
+Threads: calls on one model from several threads at once, through one CAM object or several, are
+correct and run in parallel (no lock): the hooks of a call record only the forward its own thread
+runs (``hooks.LayerHooks``); what else a call writes (the mean-pool probe's cache, a default fit)
+is the same whichever thread writes it.
 """
 
 from __future__ import annotations
@@ -75,6 +80,8 @@ class BaseCAM:
     before alpha (g^3 underflows in float16), and the backward propagates each score vector scaled
     by a power of two to max |v| = 1 (undone exactly afterwards) to keep half-precision gradients
     out of the subnormal range.
+
+    Calls from several threads at once are correct (see the module's docstring).
     """
 
     #: The ``CamOptions.method`` this class computes.
