@@ -349,17 +349,66 @@ def test_custom_model_needs_target_layer(images):
         (dict(), [(1, "+" * 40)], ValueError, "unknown node"),
         (dict(), [], ValueError, "empty"),
         (dict(), [(1.5, None)], TypeError, "target"),
+        (dict(generator=5), [(1, None)], TypeError, "generator must be a torch.Generator or None, got int"),
+        (dict(generator=5, method="gradcam++"), [(1, None)], TypeError, "generator must be a torch.Generator"),
+        (dict(fit="abc"), [(1, "+")], TypeError, "fit must be a HeadFit .* or None, got str"),
+        (dict(fit=fcinterp_fast.fit(torch.ones(10, 512))), [(1, None)], ValueError, r"fit is the fit of a \(10, 512\)"),
+        (
+            dict(target_layer="layer33"),
+            [(1, None)],
+            ValueError,
+            "target_layer 'layer33' is not a submodule of ResNet; did you mean 'layer3'",
+        ),
+        (dict(target_layer="nothing"), [(1, None)], ValueError, "not a submodule of ResNet; its children: conv1, bn1"),
+        (dict(target_layer=5), [(1, None)], TypeError, "target_layer must be a submodule of the model or its name"),
+        (
+            dict(target_layer=nn.Conv2d(3, 3, 1)),
+            [(1, None)],
+            ValueError,
+            r"target_layer \(Conv2d\) is not part of the model",
+        ),
     ],
 )
 def test_bad_arguments_raise(resnet18, resnet18_fit, images, kwargs, targets, error, match):
     with pytest.raises(error, match=match):
-        explain(resnet18, images, targets, fit=resnet18_fit, **kwargs)
+        explain(resnet18, images, targets, **{"fit": resnet18_fit, **kwargs})
 
 
-@pytest.mark.parametrize("shape", [(3, 64, 64), (2, 3, 64), (0, 3, 64, 64)])
+@pytest.mark.parametrize(
+    "shape", [(3, 64, 64), (2, 3, 64), (0, 3, 64, 64), (2, 3, 0, 64), (2, 3, 64, 0), (2, 0, 64, 64)]
+)
 def test_bad_image_shapes_raise(resnet18, shape):
     with pytest.raises(ValueError, match="images"):
         explain(resnet18, torch.zeros(shape), [(1, None)])
+
+
+def test_target_layer_by_name(resnet18, resnet18_fit, images):
+    targets = [(2, "+"), (5, None)]
+    by_module = explain(resnet18, images, targets, method="gradcam++", fit=resnet18_fit, target_layer=resnet18.layer3)
+    for name in ("layer3", ["layer3"]):
+        by_name = explain(resnet18, images, targets, method="gradcam++", fit=resnet18_fit, target_layer=name)
+        torch.testing.assert_close(by_name, by_module, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("layer", [None, "layer3"])
+def test_inference_mode_around_the_call(resnet18, resnet18_fit, images, layer):
+    """Grad-CAM needs autograd: a call leaves the caller's inference mode for its own work."""
+    options = dict(n_samples=2, fit=resnet18_fit, target_layer=getattr(resnet18, layer) if layer else None)
+    want = explain(resnet18, images, [(2, "+")], generator=torch.Generator().manual_seed(0), **options)
+    with torch.inference_mode():
+        x = images.clone()  # an inference tensor
+        maps = explain(resnet18, x, [(2, "+")], generator=torch.Generator().manual_seed(0), **options)
+    torch.testing.assert_close(maps, want, atol=0, rtol=0)
+
+
+def test_model_built_in_inference_mode(images):
+    """Its parameters are inference tensors: fine where no gradient goes through them (A feeds a
+    mean pool), a clear error where one must (layer3 -> layer4 -> head)."""
+    with torch.inference_mode():
+        model = _random_model("resnet18")
+    assert explain(model, images, [(1, None)], method="gradcam++").shape == (2, 1, 64, 64)
+    with pytest.raises(ValueError, match="the model's parameters are inference tensors"):
+        explain(model, images, [(1, None)], method="gradcam++", target_layer=model.layer3)
 
 
 def test_training_mode_raises(images):
