@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
@@ -34,7 +35,7 @@ from .heads.fingerprint import FileFingerprint
 from .heads.source import HeadSource
 from .result import HeadFit, RowFit
 
-__all__ = ["fit_sharded", "process_group", "shard", "NotLaunchedByTorchrun", "DIST_BACKENDS"]
+__all__ = ["fit_sharded", "on_rank_zero", "process_group", "shard", "NotLaunchedByTorchrun", "DIST_BACKENDS"]
 
 #: ``process_group(backend=...)``: NCCL when CUDA is available (``"auto"``), NCCL, or gloo.
 DIST_BACKENDS = ("auto", "nccl", "gloo")
@@ -99,6 +100,20 @@ def fit_sharded(
     _gather_row_checksums(plan.source, comm_device, group)
     gathered = _gather_rows(rows, plan.source.shape[0], plan.source.device, comm_device, group)
     return plan.head_fit(gathered) if gathered is not None else None  # None on ranks other than 0
+
+
+def on_rank_zero(fn: Callable[..., object], *args, group: dist.ProcessGroup | None = None) -> None:
+    """``fn(*args)`` on rank 0 of ``group`` alone (e.g. checking the folder it will write into);
+    every rank must call this. If it raises, every rank raises: rank 0 its own error, the others a
+    RuntimeError quoting it, so that no rank starts work that rank 0 has already given up on."""
+    rank, world = dist.get_rank(group), dist.get_world_size(group)
+    error = None
+    if rank == 0:
+        try:
+            fn(*args)
+        except Exception as exc:
+            error = exc
+    _raise_if_any_failed(error, rank, world, group)
 
 
 def _raise_if_any_failed(error: Exception | None, rank: int, world: int, group) -> None:

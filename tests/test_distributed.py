@@ -127,6 +127,18 @@ def test_cli_fit_distributed_writes_the_single_process_tables(tmp_path):
         assert (tmp_path / "sharded" / table).read_bytes() == (tmp_path / "single" / table).read_bytes(), table
 
 
+def test_cli_fit_distributed_checks_out_on_rank_zero_before_the_fit(tmp_path):
+    """Only rank 0 writes: it checks --out before any rank fits, and every rank stops if it cannot."""
+    save_file({"head.weight": shallow_then_deep(40, 16)}, str(tmp_path / "head.safetensors"))
+    (tmp_path / "file").write_text("")
+    argv = ["-m", "fcinterp_fast.cli", "fit", "--weights", "head.safetensors", "--distributed"]
+    run = torchrun_argv([*argv, "--dist-backend", "gloo", "--out", "file/report"], tmp_path, 2)
+    assert run.returncode != 0
+    assert "fcinterp fit: error: [Errno 20] cannot write into the folder file/report: Not a directory" in run.stderr
+    assert "the distributed fit failed on rank 0: NotADirectoryError" in run.stderr  # rank 1's error
+    assert "fitted " not in run.stdout
+
+
 def test_cli_fit_distributed_outside_torchrun(tmp_path, outside_torchrun, capsys):
     save_file({"head.weight": torch.randn(4, 32)}, str(tmp_path / "head.safetensors"))
     code = cli.main(
