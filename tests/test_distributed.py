@@ -1,5 +1,6 @@
 """``fcinterp_fast.distributed``: rows sharded over torchrun processes (gloo on CPU) give exactly the
-single-process fit, and a failure on one rank stops every rank with its message."""
+single-process fit, a failure on one rank stops every rank with its message, and a rank that stops
+answering is named within the timeout."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import argparse
 import itertools
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -36,12 +39,13 @@ def torchrun_argv(argv: list[str], tmp_path: Path, nproc: int) -> subprocess.Com
 
 def python(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
     """``python ARGV`` in ``cwd`` with this checkout importable, one OpenMP thread a process."""
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
-    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=600, env=env, cwd=cwd)
+    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=600, env=_env(), cwd=cwd)
+
+
+def _env(**variables: str) -> dict[str, str]:
+    """This environment with this checkout importable, one OpenMP thread a process, and ``variables``."""
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path, **variables}
 
 
 @pytest.fixture()
@@ -162,6 +166,44 @@ def test_process_group_outside_torchrun(outside_torchrun):
     with pytest.raises(ValueError, match="unknown distributed backend 'mpi'"):
         with distributed.process_group("mpi"):
             pass
+    with pytest.raises(ValueError, match="timeout must be a finite number of seconds > 0, got 0"):
+        with distributed.process_group(timeout=0):
+            pass
+
+
+@pytest.mark.parametrize("stopped", [1, 0])
+def test_a_stopped_rank_is_named_within_the_timeout(tmp_path, stopped):
+    """Rank ``stopped`` stops itself (SIGSTOP) as its fit starts: the other one fails after
+    ``--timeout 3`` (not torch's 30 minutes) naming it. Plain processes given torchrun's variables
+    stand in for torchrun, which would give a stopped process 30 s to end before killing it."""
+    save_file({"head.weight": shallow_then_deep(40, 16)}, str(tmp_path / "head.safetensors"))
+    fit = ["fit", "--weights", "head.safetensors", "--distributed", "--dist-backend", "gloo", "--timeout", "3"]
+    with socket.socket() as probe:  # a free port for rank 0's store
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), "cli", str(stopped), *fit, "--out", "out"],
+            env=_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port),
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(2)
+    ]
+    alive = ranks[1 - stopped]
+    start = time.monotonic()
+    try:
+        _, err = alive.communicate(timeout=90)
+    finally:
+        for rank in ranks:
+            rank.kill()  # SIGKILL ends a stopped process too
+            rank.communicate()
+    assert time.monotonic() - start < 60  # start-up, a tiny fit and the 3 s wait
+    assert alive.returncode == 1, err[-3000:]  # not the user's mistake: traceback, exit status 1
+    named = "rank 1 did not answer within 3 s" if stopped == 1 else "rank 0 did not confirm within 3 s"
+    assert f"RuntimeError: {named}" in err, err[-3000:]
 
 
 @pytest.mark.parametrize("rows", [0, 1, 5, 1001])
@@ -179,11 +221,16 @@ def test_distributed_arguments():
 
     parser = argparse.ArgumentParser()
     fit_command.add_arguments(parser)
-    chosen = lambda args: {k: v for k, v in vars(args).items() if k in ("distributed", "dist_backend")}  # noqa: E731
-    assert chosen(parser.parse_args([])) == {"distributed": False, "dist_backend": "auto"}
-    assert chosen(parser.parse_args(["--distributed", "--dist-backend", "gloo"])) == {
+    chosen = lambda args: {k: v for k, v in vars(args).items() if k in ("distributed", "dist_backend", "timeout")}  # noqa: E731
+    assert chosen(parser.parse_args([])) == {
+        "distributed": False,
+        "dist_backend": "auto",
+        "timeout": distributed.DEFAULT_TIMEOUT,
+    }
+    assert chosen(parser.parse_args(["--distributed", "--dist-backend", "gloo", "--timeout", "7.5"])) == {
         "distributed": True,
         "dist_backend": "gloo",
+        "timeout": 7.5,
     }
     with pytest.raises(SystemExit):
         parser.parse_args(["--dist-backend", "mpi"])
