@@ -18,11 +18,10 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 import fcinterp_fast
-from fcinterp_fast import cli
+from fcinterp_fast import cli, report
 from fcinterp_fast import figures as plot
 from fcinterp_fast.api import FitPlan
 from fcinterp_fast.cli.fit import parse_size
-from fcinterp_fast.report import write_report
 
 PAPER_CLASSES = {"tricycle": 870, "web site": 916, "whiptail": 41}
 
@@ -248,6 +247,13 @@ def report_fit():
     return fcinterp_fast.fit(torch.randn(6, 96, generator=torch.Generator().manual_seed(2)), min_size=4)
 
 
+@pytest.fixture()
+def blank_figures(monkeypatch):
+    """Reports drawn with blank figures: what these tests check is which files end up where."""
+    for name in ("plot_r2_summary", "plot_fits", "plot_split", "plot_node_fits"):
+        monkeypatch.setattr(report.plot, name, lambda *args: Figure(figsize=(1, 1)))
+
+
 def folder_contents(folder: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
 
@@ -284,28 +290,30 @@ def fail_midway(monkeypatch, where: str, failure: str) -> None:
 
 @pytest.mark.parametrize("where", ["csv", "figure"])
 @pytest.mark.parametrize("failure", ["ENOSPC", "Ctrl-C"])
-def test_a_failed_report_leaves_the_previous_one_as_it_was(report_fit, tmp_path, monkeypatch, where, failure):
+def test_a_failed_report_leaves_the_previous_one_as_it_was(
+    report_fit, blank_figures, tmp_path, monkeypatch, where, failure
+):
     out = tmp_path / "report"
-    write_report(report_fit, out, [0])
+    report.write_report(report_fit, out, [0])
     before = folder_contents(out)
     fail_midway(monkeypatch, where, failure)
     with pytest.raises(OSError if failure == "ENOSPC" else KeyboardInterrupt) as raised:
-        write_report(report_fit, out, [1], head="another head")
+        report.write_report(report_fit, out, [1], head="another head")
     assert folder_contents(out) == before  # no half file under a final name, no temporary left behind
     if failure == "ENOSPC":
         name = "nodes.csv" if where == "csv" else "r2_by_node.png"
         assert str(raised.value) == f"[Errno 28] cannot write {out / name}: No space left on device"
 
 
-def test_a_report_removes_the_figures_it_no_longer_draws(report_fit, tmp_path):
+def test_a_report_removes_the_figures_it_no_longer_draws(report_fit, blank_figures, tmp_path):
     out = tmp_path / "report"
-    write_report(report_fit, out, [0, 1])
+    report.write_report(report_fit, out, [0])
     (out / "explain_grace_hopper.png").write_bytes(b"")  # from an earlier fcinterp demo
     (out / "notes.txt").write_text("the user's own")
-    write_report(report_fit, out, [2])
+    report.write_report(report_fit, out, [1])
     tables = ["ald.csv", "index.md", "nodes.csv", "r2_by_node.png"]
-    assert sorted(folder_contents(out)) == sorted([*tables, "fits.png", "nodes_2.png", "notes.txt", "split_2.png"])
-    write_report(report_fit, out, [])
+    assert sorted(folder_contents(out)) == sorted([*tables, "fits.png", "nodes_1.png", "notes.txt", "split_1.png"])
+    report.write_report(report_fit, out, [])
     assert sorted(folder_contents(out)) == sorted([*tables, "notes.txt"])
 
 
@@ -324,7 +332,9 @@ def test_unwritable_out_exits_2_before_the_fit(command, safetensors_head, tmp_pa
     assert err == f"fcinterp {command}: error: [Errno 20] cannot write into the folder {out}: Not a directory\n"
 
 
-def test_a_full_disk_exits_2_naming_the_file_and_leaves_no_report(safetensors_head, tmp_path, capsys, monkeypatch):
+def test_a_full_disk_exits_2_naming_the_file_and_leaves_no_report(
+    safetensors_head, blank_figures, tmp_path, capsys, monkeypatch
+):
     fail_midway(monkeypatch, "csv", "ENOSPC")
     out = tmp_path / "out"
     code, _, err = run_cli(capsys, "fit", "--weights", safetensors_head, "--name", "lm_head.weight", "--out", out)
