@@ -12,16 +12,29 @@
   chosen classes' numbers, and links to everything above.
 
 ``save_figure`` writes any figure of ``fcinterp_fast.figures`` (the command line's ``explain`` too).
+
+A report is never left half written where it looks whole: every file is written under a temporary
+name beside its final one and renamed into place (``os.replace``) only once all of them are
+written, so a run stopped by an error (a full disk) or Ctrl-C before that leaves the previous report
+as it was. The previous ``index.md`` is removed before the renames and the new one written last,
+so a folder without ``index.md`` is incomplete. Figures of an earlier report that this one does not
+draw are removed, and every ``OSError`` names the file. ``check_folder`` finds an unwritable folder
+before a long fit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import functools
 import os
-from collections.abc import Sequence
+import re
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import matplotlib
 import torch
 from matplotlib.figure import Figure
 
@@ -29,12 +42,15 @@ from .cam.options import CamOptions
 from .figures import fits as plot
 from .result import HeadFit
 
-__all__ = ["write_report", "save_figure", "Explanation", "LevelStats", "level_stats", "DPI"]
+__all__ = ["write_report", "save_figure", "check_folder", "Explanation", "LevelStats", "level_stats", "DPI"]
 
 #: Figure resolution; 150 dpi keeps text sharp in a browser without multi-megabyte files.
 DPI = 150
 # Full trees list nodes down to this level in the markdown (deeper ones are in nodes.csv).
 _FULL_TREE_TABLE_LEVELS = 3
+# Figures a report draws for its chosen classes or explanation: one left by an earlier report that
+# this one does not draw again would sit beside an index that does not link it, so it is removed.
+_CHOSEN_FIGURES = re.compile(r"(split|nodes)_\d+\.png|fits\.png|explain_.+\.png")
 
 
 @dataclasses.dataclass
@@ -71,11 +87,29 @@ class Explanation:
 
 def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
     """Write ``figure`` to ``path`` (the format follows the suffix: .png, .pdf, .svg ...), creating
-    its folder; returns the path."""
+    its folder; returns the path. ``path`` is replaced whole or not at all."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=dpi, bbox_inches="tight")
+    with _naming(path.parent, "cannot create the folder"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with _staging() as stage:
+        stage(path, functools.partial(_savefig, figure, path.suffix, dpi))
     return path
+
+
+def check_folder(out: str | os.PathLike) -> Path:
+    """Create the folder ``out`` if needed and check that files can be written into it (a probe
+    file is written and removed): run before a long computation whose results go there.
+
+    Raises:
+        OSError: naming ``out`` (e.g. a path below a file, a read-only file system).
+    """
+    out = Path(out)
+    with _naming(out, "cannot write into the folder"):
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".fcinterp-probe-{uuid.uuid4().hex}"
+        probe.write_bytes(b"probe")
+        probe.unlink()
+    return out
 
 
 def level_stats(fit: HeadFit) -> list[LevelStats]:
@@ -106,7 +140,9 @@ def write_report(
 
     Args:
         fit: a ``HeadFit``.
-        out: folder (created if missing; files of an earlier report are overwritten).
+        out: folder (created if missing). The files of an earlier report there are replaced once
+            every new file is written (see the module's docstring), and its per-class and
+            explanation figures that this report does not draw are removed.
         classes: class indices or names to draw and list in detail.
         head: what was fitted, for the summary (e.g. ``"efficientnet_lite0 (bundled)"``).
         seconds: how long ``fit`` took, for the summary.
@@ -116,10 +152,9 @@ def write_report(
         The path of ``index.md``.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with _naming(out, "cannot create the folder"):
+        out.mkdir(parents=True, exist_ok=True)
     ks = list(dict.fromkeys(fit.class_index(c) for c in classes))  # unique, in the order given
-    fit.to_csv(out / "nodes.csv")
-    _write_ald_csv(fit, out / "ald.csv")
     figures = {"r2_by_node.png": plot.plot_r2_summary(fit)}
     if ks:
         figures["fits.png"] = plot.plot_fits(fit, ks)
@@ -128,11 +163,62 @@ def write_report(
         figures[f"nodes_{k}.png"] = plot.plot_node_fits(fit, k)
     if explanation is not None:
         figures[explanation.filename] = explanation.figure
-    for name, figure in figures.items():
-        save_figure(figure, out / name)
+    markdown = _markdown(fit, ks, head, seconds, explanation)
     index = out / "index.md"
-    index.write_text(_markdown(fit, ks, head, seconds, explanation))
+    with _staging() as stage:
+        stage(out / "nodes.csv", fit.to_csv)
+        stage(out / "ald.csv", lambda path: _write_ald_csv(fit, path))
+        for name, figure in figures.items():
+            stage(out / name, functools.partial(_savefig, figure, Path(name).suffix, DPI))
+        with _naming(index, "cannot remove"):  # from here until the new index, visibly incomplete
+            index.unlink(missing_ok=True)
+    for path in out.iterdir():
+        if _CHOSEN_FIGURES.fullmatch(path.name) and path.name not in figures and path.is_file():
+            with _naming(path, "cannot remove"):
+                path.unlink()
+    with _staging() as stage:
+        stage(index, lambda path: path.write_text(markdown))
     return index
+
+
+@contextlib.contextmanager
+def _staging() -> Iterator[Callable[[Path, Callable[[Path], object]], None]]:
+    """``stage(path, write)``: ``write`` a file under a temporary name beside ``path``. When the
+    block ends without an error, every staged file is renamed onto its path (each is then the old
+    file or the new one, whole); on any error or interrupt the temporary files are removed."""
+    staged: dict[Path, Path] = {}
+
+    def stage(path: Path, write: Callable[[Path], object]) -> None:
+        staged[path] = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
+        with _naming(path, "cannot write"):
+            write(staged[path])
+
+    try:
+        yield stage
+        for path, temporary in list(staged.items()):
+            with _naming(path, "cannot write"):
+                os.replace(temporary, path)
+            del staged[path]
+    finally:
+        for temporary in staged.values():
+            temporary.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _naming(path: Path, doing: str) -> Iterator[None]:
+    """Restate an ``OSError`` as "``doing`` ``path``: reason" (same errno and class): an error while
+    writing an open file (a full disk) names no file, and a temporary name would be the wrong one."""
+    try:
+        yield
+    except OSError as error:
+        message = f"{doing} {path}: {error.strerror or error}"
+        raise (OSError(error.errno, message) if error.errno is not None else OSError(message)) from error
+
+
+def _savefig(figure: Figure, suffix: str, dpi: int, path: Path) -> None:
+    """Save ``figure`` to ``path`` (a temporary name) in the format of ``suffix``, the final name's
+    (matplotlib's default format without one)."""
+    figure.savefig(path, format=suffix[1:] or matplotlib.rcParams["savefig.format"], dpi=dpi, bbox_inches="tight")
 
 
 def _write_ald_csv(fit: HeadFit, path: Path) -> None:

@@ -159,6 +159,10 @@ class HeadFit:
         class_names: optional list of K names, used by tables and class lookup.
 
     Membership of node n in class k is exactly ``lo[k, n] <= W[k, j] <= hi[k, n]`` (docs/spec.md section 2).
+    ``mask`` and ``members`` rebuild it from the head's rows, read again from ``source``; a head
+    changed since the fit (modified in place, a file replaced or deleted) raises instead of giving
+    other neurons than the fit found: the source checks its fingerprint, and the node sizes rebuilt
+    must equal ``count``.
 
     Example:
         >>> fit = fcinterp_fast.fit(model)                  # doctest: +SKIP
@@ -175,6 +179,7 @@ class HeadFit:
         backend: str,
         class_names: Sequence[str] | None = None,
     ):
+        source.check_unchanged()  # the head did not change while it was being fitted
         self.nodes = list(nodes)
         self.config = config
         self.backend = backend
@@ -248,7 +253,9 @@ class HeadFit:
             stop = min(start + _BLOCK_ROWS, len(self))
             rows = self.source.rows(start, stop).to(lo.device, torch.float64)
             blocks.append((rows >= lo[start:stop]) & (rows <= hi[start:stop]))
-        return torch.cat(blocks)
+        mask = torch.cat(blocks)
+        self._check_sizes(node, mask.sum(dim=1), self.count.gather(1, columns[:, None])[:, 0])
+        return mask
 
     def members(self, k: int | str, node: str) -> torch.Tensor:
         """Indices j of the weights of class ``k`` in ``node`` (LongTensor, ascending)."""
@@ -256,7 +263,24 @@ class HeadFit:
         j = self.column(node, k) if node in ("+*", "-*") else self.column(node)
         row = self.source.rows(k, k + 1)[0].to(self.lo.device, torch.float64)
         inside = (row >= self.lo[k, j]) & (row <= self.hi[k, j])
-        return inside.nonzero().flatten()
+        members = inside.nonzero().flatten()
+        self._check_sizes(node, torch.tensor([members.numel()]), self.count[k, j].reshape(1), first_class=k)
+        return members
+
+    def _check_sizes(self, node: str, found: torch.Tensor, fitted: torch.Tensor, first_class: int = 0) -> None:
+        """Raise if membership rebuilt from the rows read now does not have the fit's node sizes.
+
+        ``found`` and ``fitted``: (R,) sizes of ``node`` in classes ``first_class`` .. + R. The
+        source's fingerprint misses changes made behind the tensor's version counter (``W.data``);
+        any change that moves a weight across a node's bounds shows up here.
+        """
+        differ = (found.to(fitted.device) != fitted).nonzero()
+        if differ.numel():
+            i = int(differ[0])
+            raise ValueError(
+                f"node {node!r} of class {first_class + i} has {int(found[i])} members in the head as read "
+                f"now, but had {int(fitted[i])} when it was fitted: the head changed after the fit; fit it again"
+            )
 
     # --------------------------------------------------------------------------- tables
     TABLE_COLUMNS = (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+from concurrent.futures import ThreadPoolExecutor
 
 import matplotlib.image
 import numpy as np
@@ -310,6 +311,24 @@ def test_model_and_images_are_not_modified(resnet18, resnet18_fit, images):
         cam.maps(images, [(1, None)])
 
 
+def test_concurrent_calls_on_one_model_equal_serial_calls(resnet18, resnet18_fit, images):
+    """2 threads x 15 calls with a hooked target layer: through ``explain`` (an object per call) and
+    through one shared object, every map equals the serial call's."""
+    targets = [(3, "+"), (4, None)]
+    serial = explain(resnet18, images, targets, method="gradcam++", fit=resnet18_fit, target_layer=resnet18.layer3)
+    with GradCAMPlusPlus(resnet18, resnet18.layer3, fit=resnet18_fit) as shared:
+        calls = [
+            lambda: explain(
+                resnet18, images, targets, method="gradcam++", fit=resnet18_fit, target_layer=resnet18.layer3
+            ),
+            lambda: shared.maps(images, targets),
+        ]
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda i: calls[i % 2](), range(30)))
+    for maps in results:
+        torch.testing.assert_close(maps, serial, atol=1e-6, rtol=0)
+
+
 def test_custom_model_needs_target_layer(images):
     model = torchvision.models.resnet18(num_classes=10).eval()
     with pytest.raises(ValueError, match="target_layer"):
@@ -330,17 +349,66 @@ def test_custom_model_needs_target_layer(images):
         (dict(), [(1, "+" * 40)], ValueError, "unknown node"),
         (dict(), [], ValueError, "empty"),
         (dict(), [(1.5, None)], TypeError, "target"),
+        (dict(generator=5), [(1, None)], TypeError, "generator must be a torch.Generator or None, got int"),
+        (dict(generator=5, method="gradcam++"), [(1, None)], TypeError, "generator must be a torch.Generator"),
+        (dict(fit="abc"), [(1, "+")], TypeError, "fit must be a HeadFit .* or None, got str"),
+        (dict(fit=fcinterp_fast.fit(torch.ones(10, 512))), [(1, None)], ValueError, r"fit is the fit of a \(10, 512\)"),
+        (
+            dict(target_layer="layer33"),
+            [(1, None)],
+            ValueError,
+            "target_layer 'layer33' is not a submodule of ResNet; did you mean 'layer3'",
+        ),
+        (dict(target_layer="nothing"), [(1, None)], ValueError, "not a submodule of ResNet; its children: conv1, bn1"),
+        (dict(target_layer=5), [(1, None)], TypeError, "target_layer must be a submodule of the model or its name"),
+        (
+            dict(target_layer=nn.Conv2d(3, 3, 1)),
+            [(1, None)],
+            ValueError,
+            r"target_layer \(Conv2d\) is not part of the model",
+        ),
     ],
 )
 def test_bad_arguments_raise(resnet18, resnet18_fit, images, kwargs, targets, error, match):
     with pytest.raises(error, match=match):
-        explain(resnet18, images, targets, fit=resnet18_fit, **kwargs)
+        explain(resnet18, images, targets, **{"fit": resnet18_fit, **kwargs})
 
 
-@pytest.mark.parametrize("shape", [(3, 64, 64), (2, 3, 64), (0, 3, 64, 64)])
+@pytest.mark.parametrize(
+    "shape", [(3, 64, 64), (2, 3, 64), (0, 3, 64, 64), (2, 3, 0, 64), (2, 3, 64, 0), (2, 0, 64, 64)]
+)
 def test_bad_image_shapes_raise(resnet18, shape):
     with pytest.raises(ValueError, match="images"):
         explain(resnet18, torch.zeros(shape), [(1, None)])
+
+
+def test_target_layer_by_name(resnet18, resnet18_fit, images):
+    targets = [(2, "+"), (5, None)]
+    by_module = explain(resnet18, images, targets, method="gradcam++", fit=resnet18_fit, target_layer=resnet18.layer3)
+    for name in ("layer3", ["layer3"]):
+        by_name = explain(resnet18, images, targets, method="gradcam++", fit=resnet18_fit, target_layer=name)
+        torch.testing.assert_close(by_name, by_module, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("layer", [None, "layer3"])
+def test_inference_mode_around_the_call(resnet18, resnet18_fit, images, layer):
+    """Grad-CAM needs autograd: a call leaves the caller's inference mode for its own work."""
+    options = dict(n_samples=2, fit=resnet18_fit, target_layer=getattr(resnet18, layer) if layer else None)
+    want = explain(resnet18, images, [(2, "+")], generator=torch.Generator().manual_seed(0), **options)
+    with torch.inference_mode():
+        x = images.clone()  # an inference tensor
+        maps = explain(resnet18, x, [(2, "+")], generator=torch.Generator().manual_seed(0), **options)
+    torch.testing.assert_close(maps, want, atol=0, rtol=0)
+
+
+def test_model_built_in_inference_mode(images):
+    """Its parameters are inference tensors: fine where no gradient goes through them (A feeds a
+    mean pool), a clear error where one must (layer3 -> layer4 -> head)."""
+    with torch.inference_mode():
+        model = _random_model("resnet18")
+    assert explain(model, images, [(1, None)], method="gradcam++").shape == (2, 1, 64, 64)
+    with pytest.raises(ValueError, match="the model's parameters are inference tensors"):
+        explain(model, images, [(1, None)], method="gradcam++", target_layer=model.layer3)
 
 
 def test_training_mode_raises(images):
@@ -359,6 +427,16 @@ def test_node_absent_for_class_raises(resnet18, images):
     with pytest.raises(ValueError, match="no neurons in class 0"):
         explain(model, images, [(0, "++")], method="gradcam++")
     assert explain(model, images, [(1, "++")], method="gradcam++").shape == (2, 1, 64, 64)
+
+
+def test_fit_of_a_head_changed_since_raises(resnet18, images):
+    """The nodes' neurons come from the fit: a head modified in place after it would give others."""
+    model = copy.deepcopy(resnet18)
+    fit = fcinterp_fast.fit(model)
+    with torch.no_grad():
+        model.fc.weight.mul_(-1)
+    with pytest.raises(ValueError, match="modified in place after it was fitted"):
+        explain(model, images, [(3, "+")], method="gradcam++", fit=fit)
 
 
 def test_class_by_name_needs_class_names(images):

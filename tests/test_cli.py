@@ -1,9 +1,11 @@
-"""The ``fcinterp`` command line end to end, and the figures of ``fcinterp_fast.figures``."""
+"""The ``fcinterp`` command line end to end, reports that fail or are interrupted, and the figures of
+``fcinterp_fast.figures``."""
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import subprocess
 import sys
@@ -12,11 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from matplotlib.figure import Figure
 from PIL import Image
 
 import fcinterp_fast
-from fcinterp_fast import cli
+from fcinterp_fast import cli, report
 from fcinterp_fast import figures as plot
+from fcinterp_fast.api import FitPlan
 from fcinterp_fast.cli.fit import parse_size
 
 PAPER_CLASSES = {"tricycle": 870, "web site": 916, "whiptail": 41}
@@ -234,6 +238,109 @@ def test_errors_that_are_not_the_users_show_the_traceback_and_exit_1(error, monk
     assert code == 1
     assert "Traceback (most recent call last)" in err and error.split("(")[0] in err
     assert err.splitlines()[-1] == "fcinterp buggy: internal error (traceback above)"
+
+
+# ------------------------------------------------------------------- interrupted or failing output
+@pytest.fixture(scope="module")
+def report_fit():
+    """A small fit: its report has every kind of file but takes a second."""
+    return fcinterp_fast.fit(torch.randn(6, 96, generator=torch.Generator().manual_seed(2)), min_size=4)
+
+
+@pytest.fixture()
+def blank_figures(monkeypatch):
+    """Reports drawn with blank figures: what these tests check is which files end up where."""
+    for name in ("plot_r2_summary", "plot_fits", "plot_split", "plot_node_fits"):
+        monkeypatch.setattr(report.plot, name, lambda *args: Figure(figsize=(1, 1)))
+
+
+def folder_contents(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+def fail_midway(monkeypatch, where: str, failure: str) -> None:
+    """Make writing the first CSV (``where="csv"``) or figure (``"figure"``) stop part-way, after
+    some of it is written: ``failure`` ``"ENOSPC"`` (a full disk) or ``"Ctrl-C"``."""
+
+    def fail():
+        raise OSError(errno.ENOSPC, "No space left on device") if failure == "ENOSPC" else KeyboardInterrupt
+
+    if where == "csv":
+        real_writer = csv.writer
+
+        class HalfWriter:
+            def __init__(self, f):
+                self.writer = real_writer(f)
+                self.writerow = self.writer.writerow
+
+            def writerows(self, rows):
+                rows = list(rows)
+                self.writer.writerows(rows[: len(rows) // 2])
+                fail()
+
+        monkeypatch.setattr(csv, "writer", HalfWriter)
+    else:
+
+        def half_savefig(figure, path, **kwargs):
+            Path(path).write_bytes(b"\x89PNG\r\n\x1a\n half")
+            fail()
+
+        monkeypatch.setattr(Figure, "savefig", half_savefig)
+
+
+@pytest.mark.parametrize("where", ["csv", "figure"])
+@pytest.mark.parametrize("failure", ["ENOSPC", "Ctrl-C"])
+def test_a_failed_report_leaves_the_previous_one_as_it_was(
+    report_fit, blank_figures, tmp_path, monkeypatch, where, failure
+):
+    out = tmp_path / "report"
+    report.write_report(report_fit, out, [0])
+    before = folder_contents(out)
+    fail_midway(monkeypatch, where, failure)
+    with pytest.raises(OSError if failure == "ENOSPC" else KeyboardInterrupt) as raised:
+        report.write_report(report_fit, out, [1], head="another head")
+    assert folder_contents(out) == before  # no half file under a final name, no temporary left behind
+    if failure == "ENOSPC":
+        name = "nodes.csv" if where == "csv" else "r2_by_node.png"
+        assert str(raised.value) == f"[Errno 28] cannot write {out / name}: No space left on device"
+
+
+def test_a_report_removes_the_figures_it_no_longer_draws(report_fit, blank_figures, tmp_path):
+    out = tmp_path / "report"
+    report.write_report(report_fit, out, [0])
+    (out / "explain_grace_hopper.png").write_bytes(b"")  # from an earlier fcinterp demo
+    (out / "notes.txt").write_text("the user's own")
+    report.write_report(report_fit, out, [1])
+    tables = ["ald.csv", "index.md", "nodes.csv", "r2_by_node.png"]
+    assert sorted(folder_contents(out)) == sorted([*tables, "fits.png", "nodes_1.png", "notes.txt", "split_1.png"])
+    report.write_report(report_fit, out, [])
+    assert sorted(folder_contents(out)) == sorted([*tables, "notes.txt"])
+
+
+@pytest.mark.parametrize("command", ["fit", "demo"])
+def test_unwritable_out_exits_2_before_the_fit(command, safetensors_head, tmp_path, capsys, monkeypatch):
+    def no_fit(*args, **kwargs):
+        raise AssertionError("the fit started before --out was checked")
+
+    monkeypatch.setattr(FitPlan, "fit_rows", no_fit)
+    monkeypatch.setattr(fcinterp_fast.models, "load", no_fit)
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "report"
+    head = ["--weights", safetensors_head, "--name", "lm_head.weight"] if command == "fit" else []
+    code, _, err = run_cli(capsys, command, *head, "--out", out)
+    assert code == 2
+    assert err == f"fcinterp {command}: error: [Errno 20] cannot write into the folder {out}: Not a directory\n"
+
+
+def test_a_full_disk_exits_2_naming_the_file_and_leaves_no_report(
+    safetensors_head, blank_figures, tmp_path, capsys, monkeypatch
+):
+    fail_midway(monkeypatch, "csv", "ENOSPC")
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, "fit", "--weights", safetensors_head, "--name", "lm_head.weight", "--out", out)
+    assert code == 2
+    assert err == f"fcinterp fit: error: [Errno 28] cannot write {out / 'nodes.csv'}: No space left on device\n"
+    assert folder_contents(out) == {}
 
 
 # ------------------------------------------------------------------------------------ explain

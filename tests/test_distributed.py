@@ -1,5 +1,6 @@
 """``fcinterp_fast.distributed``: rows sharded over torchrun processes (gloo on CPU) give exactly the
-single-process fit, and a failure on one rank stops every rank with its message."""
+single-process fit, a failure on one rank stops every rank with its message, and a rank that stops
+answering is named within the timeout."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import argparse
 import itertools
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -36,12 +39,13 @@ def torchrun_argv(argv: list[str], tmp_path: Path, nproc: int) -> subprocess.Com
 
 def python(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
     """``python ARGV`` in ``cwd`` with this checkout importable, one OpenMP thread a process."""
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
-    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=600, env=env, cwd=cwd)
+    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=600, env=_env(), cwd=cwd)
+
+
+def _env(**variables: str) -> dict[str, str]:
+    """This environment with this checkout importable, one OpenMP thread a process, and ``variables``."""
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path, **variables}
 
 
 @pytest.fixture()
@@ -80,7 +84,9 @@ def test_two_gloo_ranks_give_the_single_process_fit(tmp_path):
     for job in jobs:
         sharded = torch.load(job["out"])
         single = fcinterp_fast.fit(job["path"], backend="torch", **job["options"])
-        assert sharded["backend"] == "torch"
+        assert sharded.pop("backend") == "torch"
+        # rank 0 knows what every rank read, so its masks check every row they read again
+        assert torch.equal(sharded.pop("crc32"), single.source.fingerprint.crc32)
         assert_same_fit(sharded, single)
 
 
@@ -125,6 +131,18 @@ def test_cli_fit_distributed_writes_the_single_process_tables(tmp_path):
         assert (tmp_path / "sharded" / table).read_bytes() == (tmp_path / "single" / table).read_bytes(), table
 
 
+def test_cli_fit_distributed_checks_out_on_rank_zero_before_the_fit(tmp_path):
+    """Only rank 0 writes: it checks --out before any rank fits, and every rank stops if it cannot."""
+    save_file({"head.weight": shallow_then_deep(40, 16)}, str(tmp_path / "head.safetensors"))
+    (tmp_path / "file").write_text("")
+    argv = ["-m", "fcinterp_fast.cli", "fit", "--weights", "head.safetensors", "--distributed"]
+    run = torchrun_argv([*argv, "--dist-backend", "gloo", "--out", "file/report"], tmp_path, 2)
+    assert run.returncode != 0
+    assert "fcinterp fit: error: [Errno 20] cannot write into the folder file/report: Not a directory" in run.stderr
+    assert "the distributed fit failed on rank 0: NotADirectoryError" in run.stderr  # rank 1's error
+    assert "fitted " not in run.stdout
+
+
 def test_cli_fit_distributed_outside_torchrun(tmp_path, outside_torchrun, capsys):
     save_file({"head.weight": torch.randn(4, 32)}, str(tmp_path / "head.safetensors"))
     code = cli.main(
@@ -148,6 +166,44 @@ def test_process_group_outside_torchrun(outside_torchrun):
     with pytest.raises(ValueError, match="unknown distributed backend 'mpi'"):
         with distributed.process_group("mpi"):
             pass
+    with pytest.raises(ValueError, match="timeout must be a finite number of seconds > 0, got 0"):
+        with distributed.process_group(timeout=0):
+            pass
+
+
+@pytest.mark.parametrize("stopped", [1, 0])
+def test_a_stopped_rank_is_named_within_the_timeout(tmp_path, stopped):
+    """Rank ``stopped`` stops itself (SIGSTOP) as its fit starts: the other one fails after
+    ``--timeout 3`` (not torch's 30 minutes) naming it. Plain processes given torchrun's variables
+    stand in for torchrun, which would give a stopped process 30 s to end before killing it."""
+    save_file({"head.weight": shallow_then_deep(40, 16)}, str(tmp_path / "head.safetensors"))
+    fit = ["fit", "--weights", "head.safetensors", "--distributed", "--dist-backend", "gloo", "--timeout", "3"]
+    with socket.socket() as probe:  # a free port for rank 0's store
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), "cli", str(stopped), *fit, "--out", "out"],
+            env=_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port),
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(2)
+    ]
+    alive = ranks[1 - stopped]
+    start = time.monotonic()
+    try:
+        _, err = alive.communicate(timeout=90)
+    finally:
+        for rank in ranks:
+            rank.kill()  # SIGKILL ends a stopped process too
+            rank.communicate()
+    assert time.monotonic() - start < 60  # start-up, a tiny fit and the 3 s wait
+    assert alive.returncode == 1, err[-3000:]  # not the user's mistake: traceback, exit status 1
+    named = "rank 1 did not answer within 3 s" if stopped == 1 else "rank 0 did not confirm within 3 s"
+    assert f"RuntimeError: {named}" in err, err[-3000:]
 
 
 @pytest.mark.parametrize("rows", [0, 1, 5, 1001])
@@ -165,11 +221,16 @@ def test_distributed_arguments():
 
     parser = argparse.ArgumentParser()
     fit_command.add_arguments(parser)
-    chosen = lambda args: {k: v for k, v in vars(args).items() if k in ("distributed", "dist_backend")}  # noqa: E731
-    assert chosen(parser.parse_args([])) == {"distributed": False, "dist_backend": "auto"}
-    assert chosen(parser.parse_args(["--distributed", "--dist-backend", "gloo"])) == {
+    chosen = lambda args: {k: v for k, v in vars(args).items() if k in ("distributed", "dist_backend", "timeout")}  # noqa: E731
+    assert chosen(parser.parse_args([])) == {
+        "distributed": False,
+        "dist_backend": "auto",
+        "timeout": distributed.DEFAULT_TIMEOUT,
+    }
+    assert chosen(parser.parse_args(["--distributed", "--dist-backend", "gloo", "--timeout", "7.5"])) == {
         "distributed": True,
         "dist_backend": "gloo",
+        "timeout": 7.5,
     }
     with pytest.raises(SystemExit):
         parser.parse_args(["--dist-backend", "mpi"])

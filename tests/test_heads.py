@@ -1,7 +1,10 @@
 """``head_weight`` finds the (K, D) head in models, modules, tensors, arrays and files, without
-copying it; ``fit`` of any of them equals ``fit`` of the head it finds."""
+copying it; ``fit`` of any of them equals ``fit`` of the head it finds; a head changed after its
+fit is refused when masks or members read it again."""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ from torch import nn
 import fcinterp_fast
 from checks import assert_same_fit
 from fcinterp_fast import head_weight
+from fcinterp_fast.api import plan_fit
 
 timm = pytest.importorskip("timm")
 torchvision = pytest.importorskip("torchvision")
@@ -166,3 +170,69 @@ def test_single_tensor_pth(tmp_path):
     W = torch.randn(7, 9)
     torch.save(W, tmp_path / "head.pt")
     assert torch.equal(head_weight(tmp_path / "head.pt"), W)
+
+
+# ------------------------------------------------------------- a head changed after its fit
+def test_head_modified_in_place_after_the_fit_raises():
+    """Masks and members re-read the head: after an in-place change they would be other neurons."""
+    W = torch.randn(30, 64, generator=torch.Generator().manual_seed(0))
+    fit = fcinterp_fast.fit(W)
+    assert fit.mask("+").any() and fit.members(3, "+*").numel()
+    with torch.no_grad():
+        W.mul_(-1)
+    for read in (lambda: fit.mask("+"), lambda: fit.members(3, "+"), lambda: fit.members(3, "-*")):
+        with pytest.raises(ValueError, match=r"modified in place after it was fitted \(tensor version 0 -> 1\)"):
+            read()
+
+
+def test_head_changed_behind_its_version_counter_raises():
+    """``W.data`` bypasses the version counter: the node sizes rebuilt differ from the fit's."""
+    layer = nn.Linear(64, 30)
+    fit = fcinterp_fast.fit(layer)
+    layer.weight.data.mul_(-1)
+    with pytest.raises(ValueError, match=r"node '\+' of class 0 has \d+ members in the head as read now, but had"):
+        fit.mask("+")
+    with pytest.raises(ValueError, match=r"node '-' of class 7 has \d+ members .* fit it again"):
+        fit.members(7, "-")
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_head_file_changed_or_deleted_after_the_fit_raises(tmp_path, suffix):
+    from safetensors.torch import save_file
+
+    def save(W: torch.Tensor) -> None:
+        save_file({"head.weight": W}, path) if suffix == ".safetensors" else torch.save({"head.weight": W}, path)
+
+    path = tmp_path / f"head{suffix}"
+    W = torch.randn(40, 64, generator=torch.Generator().manual_seed(0))
+    save(W)
+    fit = fcinterp_fast.fit(path, device="cpu")
+    assert torch.equal(fit.members(5, "+"), (W[5] > 0).nonzero().flatten())
+    stat = path.stat()
+    save(-W)  # replaced by a file of the same size and modification time: only the rows tell
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size
+    with pytest.raises(ValueError, match=rf"row 5 of {path} is not what was read from it before"):
+        fit.members(5, "+")
+    with pytest.raises(ValueError, match=rf"row 0 of {path} is not what was read"):
+        fit.mask("+")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    with pytest.raises(ValueError, match=rf"{path} was modified after it was opened"):
+        fit.members(5, "+")
+    path.unlink()
+    with pytest.raises(FileNotFoundError, match=rf"the head file {path} was deleted after it was opened"):
+        fit.mask("-")
+
+
+def test_head_file_modified_between_opening_and_fitting_raises(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "head.safetensors"
+    W = torch.randn(40, 64, generator=torch.Generator().manual_seed(0))
+    save_file({"head.weight": W}, path)
+    plan = plan_fit(path, device="cpu", max_memory=1)  # one row a block
+    stat = path.stat()
+    save_file({"head.weight": -W}, path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a later time, whatever the clock's grain
+    with pytest.raises(ValueError, match="was modified after it was opened"):
+        plan.fit_rows(0, 40)

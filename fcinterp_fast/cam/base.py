@@ -20,10 +20,16 @@ Requirements: the model must be in eval mode (``model.eval()``; in training mode
 the noisy copies and dropout would make maps random) and is never modified: no mode switch, no
 parameter gradients, hooks only on the target layer / the head, inert outside calls and removed by
 ``release()``.
+
+Threads: calls on one model from several threads at once, through one CAM object or several, are
+correct and run in parallel (no lock): the hooks of a call record only the forward its own thread
+runs (``hooks.LayerHooks``); what else a call writes (the mean-pool probe's cache, a default fit)
+is the same whichever thread writes it.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -40,13 +46,15 @@ from ..models import transform
 from .gradcampp import TRITON_MAX_HW, check_combine_args, combine_torch
 from .hooks import LayerHooks, TimmForward, is_timm
 from .options import CamOptions
-from .targets import Target, parse_targets, score_vectors
+from .targets import Target, check_fit, parse_targets, score_vectors
 
-__all__ = ["BaseCAM", "combine", "prepare_images", "to_grid", "model_device_dtype"]
+__all__ = ["BaseCAM", "TargetLayers", "combine", "prepare_images", "to_grid", "model_device_dtype"]
 
 # Seed of the random activations that probe whether the rest of the model is a mean pool.
 _PROBE_SEED = 20220524
 Reshape = Callable[[torch.Tensor], torch.Tensor]
+#: The target layer: a submodule of the model or its dotted name, alone or in a one-element list.
+TargetLayers = nn.Module | str | Sequence[nn.Module | str]
 
 
 class BaseCAM:
@@ -57,7 +65,8 @@ class BaseCAM:
             ``forward_head(pre_logits=True)``; CNNs, EfficientNet, ViT, Swin) or any ``nn.Module``
             with ``target_layers`` (and ``head`` where ``fcinterp_fast.heads.head_module`` cannot
             find it). It must be in eval mode; it is never modified.
-        target_layers: the module whose output is A, alone or as a one-element list
+        target_layers: the submodule of ``model`` whose output is A, or its dotted name
+            (``"layer4"``, ``"blocks.11.norm1"``), alone or as a one-element list
             (pytorch-grad-cam's form). None: timm's ``forward_features`` output, except for
             transformers that pool the class token (timm ``global_pool="token"``, e.g. ViT, DeiT),
             whose patch tokens get no gradient there: then ``model.blocks[-1].norm1``, as
@@ -75,6 +84,11 @@ class BaseCAM:
     before alpha (g^3 underflows in float16), and the backward propagates each score vector scaled
     by a power of two to max |v| = 1 (undone exactly afterwards) to keep half-precision gradients
     out of the subnormal range.
+
+    Calls from several threads at once are correct (see the module's docstring). Under
+    ``torch.inference_mode()`` a call leaves inference mode for its own work, since the gradient
+    needs autograd; a model built in inference mode works only where no gradient goes through its
+    parameters (a ``ValueError`` says so otherwise).
     """
 
     #: The ``CamOptions.method`` this class computes.
@@ -83,7 +97,7 @@ class BaseCAM:
     def __init__(
         self,
         model: nn.Module,
-        target_layers: nn.Module | Sequence[nn.Module] | None = None,
+        target_layers: TargetLayers | None = None,
         reshape_transform: Reshape | None = None,
         *,
         options: CamOptions,
@@ -94,10 +108,10 @@ class BaseCAM:
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         self.model = model
         self.options = options
-        self._fit = fit
         head_mod = head if isinstance(head, nn.Module) else head_module(model, head)
         self._W = head_weight(head_mod)  # (K, D) view of the head's weight
-        target_layer = _one_target_layer(target_layers)
+        self._fit = None if fit is None else check_fit(fit, self._W)
+        target_layer = _target_layer(model, target_layers)
         if target_layer is None:
             target_layer = _class_token_layer(model)
         if target_layer is None and not is_timm(model):
@@ -165,10 +179,28 @@ class BaseCAM:
             raise ValueError(
                 f"the model is in training mode; call model.eval() first ({type(self).__name__} never switches it)"
             )
-        device, dtype = model_device_dtype(self.model)
-        x = prepare_images(images, self.model, device, dtype)
-        V, _ = self._score_vectors(targets)
-        return self._maps(x, V.to(device), generator)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        # The gradient needs autograd, which inference mode switches off for the whole thread. A call
+        # may leave it: it modifies nothing, inference tensors it is given (images) can be read
+        # outside it, and what it returns is an ordinary tensor. Only tensors the graph from A to f
+        # saves must not be inference tensors: never the images, but the parameters of the layers
+        # after the target layer if the model was built in inference mode.
+        with torch.inference_mode(False):
+            device, dtype = model_device_dtype(self.model)
+            x = prepare_images(images, self.model, device, dtype)
+            V, _ = self._score_vectors(targets)
+            try:
+                return self._maps(x, V.to(device), generator)
+            except RuntimeError as error:
+                if any(t.is_inference() for t in (*self.model.parameters(), *self.model.buffers())):
+                    raise ValueError(
+                        "the model's parameters are inference tensors (it was built or loaded under "
+                        "torch.inference_mode()), which the gradient from the head to the target layer cannot "
+                        "go through; build or load it outside inference mode (inference mode around the "
+                        "explanation itself is fine)"
+                    ) from error
+                raise
 
     def resolve(self, targets) -> list[Target]:
         """The targets as ``maps`` reads them: class index, node name in the fit, number of neurons."""
@@ -330,6 +362,10 @@ def prepare_images(images, model: nn.Module, device: torch.device, dtype: torch.
             raise TypeError(f"images must be a float tensor (preprocessed), got {images.dtype}")
         if images.shape[0] == 0:
             raise ValueError("images is an empty batch")
+        if 0 in images.shape[1:]:
+            raise ValueError(
+                f"images has shape {tuple(images.shape)}: each image needs at least one channel, row and column"
+            )
         if not torch.isfinite(images).all():
             raise ValueError("images contain NaN or infinite values")
         return images.detach().to(device=device, dtype=dtype)
@@ -364,14 +400,33 @@ def _is_image(x) -> bool:
     return isinstance(x, (str, os.PathLike, Image.Image))
 
 
-def _one_target_layer(target_layers) -> nn.Module | None:
-    """The target layer given alone or as pytorch-grad-cam's list of layers (one, for now)."""
-    if target_layers is None or isinstance(target_layers, nn.Module):
-        return target_layers
-    layers = list(target_layers)
-    if len(layers) != 1 or not isinstance(layers[0], nn.Module):
-        raise ValueError(f"target_layers must be one nn.Module (alone or in a list), got {target_layers!r}")
-    return layers[0]
+def _target_layer(model: nn.Module, target_layers: TargetLayers | None) -> nn.Module | None:
+    """The target layer, given alone or as pytorch-grad-cam's list of layers (one, for now), as a
+    submodule of ``model`` or its dotted name; None stays None."""
+    if target_layers is None:
+        return None
+    layer = target_layers
+    if isinstance(target_layers, (list, tuple)) and len(target_layers) == 1:
+        layer = target_layers[0]
+    if isinstance(layer, str):
+        try:
+            return model.get_submodule(layer)
+        except AttributeError:
+            close = difflib.get_close_matches(layer, [name for name, _ in model.named_modules() if name], n=5)
+            children = [name for name, _ in model.named_children()]
+            hint = f"did you mean {', '.join(map(repr, close))}?" if close else f"its children: {', '.join(children)}"
+            raise ValueError(f"target_layer {layer!r} is not a submodule of {type(model).__name__}; {hint}") from None
+    if not isinstance(layer, nn.Module):
+        raise TypeError(
+            f"target_layer must be a submodule of the model or its name (alone or in a one-element list), "
+            f"got {target_layers!r}"
+        )
+    if not any(module is layer for module in model.modules()):
+        raise ValueError(
+            f"target_layer ({type(layer).__name__}) is not part of the model, so it never runs in its "
+            f"forward; pass one of the model's own submodules (e.g. model.layer4) or its name"
+        )
+    return layer
 
 
 def _class_token_layer(model: nn.Module) -> nn.Module | None:

@@ -10,12 +10,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
-from .base import BaseCAM, Reshape, combine
+from .base import BaseCAM, Reshape, TargetLayers, combine
 from .options import CamOptions
 
 __all__ = ["GradCAMPlusPlus", "SmoothGradCAMPlusPlus", "METHOD_CLASSES", "cam_for", "explain", "noisy_copies"]
@@ -39,7 +37,7 @@ class GradCAMPlusPlus(BaseCAM):
     def __init__(
         self,
         model: nn.Module,
-        target_layers: nn.Module | Sequence[nn.Module] | None = None,
+        target_layers: TargetLayers | None = None,
         reshape_transform: Reshape | None = None,
         *,
         weights: str = CamOptions.weights,
@@ -70,7 +68,7 @@ class SmoothGradCAMPlusPlus(BaseCAM):
     def __init__(
         self,
         model: nn.Module,
-        target_layers: nn.Module | Sequence[nn.Module] | None = None,
+        target_layers: TargetLayers | None = None,
         reshape_transform: Reshape | None = None,
         *,
         n_samples: int = CamOptions.n_samples,
@@ -135,7 +133,7 @@ def explain(
     smooth: str = CamOptions.smooth,
     weights: str = CamOptions.weights,
     fit=None,
-    target_layer: nn.Module | None = None,
+    target_layer: nn.Module | str | None = None,
     generator: torch.Generator | None = None,
     head: nn.Module | str | None = None,
     reshape_transform: Reshape | None = None,
@@ -150,7 +148,7 @@ def explain(
         n_samples, noise, smooth: Smooth Grad-CAM++'s options (see ``SmoothGradCAMPlusPlus``).
         weights: omega in the target score (see ``GradCAMPlusPlus``).
         fit, target_layer, head, reshape_transform: see ``BaseCAM`` (``target_layer`` is its
-            ``target_layers``).
+            ``target_layers``: a submodule of ``model`` or its name, e.g. ``"layer4"``).
         generator: ``torch.Generator`` making the noise reproducible.
 
     Returns:

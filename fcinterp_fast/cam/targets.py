@@ -10,18 +10,15 @@ from __future__ import annotations
 import dataclasses
 import operator
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import torch
 
 from ..classes import resolve_class
 from ..config import check_choice
+from ..result import HeadFit
 from .options import WEIGHTS
 
-if TYPE_CHECKING:
-    from ..result import HeadFit
-
-__all__ = ["Target", "parse_targets", "score_vectors"]
+__all__ = ["Target", "parse_targets", "score_vectors", "check_fit"]
 
 # omega of every ``WEIGHTS`` choice, from the class's row of W (a fresh tensor: never a view of W).
 _OMEGA: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -94,6 +91,7 @@ def score_vectors(
 
     Raises:
         ValueError: unknown weights or node, a node with no member in that class, a fit of another head.
+        TypeError: a fit that is not a ``HeadFit``.
         IndexError: class index out of range.
     """
     check_choice("weights", weights, WEIGHTS)
@@ -107,9 +105,7 @@ def score_vectors(
             vectors.append(omega)
             resolved.append(Target(k, None, None, D))
             continue
-        fit = get_fit()
-        if tuple(fit.shape) != (K, D):
-            raise ValueError(f"the fit is of a ({fit.shape[0]}, {fit.shape[1]}) head, the model's head is ({K}, {D})")
+        fit = check_fit(get_fit(), W)
         column = fit.column(node, k) if node in ("+*", "-*") else fit.column(node)
         size = int(fit.count[k, column])
         if size == 0:
@@ -123,6 +119,18 @@ def score_vectors(
         vectors.append(torch.where(inside, omega, 0.0))
         resolved.append(Target(k, node, fit.nodes[column], size))
     return torch.stack(vectors), resolved
+
+
+def check_fit(fit, W: torch.Tensor) -> HeadFit:
+    """``fit`` if it is a ``HeadFit`` of a head shaped like ``W`` (K, D); else a TypeError / ValueError."""
+    if not isinstance(fit, HeadFit):
+        raise TypeError(f"fit must be a HeadFit (from fcinterp_fast.fit) or None, got {type(fit).__name__}")
+    if tuple(fit.shape) != tuple(W.shape):
+        raise ValueError(
+            f"fit is the fit of a ({fit.shape[0]}, {fit.shape[1]}) head, but the model's head is "
+            f"{tuple(W.shape)}; pass the fit of this model's head"
+        )
+    return fit
 
 
 def _is_class(x) -> bool:

@@ -19,7 +19,7 @@ from ..api import fit
 from ..cam.options import CamOptions
 from ..classes import class_names
 from ..figures.cam import chain_figure
-from ..report import Explanation, write_report
+from ..report import Explanation, check_folder, write_report
 from .fit import print_summary, resolve_classes
 
 __all__ = ["add_arguments", "run", "PAPER_CLASSES", "EXPLAINED_CLASS", "sample_image"]
@@ -38,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_folder(args.out)  # before the fit and the explanation
     model = models.load(models.DEFAULT_MODEL)
     label = f"{models.DEFAULT_MODEL} (bundled ImageNet weights)"
     names = class_names(model)

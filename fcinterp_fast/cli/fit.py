@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -21,10 +22,17 @@ from ..api import fit as fit_head
 from ..backends import registry
 from ..classes import class_from_text, class_names, resolve_class
 from ..config import DEFAULT_BACKEND, DEFAULT_MAX_MEMORY, GRIDS, ROOTS, TREES, FitConfig
-from ..distributed import DIST_BACKENDS, NotLaunchedByTorchrun, fit_sharded, process_group
+from ..distributed import (
+    DEFAULT_TIMEOUT,
+    DIST_BACKENDS,
+    NotLaunchedByTorchrun,
+    fit_sharded,
+    on_rank_zero,
+    process_group,
+)
 from ..figures.fits import class_label
 from ..heads.find import head_weight, open_head
-from ..report import level_stats, write_report
+from ..report import check_folder, level_stats, write_report
 from ..result import HeadFit
 from . import UsageError
 
@@ -110,29 +118,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DIST_BACKENDS[0],
         help="torch.distributed backend: NCCL on GPUs, gloo on CPUs (default: NCCL when CUDA is available)",
     )
+    distributed.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="how long a rank waits for the others (to join, and for the last one to finish its shard) "
+        f"before the job fails naming the ranks that did not answer (default {DEFAULT_TIMEOUT:g})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     if args.distributed:  # every rank fits its shard; rank 0 gathers them and writes the report
         with contextlib.ExitStack() as stack:
             try:
-                stack.enter_context(process_group(args.dist_backend))
+                stack.enter_context(process_group(args.dist_backend, timeout=args.timeout))
             except NotLaunchedByTorchrun as error:  # --distributed without torchrun: the user's mistake
                 raise UsageError(str(error)) from None
-            fit_and_report(args, fitter=fit_sharded)
+            fit_and_report(args, fitter=fit_sharded, check_out=functools.partial(on_rank_zero, check_folder))
     else:
         fit_and_report(args)
     return 0
 
 
-def fit_and_report(args: argparse.Namespace, fitter: Callable = fit_head) -> HeadFit | None:
+def fit_and_report(
+    args: argparse.Namespace, fitter: Callable = fit_head, check_out: Callable[[Path], object] = check_folder
+) -> HeadFit | None:
     """Fit the head ``args`` describe and write its report; returns the fit.
 
     ``fitter`` is ``fit`` or ``distributed.fit_sharded``; ranks other than 0 of the latter get no
-    ``HeadFit``, write nothing and return None.
+    ``HeadFit``, write nothing and return None. ``check_out`` checks that the report folder can be
+    written before the fit (with ``fit_sharded``: on rank 0, every rank stopping if it cannot).
     """
     head, name, label, (K, _), names = _open_head(args)
     ks = resolve_classes(args.classes, K, names)  # before the fit: fail fast
+    check_out(args.out)
     start = time.perf_counter()
     fit = fitter(
         head,

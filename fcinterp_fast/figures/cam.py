@@ -32,7 +32,7 @@ def chain_figure(
     fit=None,
     options: CamOptions = _DEFAULT_OPTIONS,
     generator: torch.Generator | None = None,
-    target_layer: nn.Module | None = None,
+    target_layer: nn.Module | str | None = None,
     cmap: str = "jet",
     overlay_alpha: float = 0.5,
 ) -> Figure:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from .fingerprint import FileFingerprint
 from .source import HeadSource, TensorSource, check_head_tensor
 
 __all__ = [
@@ -88,12 +89,14 @@ class FileSource(HeadSource):
         end, size = offset + self.shape[0] * self._row_bytes, path.stat().st_size
         if end > size:
             raise ValueError(f"{path} is truncated: {what} ends at byte {end}, but the file has {size} bytes")
+        self.fingerprint: FileFingerprint = FileFingerprint(path, K)
 
     def rows(self, start: int, stop: int) -> torch.Tensor:
         return self.read_into(start, stop, torch.empty((stop - start, self.shape[1]), dtype=self.dtype))
 
     def read_into(self, start: int, stop: int, out: torch.Tensor) -> torch.Tensor:
         """Read rows ``start:stop`` into ``out`` ((stop - start, D) contiguous CPU tensor of ``dtype``)."""
+        self.check_unchanged()
         view = out.view(torch.uint8).numpy().data.cast("B")  # the raw bytes of ``out``
         position = self.offset + start * self._row_bytes
         with open(self.path, "rb", buffering=0) as f:  # one handle per call: safe from any thread
@@ -107,6 +110,7 @@ class FileSource(HeadSource):
                         f"stopped at byte {position + done} (the file shrank after it was opened)"
                     )
                 done += n
+        self.fingerprint.check_rows(start, view, self._row_bytes)
         return out
 
 

@@ -1,12 +1,16 @@
 """Where the rows of a head come from: a validated (K, D) view read in row blocks.
 
 ``fit`` and ``HeadFit.mask`` never hold more of the head than one block beyond what the caller
-already has in memory; file-backed sources read their blocks lazily.
+already has in memory; file-backed sources read their blocks lazily. Every read first checks the
+source's fingerprint (``fingerprint.py``): a head changed since it was opened raises instead of
+giving rows the fit did not see.
 """
 
 from __future__ import annotations
 
 import torch
+
+from .fingerprint import Fingerprint, TensorFingerprint
 
 __all__ = ["HeadSource", "TensorSource", "FLOAT_DTYPES", "check_head_tensor", "check_block"]
 
@@ -24,12 +28,19 @@ class HeadSource:
         device: where ``rows`` returns its blocks.
         on_disk: True when every block is read from storage (``fit`` then reads one block ahead
             into buffers it reuses); False when ``rows`` returns views of memory already held.
+        fingerprint: the head's state when the source was opened (``check_unchanged``).
     """
 
     shape: tuple[int, int]
     dtype: torch.dtype
     device: torch.device
     on_disk: bool = False
+    fingerprint: Fingerprint
+
+    def check_unchanged(self) -> None:
+        """Raise (naming what changed) if the head is no longer what this source opened; every
+        read checks this, and ``HeadFit`` once more when the fit is done."""
+        self.fingerprint.check()
 
     def rows(self, start: int, stop: int) -> torch.Tensor:
         """Rows ``start:stop`` as a (stop - start, D) tensor (a view where possible; never written)."""
@@ -49,8 +60,10 @@ class TensorSource(HeadSource):
         self.shape = (K, D)
         self.dtype = self.weight.dtype
         self.device = self.weight.device
+        self.fingerprint = TensorFingerprint(self.weight)
 
     def rows(self, start: int, stop: int) -> torch.Tensor:
+        self.check_unchanged()
         return self.weight[start:stop]
 
 
