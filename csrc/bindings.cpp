@@ -96,10 +96,11 @@ T* output_array(py::array& a, const char* name, const std::vector<int64_t>& shap
     return static_cast<T*>(a.mutable_data());
 }
 
-int64_t fit_rows_py(const py::array& head, const std::string& dtype_name, const std::string& tree_name,
-                    const std::string& root_name, const std::string& grid_name, int64_t min_size, int levels,
-                    py::array count, py::array mean, py::array lo, py::array hi, py::array slope, py::array intercept,
-                    py::array r2, py::array loc, py::array scale, py::array kappa, py::array loglik, int threads) {
+int64_t fit_rows_checked(const py::array& head, const std::string& dtype_name, const std::string& tree_name,
+                         const std::string& root_name, const std::string& grid_name, int64_t min_size, int levels,
+                         py::array count, py::array mean, py::array lo, py::array hi, py::array slope,
+                         py::array intercept, py::array r2, py::array loc, py::array scale, py::array kappa,
+                         py::array loglik, int threads, PhaseTimes* times) {
     const DType dtype = parse_dtype(dtype_name);
     FitOptions options;
     options.tree = parse_choice<Tree>("tree", tree_name, {{"chain", Tree::Chain}, {"full", Tree::Full}});
@@ -140,7 +141,33 @@ int64_t fit_rows_py(const py::array& head, const std::string& dtype_name, const 
 
     Workspace workspace(view.cols, threads);
     py::gil_scoped_release release;
-    return fit_rows(view, options, out, workspace);
+    return fit_rows(view, options, out, workspace, times);
+}
+
+int64_t fit_rows_py(const py::array& head, const std::string& dtype_name, const std::string& tree_name,
+                    const std::string& root_name, const std::string& grid_name, int64_t min_size, int levels,
+                    py::array count, py::array mean, py::array lo, py::array hi, py::array slope, py::array intercept,
+                    py::array r2, py::array loc, py::array scale, py::array kappa, py::array loglik, int threads) {
+    return fit_rows_checked(head, dtype_name, tree_name, root_name, grid_name, min_size, levels, count, mean, lo, hi,
+                            slope, intercept, r2, loc, scale, kappa, loglik, threads, nullptr);
+}
+
+// fit_rows, also returning the seconds each phase took (summed over threads).
+py::tuple fit_rows_profiled_py(const py::array& head, const std::string& dtype_name, const std::string& tree_name,
+                               const std::string& root_name, const std::string& grid_name, int64_t min_size, int levels,
+                               py::array count, py::array mean, py::array lo, py::array hi, py::array slope,
+                               py::array intercept, py::array r2, py::array loc, py::array scale, py::array kappa,
+                               py::array loglik, int threads) {
+    PhaseTimes times;
+    const int64_t needed =
+        fit_rows_checked(head, dtype_name, tree_name, root_name, grid_name, min_size, levels, count, mean, lo, hi,
+                         slope, intercept, r2, loc, scale, kappa, loglik, threads, &times);
+    py::dict phases;
+    phases["sort"] = times.sort;
+    phases["logs"] = times.logs;
+    phases["tree"] = times.tree;
+    phases["ald"] = times.ald;
+    return py::make_tuple(needed, phases);
 }
 
 // Sort and ALD only (the benchmark's "ALD part"): same kernel, no logs and no tree.
@@ -221,6 +248,14 @@ Args:
         loc, scale, kappa, loglik: (R,) float64. All C-contiguous and writeable; every entry is
         written.
     threads: OpenMP threads (0: the OpenMP default).)doc");
+    m.def("_fit_rows_profiled", &fit_rows_profiled_py, py::arg("head").noconvert(), py::arg("dtype"), py::arg("tree"),
+          py::arg("root"), py::arg("grid"), py::arg("min_size"), py::arg("levels"), py::arg("count").noconvert(),
+          py::arg("mean").noconvert(), py::arg("lo").noconvert(), py::arg("hi").noconvert(),
+          py::arg("slope").noconvert(), py::arg("intercept").noconvert(), py::arg("r2").noconvert(),
+          py::arg("loc").noconvert(), py::arg("scale").noconvert(), py::arg("kappa").noconvert(),
+          py::arg("loglik").noconvert(), py::arg("threads") = 0,
+          "fit_rows, returning (columns needed, {phase: seconds}) with the time of each phase of the row kernel "
+          "(sort, logs, tree, ald) summed over rows and threads; for the benchmark's breakdown.");
     m.def("_ald_rows", &ald_rows_py, py::arg("head").noconvert(), py::arg("dtype"), py::arg("loc").noconvert(),
           py::arg("scale").noconvert(), py::arg("kappa").noconvert(), py::arg("loglik").noconvert(),
           py::arg("threads") = 0,

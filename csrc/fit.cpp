@@ -19,6 +19,7 @@
 #include "fit.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -45,6 +46,25 @@
 
 namespace fcinterp {
 namespace {
+
+// Laps of one thread's work into PhaseTimes fields; does nothing (not even read the clock) when
+// there is nowhere to record them.
+class PhaseClock {
+  public:
+    explicit PhaseClock(PhaseTimes* times) : times_(times) {
+        if (times_ != nullptr) last_ = std::chrono::steady_clock::now();
+    }
+    FCI_INLINE void lap(double PhaseTimes::* phase) {
+        if (times_ == nullptr) return;
+        const auto now = std::chrono::steady_clock::now();
+        times_->*phase += std::chrono::duration<double>(now - last_).count();
+        last_ = now;
+    }
+
+  private:
+    PhaseTimes* times_;
+    std::chrono::steady_clock::time_point last_;
+};
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kUnitRoundoff = 0x1p-53;
@@ -126,18 +146,22 @@ struct Float64Traits {
 // ------------------------------------------------------------------------------------------------
 // Radix sort
 // ------------------------------------------------------------------------------------------------
-// LSD radix sort with 11-bit digits (8-bit for 16-bit keys). float32 and float64 keys are first
-// sorted on their high digits only (the top 22 / 33 bits: sign, exponent and the leading mantissa
-// bits), which leaves only keys that agree in all those bits out of order; one insertion pass
-// finishes them. Weight rows rarely have such near-ties (~0.01 moves per element on Laplace rows),
-// so this saves a scatter pass; when the insertion pass exceeds a budget of n moves, the keys get the
-// full radix sort instead, which keeps the worst case linear.
-template <typename Key>
+// LSD radix sort. 16-bit keys: two passes of 8-bit digits. float32 and float64 keys are first sorted
+// on their high digits only (sign, exponent and the leading mantissa bits: the top 24 bits of a
+// float32 in three 8-bit digits for rows of at most kShortRow (1024) values, else its top 22 in two 11-bit
+// digits; the top 33 bits of a float64 in three 11-bit digits), which leaves only keys that agree in
+// all those bits out of order; one insertion pass finishes them. Weight rows rarely have such
+// near-ties (~0.01 moves per element on Laplace rows), so this saves scatter passes; when the
+// insertion pass exceeds a budget of n moves, the keys get the full radix sort instead, which keeps
+// the worst case linear. Short rows take 8-bit digits because clearing and scanning 2048-bucket
+// histograms costs more than the data on them (a 512-value row: 4096 buckets for 512 keys).
+constexpr int64_t kShortRow = 1024;
+
+template <typename Key, int kDigits>
 struct RadixPlan {
     static constexpr int kKeyBits = 8 * static_cast<int>(sizeof(Key));
-    static constexpr int kDigitBits = sizeof(Key) == 2 ? 8 : 11;
+    static constexpr int kDigitBits = kDigits;
     static constexpr int kPasses = (kKeyBits + kDigitBits - 1) / kDigitBits;
-    static constexpr int kLowPasses = sizeof(Key) == 2 ? 0 : (sizeof(Key) == 4 ? 1 : 3);
     static constexpr uint32_t kBuckets = 1u << kDigitBits;
     // Digits are counted from the top; the lowest one may overlap the next (harmless for LSD).
     static constexpr int shift(int pass) {
@@ -145,13 +169,13 @@ struct RadixPlan {
     }
 };
 
-constexpr int64_t kMaxHistogram = RadixPlan<uint64_t>::kPasses * RadixPlan<uint64_t>::kBuckets;
+constexpr int64_t kMaxHistogram = RadixPlan<uint64_t, 11>::kPasses * RadixPlan<uint64_t, 11>::kBuckets;
 
 // Sorts a[0..n) on the digits kFirst.. (all histograms from one read); returns the buffer holding
 // the result (a or b).
-template <typename Key, int kFirst>
+template <typename Key, int kDigits, int kFirst>
 FCI_INLINE Key* lsd_radix(Key* a, Key* b, int64_t n, uint32_t* histogram) {
-    using Plan = RadixPlan<Key>;
+    using Plan = RadixPlan<Key, kDigits>;
     constexpr int kCount = Plan::kPasses - kFirst;
     constexpr uint32_t kMask = Plan::kBuckets - 1;
     std::memset(histogram, 0, sizeof(uint32_t) * kCount * Plan::kBuckets);
@@ -196,17 +220,26 @@ FCI_INLINE bool insertion_sort(Key* a, int64_t n, int64_t budget) {
     return true;
 }
 
+// Radix sort on the high digits from kFirst on, finished by insertion (or, past its budget, by the
+// remaining digits).
+template <typename Key, int kDigits, int kFirst>
+FCI_INLINE Key* sort_high_digits(Key* a, Key* b, int64_t n, uint32_t* histogram) {
+    Key* sorted = lsd_radix<Key, kDigits, kFirst>(a, b, n, histogram);
+    if (kFirst == 0 || insertion_sort(sorted, n, n)) return sorted;
+    return lsd_radix<Key, kDigits, 0>(sorted, sorted == a ? b : a, n, histogram);
+}
+
 // Sorts a[0..n) ascending using b as the second buffer; returns the buffer holding the result.
 template <typename Key>
 FCI_INLINE Key* sort_keys(Key* a, Key* b, int64_t n, uint32_t* histogram) {
-    using Plan = RadixPlan<Key>;
     if (n <= kInsertionSortMax) {
         insertion_sort(a, n, n * n);
         return a;
     }
-    Key* sorted = lsd_radix<Key, Plan::kLowPasses>(a, b, n, histogram);
-    if (Plan::kLowPasses == 0 || insertion_sort(sorted, n, n)) return sorted;
-    return lsd_radix<Key, 0>(sorted, sorted == a ? b : a, n, histogram);
+    if (sizeof(Key) == 2) return sort_high_digits<Key, 8, 0>(a, b, n, histogram);
+    if (sizeof(Key) == 8) return sort_high_digits<Key, 11, 3>(a, b, n, histogram);
+    if (n <= kShortRow) return sort_high_digits<Key, 8, 1>(a, b, n, histogram);
+    return sort_high_digits<Key, 11, 1>(a, b, n, histogram);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -263,6 +296,75 @@ FCI_INLINE double log_abs_one(double v) {
 FCI_INLINE void log_abs_block(const double* x, double* y, int64_t n) {
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) y[i] = log_abs_one(x[i]);
+}
+
+// ln|x| of float32 values (held as doubles, so never subnormal), table-driven and without a division:
+// x = 2^k m, m in [1, 2); j = the top 7 bits of m's fraction picks the centre c_j = 1 + (j + 1/2) / 128
+// of m's interval, inv_j = 1 / c_j rounded to 29 significant bits, so that r = m inv_j - 1 is exact
+// (24 + 29 bits of product; Sterbenz for the subtraction) with |r| < 2^-8, and
+//     ln|x| = k ln 2 + ln(1 / inv_j) + ln(1 + r),
+// ln(1 + r) by its Taylor series to r^7 (truncation < 2^-64 / 8). Error: about 1 ulp of the sum's
+// largest term. The tables are built once, with the correctly rounded std::log of exact numbers.
+struct Float32LogTable {
+    double inv[128];
+    double log_c[128];  // -ln(inv[j])
+    Float32LogTable() {
+        for (int j = 0; j < 128; ++j) {
+            const double centre = 1.0 + (j + 0.5) / 128.0;
+            inv[j] = std::nearbyint(0x1p29 / centre) * 0x1p-29;  // in (0.5, 1): 29 significant bits
+            log_c[j] = -std::log(inv[j]);
+        }
+    }
+};
+const Float32LogTable kFloat32Log;
+
+FCI_INLINE double log_abs_float32(double v) {
+    uint64_t bits;
+    std::memcpy(&bits, &v, sizeof bits);
+    bits &= 0x7fffffffffffffffull;
+    const uint64_t j = (bits >> 45) & 127u;
+    const uint64_t m_bits = (bits & 0x000fffffffffffffull) | 0x3ff0000000000000ull;
+    double m;
+    std::memcpy(&m, &m_bits, sizeof m);
+    const uint64_t magic_bits = 0x4330000000000000ull | (bits >> 52);  // k as a double: 2^52 + e - 2^52
+    double magic;
+    std::memcpy(&magic, &magic_bits, sizeof magic);
+    const double dk = (magic - 0x1p52) - 1023.0;
+    const double r = m * kFloat32Log.inv[j] - 1.0;
+    const double q =
+        -0.5 + r * (1.0 / 3.0 + r * (-0.25 + r * (0.2 + r * (-1.0 / 6.0 + r * (1.0 / 7.0)))));  // (ln(1+r) - r) / r^2
+    return (dk * kLn2Hi + kFloat32Log.log_c[j]) + (r + (r * r * q + dk * kLn2Lo));
+}
+
+FCI_INLINE void log_abs_float32_block(const double* x, double* y, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) y[i] = log_abs_float32(x[i]);
+}
+
+// ln|x| of every 16-bit pattern's magnitude (index: the pattern without its sign bit), so that the
+// logs of a float16 / bfloat16 row are table lookups, no log evaluations at all. Built once per
+// dtype on first use (256 KiB each) with the kernel's float64 log of the exact value; entries of
+// zero, inf and NaN patterns are never read for finite non-zero values.
+struct HalfLogTable {
+    double log_abs[1 << 15];
+    template <typename Traits>
+    explicit HalfLogTable(Traits) {
+        for (uint32_t bits = 0; bits < (1u << 15); ++bits) {
+            log_abs[bits] = log_abs_one(Traits::decode(static_cast<uint16_t>(bits)));
+        }
+    }
+};
+
+template <typename Traits>
+const HalfLogTable& half_log_table() {
+    static const HalfLogTable table{Traits{}};  // thread-safe initialisation (C++11)
+    return table;
+}
+
+// y[i] = ln|x| of 16-bit values given by their order keys (see to_key).
+FCI_INLINE void log_abs_half_keys(const uint16_t* keys, const HalfLogTable& table, double* y, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) y[i] = table.log_abs[from_key(keys[i]) & 0x7fffu];
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -602,6 +704,9 @@ FCI_INLINE void walk_full(const SortedRow& row, Run plus, Run minus, const FitOp
 // the stored sums (relative (n+2)u, sums of non-negative terms) and of the bound itself, so a skipped
 // block provably holds no value <= the minimum and the result is the reference's, bit for bit.
 constexpr int kGroup = 4;
+// Threads take rows kGroupsPerChunk * kGroup (32) at a time: few enough trips to the shared counter,
+// small enough chunks that no thread is left with a long serial tail.
+constexpr int64_t kGroupsPerChunk = 8;
 constexpr int64_t kAldBlock = 16;
 
 // below[k][i] = B_i (n beta at x[k][i + 1]), above[k][i] = A_i (n alpha at x[k][i]), i < n - 1.
@@ -731,10 +836,10 @@ FCI_INLINE RowOut row_out(const FitOutput& out, int64_t r) {
             out.intercept + at, out.r2 + at};
 }
 
-// Load one row, sort it, and decode it into x (float64, ascending) and, unless y is null, y = ln|x|.
+// Load one row, sort it, and decode it into x (float64, ascending); returns the sorted keys.
 template <typename Traits>
-FCI_INLINE void load_sorted(const unsigned char* src, int64_t cols, int64_t col_stride, unsigned char* block,
-                            const Layout& layout, double* x, double* y) {
+FCI_INLINE const void* load_sorted(const unsigned char* src, int64_t cols, int64_t col_stride, unsigned char* block,
+                                   const Layout& layout, double* x) {
     using Bits = typename Traits::Bits;
     Bits* keys = reinterpret_cast<Bits*>(block + layout.keys_a);
     Bits* spare = reinterpret_cast<Bits*>(block + layout.keys_b);
@@ -748,30 +853,43 @@ FCI_INLINE void load_sorted(const unsigned char* src, int64_t cols, int64_t col_
     const Bits* sorted = sort_keys(keys, spare, cols, reinterpret_cast<uint32_t*>(block + layout.histogram));
 #pragma omp simd
     for (int64_t j = 0; j < cols; ++j) x[j] = Traits::decode(from_key(sorted[j]));
-    if (y != nullptr) log_abs_block(x, y, cols);
+    return sorted;
 }
 
-// Sort row r into x, then record its whole split tree; returns one past its deepest node's column.
-FCI_INLINE int64_t fit_tree(const HeadView& head, int64_t r, const FitOptions& options, const FitOutput& out,
-                            unsigned char* block, const Layout& layout, double* x) {
+FCI_INLINE const void* sort_row(const HeadView& head, int64_t r, unsigned char* block, const Layout& layout,
+                                double* x) {
     const unsigned char* src = head.data + r * head.row_stride;
-    const int64_t n = head.cols;
-    double* y = options.ald_only ? nullptr : reinterpret_cast<double*>(block + layout.y);
     switch (head.dtype) {
         case DType::Float16:
-            load_sorted<Float16Traits>(src, n, head.col_stride, block, layout, x, y);
-            break;
+            return load_sorted<Float16Traits>(src, head.cols, head.col_stride, block, layout, x);
         case DType::BFloat16:
-            load_sorted<BFloat16Traits>(src, n, head.col_stride, block, layout, x, y);
-            break;
+            return load_sorted<BFloat16Traits>(src, head.cols, head.col_stride, block, layout, x);
         case DType::Float32:
-            load_sorted<Float32Traits>(src, n, head.col_stride, block, layout, x, y);
-            break;
+            return load_sorted<Float32Traits>(src, head.cols, head.col_stride, block, layout, x);
         case DType::Float64:
-            load_sorted<Float64Traits>(src, n, head.col_stride, block, layout, x, y);
-            break;
+            return load_sorted<Float64Traits>(src, head.cols, head.col_stride, block, layout, x);
     }
-    if (options.ald_only) return 0;
+    return nullptr;  // unreachable: every dtype is handled above
+}
+
+// y = ln|x| of a sorted row: x (float64) and its sorted keys in the row's own dtype.
+FCI_INLINE void log_abs_row(DType dtype, const double* x, const void* keys, double* y, int64_t n) {
+    switch (dtype) {
+        case DType::Float16:
+            return log_abs_half_keys(static_cast<const uint16_t*>(keys), half_log_table<Float16Traits>(), y, n);
+        case DType::BFloat16:
+            return log_abs_half_keys(static_cast<const uint16_t*>(keys), half_log_table<BFloat16Traits>(), y, n);
+        case DType::Float32:
+            return log_abs_float32_block(x, y, n);
+        case DType::Float64:
+            return log_abs_block(x, y, n);
+    }
+}
+
+// Record the whole split tree of row r from its sorted values x and logs y; returns one past its
+// deepest node's column.
+FCI_INLINE int64_t fit_tree(int64_t r, int64_t n, const FitOptions& options, const FitOutput& out, unsigned char* block,
+                            const Layout& layout, const double* x, const double* y) {
     SortedRow row{x, y, n, 0, 0};
     row.z0 = lower_bound(x, 0, n, 0.0);
     row.z1 = std::upper_bound(x + row.z0, x + n, 0.0) - x;
@@ -804,18 +922,26 @@ FCI_INLINE int64_t fit_tree(const HeadView& head, int64_t r, const FitOptions& o
 
 // Rows r0 .. r0 + rows - 1 (rows <= kGroup); returns one past the deepest node column.
 FCI_ROW_KERNEL int64_t fit_group(const HeadView& head, int64_t r0, int rows, const FitOptions& options,
-                                 const FitOutput& out, unsigned char* block, const Layout& layout) {
+                                 const FitOutput& out, unsigned char* block, const Layout& layout, PhaseTimes* times) {
+    PhaseClock clock(times);
     double* x[kGroup];
     double* below[kGroup];
     double* above[kGroup];
     int64_t needed = 0;
+    const int64_t n = head.cols;
+    double* y = reinterpret_cast<double*>(block + layout.y);
     for (int k = 0; k < rows; ++k) {
         x[k] = reinterpret_cast<double*>(block + layout.x[k]);
         below[k] = reinterpret_cast<double*>(block + layout.below[k]);
         above[k] = reinterpret_cast<double*>(block + layout.above[k]);
-        needed = std::max(needed, fit_tree(head, r0 + k, options, out, block, layout, x[k]));
+        const void* keys = sort_row(head, r0 + k, block, layout, x[k]);
+        clock.lap(&PhaseTimes::sort);
+        if (options.ald_only) continue;
+        log_abs_row(head.dtype, x[k], keys, y, n);
+        clock.lap(&PhaseTimes::logs);
+        needed = std::max(needed, fit_tree(r0 + k, n, options, out, block, layout, x[k], y));
+        clock.lap(&PhaseTimes::tree);
     }
-    const int64_t n = head.cols;
     if (n < 3) {
         for (int k = 0; k < rows; ++k)
             out.loc[r0 + k] = out.scale[r0 + k] = out.kappa[r0 + k] = out.loglik[r0 + k] = kNaN;
@@ -840,6 +966,7 @@ FCI_ROW_KERNEL int64_t fit_group(const HeadView& head, int64_t r0, int rows, con
         ald_from_sums(x[k], n, below[k], above[k], reinterpret_cast<double*>(block + layout.ald_search), out.loc + r,
                       out.scale + r, out.kappa + r, out.loglik + r);
     }
+    clock.lap(&PhaseTimes::ald);
     return needed;
 }
 
@@ -878,7 +1005,8 @@ Workspace::~Workspace() {
     ::operator delete(base_, std::align_val_t(kAlign));
 }
 
-int64_t fit_rows(const HeadView& head, const FitOptions& options, const FitOutput& out, Workspace& workspace) {
+int64_t fit_rows(const HeadView& head, const FitOptions& options, const FitOutput& out, Workspace& workspace,
+                 PhaseTimes* times) {
     const Layout layout(head.cols);
     // Waking a thread costs more than fitting a few thousand values: small blocks use fewer threads.
     const int64_t useful = std::max<int64_t>(1, head.rows * head.cols / kMinValuesPerThread);
@@ -892,12 +1020,23 @@ int64_t fit_rows(const HeadView& head, const FitOptions& options, const FitOutpu
 #else
         unsigned char* block = workspace.thread_block(0);
 #endif
+        PhaseTimes mine;
         const int64_t groups = (head.rows + kGroup - 1) / kGroup;
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(dynamic, kGroupsPerChunk) nowait
         for (int64_t g = 0; g < groups; ++g) {
             const int64_t r0 = g * kGroup;
             const int rows = static_cast<int>(std::min<int64_t>(kGroup, head.rows - r0));
-            needed = std::max(needed, fit_group(head, r0, rows, options, out, block, layout));
+            needed = std::max(
+                needed, fit_group(head, r0, rows, options, out, block, layout, times != nullptr ? &mine : nullptr));
+        }
+        if (times != nullptr) {
+#pragma omp critical(fcinterp_phase_times)
+            {
+                times->sort += mine.sort;
+                times->logs += mine.logs;
+                times->tree += mine.tree;
+                times->ald += mine.ald;
+            }
         }
     }
     return needed;

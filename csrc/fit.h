@@ -97,6 +97,16 @@ class Workspace {
     int threads_ = 1;
 };
 
+// Seconds spent in each phase of the row kernel, summed over rows and threads (CPU time): sort (load,
+// sort, decode to float64), logs (ln|x|), tree (split walk and node statistics), ald (prefix sums and
+// the search). For the benchmark's breakdown; reading the clock costs ~4 calls per row.
+struct PhaseTimes {
+    double sort = 0.0;
+    double logs = 0.0;
+    double tree = 0.0;
+    double ald = 0.0;
+};
+
 // Fit every row of `head` into `out`; returns the number of node columns the results need (one past
 // the deepest node any row has), which exceeds out.columns when nodes were left out. Preconditions
 // (checked by the bindings): rows >= 1, 1 <= cols < 2^31, 1 <= levels <= kMaxChainLevels
@@ -104,7 +114,9 @@ class Workspace {
 // (with ald_only: out.columns == 0 and no node arrays),
 // `workspace` built for `cols`; rows run on the workspace's threads. Non-finite values do not crash
 // the kernel but give meaningless results (the Python layer rejects them first).
-int64_t fit_rows(const HeadView& head, const FitOptions& options, const FitOutput& out, Workspace& workspace);
+// With `times`, also adds each phase's seconds to it.
+int64_t fit_rows(const HeadView& head, const FitOptions& options, const FitOutput& out, Workspace& workspace,
+                 PhaseTimes* times = nullptr);
 
 // Test hooks for the building blocks.
 // Correctly rounded sum of n doubles (Shewchuk's algorithm exactly as CPython's math.fsum); NaN if

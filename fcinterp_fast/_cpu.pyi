@@ -26,6 +26,29 @@ def fit_rows(
 ) -> int:
     """Fit every row of ``head`` (R, D) into the output arrays, in place; returns the node columns needed."""
 
+def _fit_rows_profiled(
+    head: np.ndarray,
+    dtype: str,
+    tree: str,
+    root: str,
+    grid: str,
+    min_size: int,
+    levels: int,
+    count: np.ndarray,
+    mean: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    slope: np.ndarray,
+    intercept: np.ndarray,
+    r2: np.ndarray,
+    loc: np.ndarray,
+    scale: np.ndarray,
+    kappa: np.ndarray,
+    loglik: np.ndarray,
+    threads: int = 0,
+) -> tuple[int, dict[str, float]]:
+    """``fit_rows``, also returning the seconds of each phase (sort, logs, tree, ald) summed over threads."""
+
 def _ald_rows(
     head: np.ndarray,
     dtype: str,

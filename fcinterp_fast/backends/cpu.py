@@ -30,7 +30,10 @@ except ImportError as error:  # not built (no compiler, optional build failed) o
 else:
     _IMPORT_ERROR = None
 
-__all__ = ["fit_rows", "ald_only", "build_info"]
+__all__ = ["fit_rows", "fit_rows_profiled", "ald_only", "build_info", "PHASES"]
+
+#: Phases of the row kernel that ``fit_rows_profiled`` times, in the order they run.
+PHASES = ("sort", "logs", "tree", "ald")
 
 # Chains without a depth may go 64 levels deep but rarely pass ~10; the outputs are first sized for
 # this many levels and the block is refitted at full width only when some row went deeper.
@@ -75,6 +78,22 @@ def fit_rows(W: torch.Tensor, cfg: FitConfig) -> RowFit:
         there the first 16 levels when no row goes deeper (the rest would be absent; ``fit`` trims
         unused levels anyway). ``ambiguous`` is all False.
     """
+    return _fit_rows(W, cfg, None)
+
+
+def fit_rows_profiled(
+    W: torch.Tensor, cfg: FitConfig, *, threads: int | None = None
+) -> tuple[RowFit, dict[str, float]]:
+    """``fit_rows``, also returning the seconds each phase of the row kernel took (``PHASES``: sort =
+    load, sort and decode; logs = ln|x|; tree = the split walk and node statistics; ald = prefix sums
+    and the search), summed over rows and threads. ``threads`` defaults to ``torch.get_num_threads()``.
+    Reading the clock costs a few calls per row: time the plain ``fit_rows`` for totals."""
+    phases: dict[str, float] = {}
+    fit = _fit_rows(W, cfg, phases, threads)
+    return fit, phases
+
+
+def _fit_rows(W: torch.Tensor, cfg: FitConfig, phases: dict[str, float] | None, threads: int | None = None) -> RowFit:
     _require_extension()
     if not isinstance(W, torch.Tensor) or W.dim() != 2 or W.device.type != "cpu":
         raise ValueError(f"backend 'cpu' fits a 2-D CPU tensor, got {_describe(W)}")
@@ -89,19 +108,19 @@ def fit_rows(W: torch.Tensor, cfg: FitConfig) -> RowFit:
     columns = cfg.n_columns
     if cfg.tree == "chain" and cfg.depth is None:
         columns = min(columns, 2 * _FIRST_CHAIN_LEVELS)
+    threads = torch.get_num_threads() if threads is None else threads
     while True:
         out = _allocate(rows, columns)
-        needed = _cpu.fit_rows(
-            head,
-            dtype,
-            cfg.tree,
-            cfg.root,
-            cfg.grid,
-            cfg.min_size,
-            cfg.levels,
-            **{name: t.numpy() for name, t in out.items()},
-            threads=torch.get_num_threads(),
-        )
+        arrays = {name: t.numpy() for name, t in out.items()}
+        tree, root, grid, min_size, levels = cfg.tree, cfg.root, cfg.grid, cfg.min_size, cfg.levels
+        if phases is None:
+            needed = _cpu.fit_rows(head, dtype, tree, root, grid, min_size, levels, **arrays, threads=threads)
+        else:
+            needed, times = _cpu._fit_rows_profiled(
+                head, dtype, tree, root, grid, min_size, levels, **arrays, threads=threads
+            )
+            phases.clear()
+            phases.update(times)
         if needed <= columns:
             break
         columns = cfg.n_columns
