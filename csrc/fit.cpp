@@ -736,8 +736,28 @@ FCI_INLINE void ald_prefix_sums(const double* const* x, int64_t n, double* const
     }
 }
 
-FCI_INLINE double ald_objective(const double* below, const double* above, int64_t p, double n) {
-    return std::sqrt(above[p] / n) + std::sqrt(below[p - 1] / n);
+// The candidates of the search: order statistics p_q (q = 0 .. m-1, ascending) with A = n alpha and
+// B = n beta there. Every interior order statistic (the sorted row's own prefix sums), or the first
+// interior one of each run of equal values (a counted 16-bit row: the objective is constant on a
+// run, so its first member is the only one the first minimum can pick).
+struct EveryOrderStatistic {  // p_q = q + 1, A = above[p], B = below[p - 1]
+    const double* above;
+    const double* below;
+    FCI_INLINE double a(int64_t q) const { return above[q + 1]; }
+    FCI_INLINE double b(int64_t q) const { return below[q]; }
+    FCI_INLINE int64_t position(int64_t q) const { return q + 1; }
+};
+struct RunStarts {  // explicit arrays
+    const double* a_;
+    const double* b_;
+    const int64_t* position_;
+    FCI_INLINE double a(int64_t q) const { return a_[q]; }
+    FCI_INLINE double b(int64_t q) const { return b_[q]; }
+    FCI_INLINE int64_t position(int64_t q) const { return position_[q]; }
+};
+
+FCI_INLINE double ald_objective(double a, double b, double n) {
+    return std::sqrt(a / n) + std::sqrt(b / n);
 }
 
 // Per-block scratch for the search: 4 arrays of ald_blocks(n) doubles.
@@ -745,25 +765,27 @@ FCI_INLINE int64_t ald_blocks(int64_t n) {
     return (n + kAldBlock - 1) / kAldBlock;
 }
 
-// The fit from one row's prefix sums (n >= 3); `scratch` holds 4 * ald_blocks(n) doubles.
-FCI_INLINE void ald_from_sums(const double* x, int64_t n, const double* below, const double* above, double* scratch,
-                              double* loc, double* scale, double* kappa, double* loglik) {
+// The first minimum of the objective over m >= 1 candidates of a row of n values; `b_total` is B at
+// the row's last gap (the largest B, for the rounding margin); `scratch` holds 4 * ald_blocks(m)
+// doubles. Returns the candidate's index q.
+template <typename Candidates>
+FCI_INLINE int64_t ald_search(const Candidates& c, int64_t m, int64_t n, double b_total, double* scratch) {
     const double nd = static_cast<double>(n);
-    const int64_t first = 1, last = n - 2;  // interior order statistics
-    const int64_t blocks = (last - first) / kAldBlock + 1;
-    double* a0 = scratch;                // A_p0
-    double* b0 = a0 + ald_blocks(n);     // B_{p0-1}
-    double* a1 = b0 + ald_blocks(n);     // A_p1
-    double* ratio = a1 + ald_blocks(n);  // r, rounded down
+    const int64_t blocks = ald_blocks(m);
+    double* a0 = scratch;                // A at the block's first candidate
+    double* b0 = a0 + ald_blocks(m);     // B there
+    double* a1 = b0 + ald_blocks(m);     // A at its last
+    double* ratio = a1 + ald_blocks(m);  // r, rounded down
     for (int64_t k = 0; k < blocks; ++k) {
-        const int64_t p0 = first + k * kAldBlock, p1 = std::min(p0 + kAldBlock - 1, last);
-        a0[k] = above[p0];
-        b0[k] = below[p0 - 1];
-        a1[k] = above[p1];
+        const int64_t q0 = k * kAldBlock, q1 = std::min(q0 + kAldBlock - 1, m - 1);
+        const int64_t p0 = c.position(q0);
+        a0[k] = c.a(q0);
+        b0[k] = c.b(q0);
+        a1[k] = c.a(q1);
         ratio[k] = static_cast<double>(p0 + 1) / static_cast<double>(n - 1 - p0) * (1.0 - 4.0 * kUnitRoundoff);
     }
     // Bounds in units of sqrt(n) f (no divisions; the scaling's rounding is in the margin below).
-    double bound = std::numeric_limits<double>::infinity();  // sqrt(n) f at some p0: >= the minimum
+    double bound = std::numeric_limits<double>::infinity();  // sqrt(n) f at some candidate: >= the minimum
 #pragma omp simd reduction(min : bound)
     for (int64_t k = 0; k < blocks; ++k) {
         const double start = std::sqrt(a0[k]) + std::sqrt(b0[k]);                             // h(0)
@@ -773,39 +795,185 @@ FCI_INLINE void ald_from_sums(const double* x, int64_t n, const double* below, c
     }
     const double eps = (nd + 2.0) * kUnitRoundoff;  // relative error of a stored prefix sum
     const double relative = 2.0 * eps + 32.0 * kUnitRoundoff;
-    const double absolute = 2.0 * std::sqrt(eps * below[n - 2]);
+    const double absolute = 2.0 * std::sqrt(eps * b_total);
     const double cutoff = bound * (1.0 + relative);
 
     double best = std::numeric_limits<double>::infinity();
-    int64_t best_p = first;
+    int64_t best_q = 0;
     for (int64_t k = 0; k < blocks; ++k) {
         if (a0[k] * (1.0 - relative) - absolute > cutoff) continue;  // cannot hold the minimum
-        const int64_t p0 = first + k * kAldBlock, p1 = std::min(p0 + kAldBlock - 1, last);
+        const int64_t q0 = k * kAldBlock, q1 = std::min(q0 + kAldBlock - 1, m - 1);
         double values[kAldBlock];
 #pragma omp simd
-        for (int64_t j = 0; j < kAldBlock; ++j) values[j] = ald_objective(below, above, std::min(p0 + j, p1), nd);
-        for (int64_t j = 0; j <= p1 - p0; ++j) {
+        for (int64_t j = 0; j < kAldBlock; ++j) {
+            const int64_t q = std::min(q0 + j, q1);
+            values[j] = ald_objective(c.a(q), c.b(q), nd);
+        }
+        for (int64_t j = 0; j <= q1 - q0; ++j) {
             if (values[j] < best) {  // strict: the first minimum wins
                 best = values[j];
-                best_p = p0 + j;
+                best_q = q0 + j;
             }
         }
     }
-    const int64_t p = best_p;
+    return best_q;
+}
+
+// loc, scale, kappa, loglik from the chosen order statistic's value and its A, B (docs/spec.md section 4).
+FCI_INLINE void ald_parameters(double value_at, double a, double b, int64_t n, double* loc, double* scale,
+                               double* kappa, double* loglik) {
+    const double nd = static_cast<double>(n);
     // Fourth roots from the square roots (docs/spec.md section 4): alpha * beta itself would overflow
     // or underflow for rows scaled by 1e+-155, while sqrt(alpha) sqrt(beta) stays in range.
-    const double root_alpha = std::sqrt(above[p] / nd), root_beta = std::sqrt(below[p - 1] / nd);
-    const double value = root_alpha + root_beta;  // ald_objective(below, above, p, nd)
-    *loc = x[p];
+    const double root_alpha = std::sqrt(a / nd), root_beta = std::sqrt(b / nd);
+    const double value = root_alpha + root_beta;  // ald_objective(a, b, nd)
+    *loc = value_at;
     *kappa = std::sqrt(root_beta / root_alpha);
     *scale = std::sqrt(root_alpha) * std::sqrt(root_beta) * value;
     *loglik = -nd * (1.0 + 2.0 * std::log(value));
+}
+
+// The fit from one sorted row's prefix sums (n >= 3); `scratch` holds 4 * ald_blocks(n) doubles.
+FCI_INLINE void ald_from_sums(const double* x, int64_t n, const double* below, const double* above, double* scratch,
+                              double* loc, double* scale, double* kappa, double* loglik) {
+    const EveryOrderStatistic candidates{above, below};
+    const int64_t q = ald_search(candidates, n - 2, n, below[n - 2], scratch);
+    ald_parameters(x[candidates.position(q)], candidates.a(q), candidates.b(q), n, loc, scale, kappa, loglik);
+}
+
+// The same fit from a counted row (n >= 3): its runs of equal values value[i] at ranks
+// first[i] .. first[i + 1] - 1, i < runs. Only the gaps between runs are non-zero, and adding the
+// zero terms of the other gaps changes no sequential sum, so the prefix sums over runs are the
+// per-element ones bit for bit: B before run i = sum_{j<i} first[j+1] (value[j+1] - value[j]),
+// A at run i = sum_{j>=i} (n - first[j+1]) (value[j+1] - value[j]) (summed from the top down).
+// `a`, `b` and `position` hold `runs` entries each; scratch as for ald_from_sums.
+FCI_INLINE void ald_from_runs(const double* value, const int64_t* first, int64_t runs, int64_t n, double* a, double* b,
+                              int64_t* position, double* scratch, double* loc, double* scale, double* kappa,
+                              double* loglik) {
+    // A at every run, from the top down (in place in `a`, read off below before it is overwritten).
+    double above = 0.0;
+    a[runs - 1] = 0.0;
+    for (int64_t i = runs - 2; i >= 0; --i) {
+        above += static_cast<double>(n - first[i + 1]) * (value[i + 1] - value[i]);
+        a[i] = above;
+    }
+    // Candidates: the first interior rank of each run that has one (m <= i: a[i] is read first).
+    int64_t m = 0;
+    double below = 0.0;
+    for (int64_t i = 0; i < runs; ++i) {
+        if (i > 0) below += static_cast<double>(first[i]) * (value[i] - value[i - 1]);
+        const int64_t p = std::max<int64_t>(first[i], 1);
+        if (p <= std::min<int64_t>(first[i + 1] - 1, n - 2)) {
+            a[m] = a[i];
+            b[m] = below;
+            position[m] = p;
+            ++m;
+        }
+    }
+    const double b_total = below;
+    const RunStarts candidates{a, b, position};
+    const int64_t best = ald_search(candidates, m, n, b_total, scratch);
+    // The value at the chosen rank: its run is the last one starting at or before it.
+    const int64_t p = position[best];
+    const int64_t run = std::upper_bound(first, first + runs, p) - first - 1;
+    ald_parameters(value[run], a[best], b[best], n, loc, scale, kappa, loglik);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Counting fits of 16-bit rows (fit.h, "Counting fits of 16-bit heads")
+// ------------------------------------------------------------------------------------------------
+constexpr int64_t kKeys16 = int64_t(1) << 16;
+// Rows at least this long are counted; shorter ones are radix sorted (two 8-bit passes). Measured
+// (one thread, Laplace rows): the buckets between a row's smallest and largest key number 2-8 per
+// value at n = 16384-4096 (weight rows span many binades), and scanning them costs more than two
+// scatter passes until the rows are long; bfloat16 (7 fraction bits) rows repeat values sooner than
+// float16 (10 bits) rows, so their runs, which the expansion and the ALD walk, are fewer earlier.
+// bfloat16 wins from 8192 values (4.4 vs 4.8 ns per value; 3.1 vs 4.9 at 16384), float16 from 32768
+// (4.0 vs 4.9; at 16384 it still loses, 5.6 vs 4.9).
+constexpr int64_t kCountingRowBFloat16 = 8192;
+constexpr int64_t kCountingRowFloat16 = 32768;
+
+FCI_INLINE bool counted_rows(const HeadView& head, const FitOptions& options) {
+    if (head.dtype != DType::Float16 && head.dtype != DType::BFloat16) return false;
+    if (options.counting_from > 0) return head.cols >= options.counting_from;
+    return head.cols >= (head.dtype == DType::BFloat16 ? kCountingRowBFloat16 : kCountingRowFloat16);
+}
+
+// Counts the keys of one 16-bit row into `counts` (kKeys16 buckets, all zero on entry and again on
+// return) and lists its runs of equal keys in ascending order: run_key[i], first rank first[i]
+// (first[runs] = n). Returns the number of runs. Only the buckets between the row's smallest and
+// largest key are read, 16 at a time, skipping empty groups.
+FCI_INLINE int64_t count_row(const unsigned char* src, int64_t n, int64_t col_stride, uint16_t* keys, uint32_t* counts,
+                             uint16_t* run_key, int64_t* first) {
+    if (col_stride == 2) {
+        std::memcpy(keys, src, 2 * n);
+    } else {
+        for (int64_t j = 0; j < n; ++j) std::memcpy(keys + j, src + j * col_stride, 2);
+    }
+    uint32_t smallest = 0xffffu, largest = 0;
+#pragma omp simd reduction(min : smallest) reduction(max : largest)
+    for (int64_t j = 0; j < n; ++j) {
+        const uint16_t key = to_key(keys[j]);
+        keys[j] = key;
+        smallest = std::min<uint32_t>(smallest, key);
+        largest = std::max<uint32_t>(largest, key);
+    }
+    for (int64_t j = 0; j < n; ++j) ++counts[keys[j]];
+    int64_t runs = 0, rank = 0;
+    for (uint32_t k0 = smallest & ~15u; k0 <= largest; k0 += 16) {
+        uint32_t any = 0;
+        for (uint32_t i = 0; i < 16; ++i) any |= counts[k0 + i];
+        if (any == 0) continue;
+        for (uint32_t i = 0; i < 16; ++i) {  // branch-free: an empty bucket's entry is overwritten
+            const uint32_t c = counts[k0 + i];
+            run_key[runs] = static_cast<uint16_t>(k0 + i);
+            first[runs] = rank;
+            rank += c;
+            runs += c != 0;
+            counts[k0 + i] = 0;
+        }
+    }
+    first[runs] = rank;
+    return runs;
+}
+
+// Writes `value` at out[0 .. count) in blocks of kExpandBlock, so possibly up to out[count + 7]: the
+// arrays expanded into have kExpandBlock spare entries, and later runs overwrite the excess. Runs
+// of weight rows are short (1-10 values), so one block per run is the rule and the loop's branch
+// is predictable, unlike a fill of exactly `count` values.
+constexpr int64_t kExpandBlock = 8;
+FCI_INLINE void expand_run(double* out, int64_t count, double value) {
+    int64_t at = 0;
+    do {
+#pragma omp simd
+        for (int64_t i = 0; i < kExpandBlock; ++i) out[at + i] = value;
+        at += kExpandBlock;
+    } while (at < count);
+}
+
+// The runs' values, and (unless x is null) the sorted row x[0..n) expanded from them.
+template <typename Traits>
+FCI_INLINE void decode_runs(const uint16_t* run_key, const int64_t* first, int64_t runs, double* value, double* x) {
+#pragma omp simd
+    for (int64_t i = 0; i < runs; ++i) value[i] = Traits::decode(from_key(run_key[i]));
+    if (x == nullptr) return;
+    for (int64_t i = 0; i < runs; ++i) expand_run(x + first[i], first[i + 1] - first[i], value[i]);
+}
+
+// y[0..n) = ln|x| expanded from the runs (one table lookup per run).
+FCI_INLINE void log_abs_runs(const uint16_t* run_key, const int64_t* first, int64_t runs, const HalfLogTable& table,
+                             double* y) {
+    for (int64_t i = 0; i < runs; ++i) {
+        expand_run(y + first[i], first[i + 1] - first[i], table.log_abs[from_key(run_key[i]) & 0x7fffu]);
+    }
 }
 
 // Offsets of one thread's scratch arrays inside its block.
 struct Layout {
     int64_t keys_a, keys_b, y, histogram, partials, runs, ald_search, total;
     int64_t x[kGroup], below[kGroup], above[kGroup];
+    // Counted 16-bit rows: the key counts (zero between rows) and the runs of equal values.
+    int64_t counts, run_key, run_first, run_value, run_a, run_b, run_position;
 
     explicit Layout(int64_t cols) {
         int64_t at = 0;
@@ -816,9 +984,9 @@ struct Layout {
         };
         keys_a = take(8 * cols);
         keys_b = take(8 * cols);
-        y = take(8 * cols);
+        y = take(8 * (cols + kExpandBlock));
         for (int k = 0; k < kGroup; ++k) {
-            x[k] = take(8 * cols);
+            x[k] = take(8 * (cols + kExpandBlock));
             below[k] = take(8 * cols);
             above[k] = take(8 * cols);
         }
@@ -826,6 +994,13 @@ struct Layout {
         partials = take(8 * kFsumPartials);
         runs = take(2 * sizeof(Run) * kFullRuns);
         ald_search = take(8 * 4 * ald_blocks(cols));
+        counts = take(4 * kKeys16);
+        run_key = take(2 * (cols + 16));
+        run_first = take(8 * (cols + 16));
+        run_value = take(8 * cols);
+        run_a = take(8 * cols);
+        run_b = take(8 * cols);
+        run_position = take(8 * cols);
         total = at;
     }
 };
@@ -920,6 +1095,47 @@ FCI_INLINE int64_t fit_tree(int64_t r, int64_t n, const FitOptions& options, con
     return o.needed;
 }
 
+// One counted 16-bit row: count, expand x and y, tree, ALD from the runs.
+FCI_INLINE int64_t fit_counted_row(const HeadView& head, int64_t r, const FitOptions& options, const FitOutput& out,
+                                   unsigned char* block, const Layout& layout, double* x, double* y,
+                                   PhaseClock& clock) {
+    const int64_t n = head.cols;
+    uint16_t* run_key = reinterpret_cast<uint16_t*>(block + layout.run_key);
+    int64_t* first = reinterpret_cast<int64_t*>(block + layout.run_first);
+    double* value = reinterpret_cast<double*>(block + layout.run_value);
+    const int64_t runs = count_row(head.data + r * head.row_stride, n, head.col_stride,
+                                   reinterpret_cast<uint16_t*>(block + layout.keys_a),
+                                   reinterpret_cast<uint32_t*>(block + layout.counts), run_key, first);
+    double* expanded = options.ald_only ? nullptr : x;
+    if (head.dtype == DType::Float16) {
+        decode_runs<Float16Traits>(run_key, first, runs, value, expanded);
+    } else {
+        decode_runs<BFloat16Traits>(run_key, first, runs, value, expanded);
+    }
+    clock.lap(&PhaseTimes::sort);
+    int64_t needed = 0;
+    if (!options.ald_only) {
+        log_abs_runs(run_key, first, runs,
+                     head.dtype == DType::Float16 ? half_log_table<Float16Traits>() : half_log_table<BFloat16Traits>(),
+                     y);
+        clock.lap(&PhaseTimes::logs);
+        needed = fit_tree(r, n, options, out, block, layout, x, y);
+        clock.lap(&PhaseTimes::tree);
+        // (A sweep over the sorted row, x[0..n) or its runs, for further per-row statistics goes here.)
+    }
+    if (n < 3) {
+        out.loc[r] = out.scale[r] = out.kappa[r] = out.loglik[r] = kNaN;
+        return needed;
+    }
+    ald_from_runs(value, first, runs, n, reinterpret_cast<double*>(block + layout.run_a),
+                  reinterpret_cast<double*>(block + layout.run_b),
+                  reinterpret_cast<int64_t*>(block + layout.run_position),
+                  reinterpret_cast<double*>(block + layout.ald_search), out.loc + r, out.scale + r, out.kappa + r,
+                  out.loglik + r);
+    clock.lap(&PhaseTimes::ald);
+    return needed;
+}
+
 // Rows r0 .. r0 + rows - 1 (rows <= kGroup); returns one past the deepest node column.
 FCI_ROW_KERNEL int64_t fit_group(const HeadView& head, int64_t r0, int rows, const FitOptions& options,
                                  const FitOutput& out, unsigned char* block, const Layout& layout, PhaseTimes* times) {
@@ -930,10 +1146,15 @@ FCI_ROW_KERNEL int64_t fit_group(const HeadView& head, int64_t r0, int rows, con
     int64_t needed = 0;
     const int64_t n = head.cols;
     double* y = reinterpret_cast<double*>(block + layout.y);
+    const bool counted = counted_rows(head, options);
     for (int k = 0; k < rows; ++k) {
         x[k] = reinterpret_cast<double*>(block + layout.x[k]);
         below[k] = reinterpret_cast<double*>(block + layout.below[k]);
         above[k] = reinterpret_cast<double*>(block + layout.above[k]);
+        if (counted) {
+            needed = std::max(needed, fit_counted_row(head, r0 + k, options, out, block, layout, x[k], y, clock));
+            continue;
+        }
         const void* keys = sort_row(head, r0 + k, block, layout, x[k]);
         clock.lap(&PhaseTimes::sort);
         if (options.ald_only) continue;
@@ -941,7 +1162,9 @@ FCI_ROW_KERNEL int64_t fit_group(const HeadView& head, int64_t r0, int rows, con
         clock.lap(&PhaseTimes::logs);
         needed = std::max(needed, fit_tree(r0 + k, n, options, out, block, layout, x[k], y));
         clock.lap(&PhaseTimes::tree);
+        // (A sweep over the sorted row x[0..n) for further per-row statistics goes here.)
     }
+    if (counted) return needed;
     if (n < 3) {
         for (int k = 0; k < rows; ++k)
             out.loc[r0 + k] = out.scale[r0 + k] = out.kappa[r0 + k] = out.loglik[r0 + k] = kNaN;
@@ -1020,6 +1243,7 @@ int64_t fit_rows(const HeadView& head, const FitOptions& options, const FitOutpu
 #else
         unsigned char* block = workspace.thread_block(0);
 #endif
+        if (counted_rows(head, options)) std::memset(block + layout.counts, 0, 4 * kKeys16);
         PhaseTimes mine;
         const int64_t groups = (head.rows + kGroup - 1) / kGroup;
 #pragma omp for schedule(dynamic, kGroupsPerChunk) nowait

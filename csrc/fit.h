@@ -49,6 +49,8 @@ struct FitOptions {
     int64_t min_size = 20;         // split a node only when it has at least this many members
     int levels = kMaxChainLevels;  // deepest level produced (1-based)
     bool ald_only = false;         // sort and ALD only, no logs and no tree (timing the ALD part alone)
+    int64_t counting_from = 0;     // 16-bit rows of at least this many values are counted; 0: the measured
+                                   // defaults (see "Counting fits of 16-bit heads"); tests set 1
 };
 
 // The (rows, cols) head, read in place. Element (r, j) lies at data + r * row_stride + j * col_stride

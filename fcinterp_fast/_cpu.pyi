@@ -23,6 +23,7 @@ def fit_rows(
     kappa: np.ndarray,
     loglik: np.ndarray,
     threads: int = 0,
+    counting_from: int = 0,
 ) -> int:
     """Fit every row of ``head`` (R, D) into the output arrays, in place; returns the node columns needed."""
 
@@ -46,6 +47,7 @@ def _fit_rows_profiled(
     kappa: np.ndarray,
     loglik: np.ndarray,
     threads: int = 0,
+    counting_from: int = 0,
 ) -> tuple[int, dict[str, float]]:
     """``fit_rows``, also returning the seconds of each phase (sort, logs, tree, ald) summed over threads."""
 
@@ -57,6 +59,7 @@ def _ald_rows(
     kappa: np.ndarray,
     loglik: np.ndarray,
     threads: int = 0,
+    counting_from: int = 0,
 ) -> None:
     """The ALD fit alone of every row of ``head``, into (R,) float64 arrays."""
 

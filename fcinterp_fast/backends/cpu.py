@@ -93,7 +93,16 @@ def fit_rows_profiled(
     return fit, phases
 
 
-def _fit_rows(W: torch.Tensor, cfg: FitConfig, phases: dict[str, float] | None, threads: int | None = None) -> RowFit:
+def _fit_rows(
+    W: torch.Tensor,
+    cfg: FitConfig,
+    phases: dict[str, float] | None,
+    threads: int | None = None,
+    counting_from: int = 0,
+) -> RowFit:
+    """``fit_rows`` with the phase times written into ``phases`` (unless None); ``counting_from`` is the
+    extension's test hook (16-bit rows of at least that many values take the counting fit; 0: the
+    default lengths)."""
     _require_extension()
     if not isinstance(W, torch.Tensor) or W.dim() != 2 or W.device.type != "cpu":
         raise ValueError(f"backend 'cpu' fits a 2-D CPU tensor, got {_describe(W)}")
@@ -114,10 +123,12 @@ def _fit_rows(W: torch.Tensor, cfg: FitConfig, phases: dict[str, float] | None, 
         arrays = {name: t.numpy() for name, t in out.items()}
         tree, root, grid, min_size, levels = cfg.tree, cfg.root, cfg.grid, cfg.min_size, cfg.levels
         if phases is None:
-            needed = _cpu.fit_rows(head, dtype, tree, root, grid, min_size, levels, **arrays, threads=threads)
+            needed = _cpu.fit_rows(
+                head, dtype, tree, root, grid, min_size, levels, **arrays, threads=threads, counting_from=counting_from
+            )
         else:
             needed, times = _cpu._fit_rows_profiled(
-                head, dtype, tree, root, grid, min_size, levels, **arrays, threads=threads
+                head, dtype, tree, root, grid, min_size, levels, **arrays, threads=threads, counting_from=counting_from
             )
             phases.clear()
             phases.update(times)
@@ -127,14 +138,24 @@ def _fit_rows(W: torch.Tensor, cfg: FitConfig, phases: dict[str, float] | None, 
     return RowFit(**out, ambiguous=torch.zeros(rows, dtype=torch.bool))
 
 
-def ald_only(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def ald_only(
+    W: torch.Tensor, *, counting_from: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The ALD part alone (sort + docs/spec.md section 4 for every row, no split tree), for timing it against
-    ``scipy.stats.laplace_asymmetric.fit``. Returns loc, scale, kappa, loglik: (R,) float64."""
+    ``scipy.stats.laplace_asymmetric.fit``. Returns loc, scale, kappa, loglik: (R,) float64.
+    ``counting_from``: as for ``_fit_rows`` (a test hook)."""
     _require_extension()
     loc, scale, kappa, loglik = (torch.empty(W.shape[0], dtype=torch.float64) for _ in ALD_FIELDS)
     head, dtype = head_array(W.detach())
     _cpu._ald_rows(
-        head, dtype, loc.numpy(), scale.numpy(), kappa.numpy(), loglik.numpy(), threads=torch.get_num_threads()
+        head,
+        dtype,
+        loc.numpy(),
+        scale.numpy(),
+        kappa.numpy(),
+        loglik.numpy(),
+        threads=torch.get_num_threads(),
+        counting_from=counting_from,
     )
     return loc, scale, kappa, loglik
 
