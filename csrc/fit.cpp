@@ -1,16 +1,23 @@
 // Kernels of fcinterp_fast._cpu; see fit.h for the contract.
 //
-// Per row (all in the calling thread's scratch; rows are taken kGroup at a time):
+// Per row (all in the calling thread's scratch; rows are taken kGroup at a time, threads take
+// kGroupsPerChunk groups at a time):
 //   load     the row's bit patterns, turned into unsigned keys that sort like the values
-//   sort     LSD radix sort of the keys: 2 passes of 8 bits for 16-bit types; float32 / float64 keys
-//            sorted on their top 22 / 33 bits (2 / 3 passes of 11 bits), then one insertion pass
-//            (full radix sort if that pass meets too many near-ties)
-//   decode   x = sorted values as float64, y = ln|x| (vectorised log, fdlibm's polynomial)
+//   sort     LSD radix sort of the keys: 2 passes of 8 bits for 16-bit types; float32 keys sorted on
+//            their top 24 bits (3 passes of 8 bits) in rows of <= 1024 values, else on their top 22
+//            (2 passes of 11 bits), float64 keys on their top 33 bits (3 of 11), then one insertion
+//            pass (full radix sort if that pass meets too many near-ties). Long 16-bit rows are
+//            counted instead (fit.h, "Counting fits of 16-bit heads").
+//   decode   x = sorted values as float64
+//   logs     y = ln|x|: a table of every 16-bit pattern (float16 / bfloat16), a table-driven log
+//            without divisions (float32), fdlibm's polynomial vectorised (float64)
 //   tree     every node is a run [s, e) of x; per node: count, sum (mean), min, max, and the line
 //            fit from three sums over its members in magnitude order; the split point of a node is
 //            found by binary search for its mean, made exact where the fast sum cannot decide
-//   ALD      two prefix sums of weighted gaps (the group's rows interleaved), then the first minimum
-//            of sqrt(alpha) + sqrt(beta) with provably safe pruning of blocks
+//   ALD      two prefix sums of weighted gaps (the group's rows interleaved; a counted row's over its
+//            runs), then the first minimum of sqrt(alpha) + sqrt(beta) with provably safe pruning of
+//            blocks
+// `fit_rows_profiled` (PhaseTimes) times sort (load + sort + decode), logs, tree and ALD.
 //
 // Build notes: the file must be compiled with -ffp-contract=off (see fit.h: bitwise agreement of
 // the ALD with the reference), and without -ffast-math (the exact sum and the error bounds rely on
