@@ -12,6 +12,8 @@ The extension is optional: if it was not built or cannot be imported, this backe
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ..config import FitConfig
@@ -118,18 +120,15 @@ def _fit_rows(
     if cfg.tree == "chain" and cfg.depth is None:
         columns = min(columns, 2 * _FIRST_CHAIN_LEVELS)
     threads = torch.get_num_threads() if threads is None else threads
+    hook = _counting_hook(counting_from)
     while True:
         out = _allocate(rows, columns)
-        arrays = {name: t.numpy() for name, t in out.items()}
+        keywords: dict[str, Any] = {name: t.numpy() for name, t in out.items()} | {"threads": threads} | hook
         tree, root, grid, min_size, levels = cfg.tree, cfg.root, cfg.grid, cfg.min_size, cfg.levels
         if phases is None:
-            needed = _cpu.fit_rows(
-                head, dtype, tree, root, grid, min_size, levels, **arrays, threads=threads, counting_from=counting_from
-            )
+            needed = _cpu.fit_rows(head, dtype, tree, root, grid, min_size, levels, **keywords)
         else:
-            needed, times = _cpu._fit_rows_profiled(
-                head, dtype, tree, root, grid, min_size, levels, **arrays, threads=threads, counting_from=counting_from
-            )
+            needed, times = _cpu._fit_rows_profiled(head, dtype, tree, root, grid, min_size, levels, **keywords)
             phases.clear()
             phases.update(times)
         if needed <= columns:
@@ -155,9 +154,15 @@ def ald_only(
         kappa.numpy(),
         loglik.numpy(),
         threads=torch.get_num_threads(),
-        counting_from=counting_from,
+        **_counting_hook(counting_from),
     )
     return loc, scale, kappa, loglik
+
+
+def _counting_hook(counting_from: int) -> dict[str, int]:
+    """The extension's test hook as keyword arguments, left out at its default (0) so that this
+    module still runs on an extension built before the hook existed."""
+    return {"counting_from": counting_from} if counting_from else {}
 
 
 def _allocate(rows: int, columns: int) -> dict[str, torch.Tensor]:
