@@ -370,8 +370,9 @@ const HalfLogTable& half_log_table() {
 
 // y[i] = ln|x| of 16-bit values given by their order keys (see to_key).
 FCI_INLINE void log_abs_half_keys(const uint16_t* keys, const HalfLogTable& table, double* y, int64_t n) {
+    const double* logs = table.log_abs;  // (a plain pointer: GCC gathers from it, not from the member array)
 #pragma omp simd
-    for (int64_t i = 0; i < n; ++i) y[i] = table.log_abs[from_key(keys[i]) & 0x7fffu];
+    for (int64_t i = 0; i < n; ++i) y[i] = logs[static_cast<int32_t>(from_key(keys[i]) & 0x7fffu)];
 }
 
 // ------------------------------------------------------------------------------------------------
