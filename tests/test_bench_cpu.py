@@ -37,6 +37,7 @@ def test_quick_run_writes_table_and_json(tmp_path):
     }
     for r in fits:
         assert r["ratio"] == pytest.approx(r["fit_s"] / r["np_sort_float32_s"])
+        assert r["ratio_cpu"] == pytest.approx(r["fit_cpu_s"] / r["np_sort_float32_cpu_s"])
         assert set(r["phases_ns_per_element"]) == set(cpu.PHASES)
         assert all(v >= 0 for v in r["phases_ns_per_element"].values()) and r["threads"] == 1
         assert f"| {r['head']} | {r['dtype']} |" in done.stdout
