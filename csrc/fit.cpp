@@ -1117,45 +1117,44 @@ FCI_INLINE int64_t fit_tree(int64_t r, int64_t n, const FitOptions& options, con
     return o.needed;
 }
 
-// One counted 16-bit row: count, expand x and y, tree, ALD from the runs.
-FCI_INLINE int64_t fit_counted_row(const HeadView& head, int64_t r, const FitOptions& options, const FitOutput& out,
-                                   unsigned char* block, const Layout& layout, double* x, double* y,
-                                   PhaseClock& clock) {
-    const int64_t n = head.cols;
-    uint16_t* run_key = reinterpret_cast<uint16_t*>(block + layout.run_key);
-    int64_t* first = reinterpret_cast<int64_t*>(block + layout.run_first);
-    double* value = reinterpret_cast<double*>(block + layout.run_value);
-    const int64_t runs = count_row(head.data + r * head.row_stride, n, head.col_stride,
-                                   reinterpret_cast<uint16_t*>(block + layout.keys_a),
-                                   reinterpret_cast<uint32_t*>(block + layout.counts), run_key, first);
-    double* expanded = options.ald_only ? nullptr : x;
+// The runs of a counted 16-bit row (see count_row), in the thread's scratch.
+struct CountedRow {
+    uint16_t* key;
+    int64_t* first;
+    double* value;
+    int64_t runs = 0;
+
+    CountedRow(unsigned char* block, const Layout& layout)
+        : key(reinterpret_cast<uint16_t*>(block + layout.run_key)),
+          first(reinterpret_cast<int64_t*>(block + layout.run_first)),
+          value(reinterpret_cast<double*>(block + layout.run_value)) {}
+};
+
+// Count row r into its runs and (unless x is null) expand the sorted row x[0..n) from them.
+FCI_INLINE void count_sorted(const HeadView& head, int64_t r, unsigned char* block, const Layout& layout,
+                             CountedRow& row, double* x) {
+    row.runs = count_row(head.data + r * head.row_stride, head.cols, head.col_stride,
+                         reinterpret_cast<uint16_t*>(block + layout.keys_a),
+                         reinterpret_cast<uint32_t*>(block + layout.counts), row.key, row.first);
     if (head.dtype == DType::Float16) {
-        decode_runs<Float16Traits>(run_key, first, runs, value, expanded);
+        decode_runs<Float16Traits>(row.key, row.first, row.runs, row.value, x);
     } else {
-        decode_runs<BFloat16Traits>(run_key, first, runs, value, expanded);
+        decode_runs<BFloat16Traits>(row.key, row.first, row.runs, row.value, x);
     }
-    clock.lap(&PhaseTimes::sort);
-    int64_t needed = 0;
-    if (!options.ald_only) {
-        log_abs_runs(run_key, first, runs,
-                     head.dtype == DType::Float16 ? half_log_table<Float16Traits>() : half_log_table<BFloat16Traits>(),
-                     y);
-        clock.lap(&PhaseTimes::logs);
-        needed = fit_tree(r, n, options, out, block, layout, x, y);
-        clock.lap(&PhaseTimes::tree);
-        // (A sweep over the sorted row, x[0..n) or its runs, for further per-row statistics goes here.)
-    }
+}
+
+// The ALD of a counted row from its runs (docs/spec.md section 4).
+FCI_INLINE void ald_counted(const CountedRow& row, int64_t n, int64_t r, const FitOutput& out, unsigned char* block,
+                            const Layout& layout) {
     if (n < 3) {
         out.loc[r] = out.scale[r] = out.kappa[r] = out.loglik[r] = kNaN;
-        return needed;
+        return;
     }
-    ald_from_runs(value, first, runs, n, reinterpret_cast<double*>(block + layout.run_a),
+    ald_from_runs(row.value, row.first, row.runs, n, reinterpret_cast<double*>(block + layout.run_a),
                   reinterpret_cast<double*>(block + layout.run_b),
                   reinterpret_cast<int64_t*>(block + layout.run_position),
                   reinterpret_cast<double*>(block + layout.ald_search), out.loc + r, out.scale + r, out.kappa + r,
                   out.loglik + r);
-    clock.lap(&PhaseTimes::ald);
-    return needed;
 }
 
 // Rows r0 .. r0 + rows - 1 (rows <= kGroup); returns one past the deepest node column.
@@ -1169,22 +1168,37 @@ FCI_ROW_KERNEL int64_t fit_group(const HeadView& head, int64_t r0, int rows, con
     const int64_t n = head.cols;
     double* y = reinterpret_cast<double*>(block + layout.y);
     const bool counted = counted_rows(head, options);
+    CountedRow runs(block, layout);
     for (int k = 0; k < rows; ++k) {
         x[k] = reinterpret_cast<double*>(block + layout.x[k]);
         below[k] = reinterpret_cast<double*>(block + layout.below[k]);
         above[k] = reinterpret_cast<double*>(block + layout.above[k]);
+        const void* keys = nullptr;
         if (counted) {
-            needed = std::max(needed, fit_counted_row(head, r0 + k, options, out, block, layout, x[k], y, clock));
-            continue;
+            count_sorted(head, r0 + k, block, layout, runs, options.ald_only ? nullptr : x[k]);
+        } else {
+            keys = sort_row(head, r0 + k, block, layout, x[k]);
         }
-        const void* keys = sort_row(head, r0 + k, block, layout, x[k]);
         clock.lap(&PhaseTimes::sort);
-        if (options.ald_only) continue;
-        log_abs_row(head.dtype, x[k], keys, y, n);
-        clock.lap(&PhaseTimes::logs);
-        needed = std::max(needed, fit_tree(r0 + k, n, options, out, block, layout, x[k], y));
-        clock.lap(&PhaseTimes::tree);
-        // (A sweep over the sorted row x[0..n) for further per-row statistics goes here.)
+        if (!options.ald_only) {
+            if (counted) {
+                const HalfLogTable& table =
+                    head.dtype == DType::Float16 ? half_log_table<Float16Traits>() : half_log_table<BFloat16Traits>();
+                log_abs_runs(runs.key, runs.first, runs.runs, table, y);
+            } else {
+                log_abs_row(head.dtype, x[k], keys, y, n);
+            }
+            clock.lap(&PhaseTimes::logs);
+            needed = std::max(needed, fit_tree(r0 + k, n, options, out, block, layout, x[k], y));
+            clock.lap(&PhaseTimes::tree);
+            // The one place where the whole sorted row is at hand: x[k][0..n) ascending, y = ln|x|, and
+            // for a counted row also its runs (value, first rank). A further per-row sweep over the
+            // sorted values (statistics beyond docs/spec.md section 3) goes here.
+        }
+        if (counted) {  // a counted row's runs are overwritten by the next row: its ALD now
+            ald_counted(runs, n, r0 + k, out, block, layout);
+            clock.lap(&PhaseTimes::ald);
+        }
     }
     if (counted) return needed;
     if (n < 3) {
