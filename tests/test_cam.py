@@ -114,8 +114,8 @@ def test_gradcampp_equals_pytorch_grad_cam(case, images):
 
 def test_efficientnet_lite0_equals_pytorch_grad_cam(lite0, hopper_path):
     k = fcinterp_fast.classes.find_class(fcinterp_fast.classes.class_names(lite0), "military uniform")
-    maps = fcinterp_fast.explain(lite0, hopper_path, [("military uniform", None)], method="gradcam++", weights="fc")
     x = fcinterp_fast.models.transform(lite0)(Image.open(hopper_path).convert("RGB"))[None]
+    maps = fcinterp_fast.explain(lite0, x, [("military uniform", None)], method="gradcam++", weights="fc")
     assert maps.shape == (1, 1, *x.shape[-2:])
     assert_within("map", maps[:, 0], cam_oracle.gradcampp(lite0, lite0.bn2, x, k), ATOL)
 
@@ -264,13 +264,40 @@ def test_float16_model_gives_float32_maps_close_to_float32_model(images):
 
 
 # ------------------------------------------------------------------- inputs and resolution
-def test_images_as_paths_and_pil_equal_preprocessed_tensor(lite0, hopper_path):
-    x = fcinterp_fast.models.transform(lite0)(Image.open(hopper_path).convert("RGB"))[None]
+def test_images_as_paths_and_pil_give_maps_at_the_original_size(lite0, hopper_path):
+    """A photo's maps come back on the photo: the crop's maps resampled onto the original pixels,
+    NaN on the border the centre crop cut away (and only there)."""
+    picture = Image.open(hopper_path).convert("RGB")
+    x = fcinterp_fast.models.transform(lite0)(picture)[None]
     targets = [("military uniform", "+"), (652, None)]
     with GradCAMPlusPlus(lite0) as cam:
-        from_tensor = cam.maps(x, targets)
-        torch.testing.assert_close(cam.maps([hopper_path], targets), from_tensor)
-        torch.testing.assert_close(cam.maps(Image.open(hopper_path), targets), from_tensor)
+        crop_maps = cam.maps(x, targets)
+        from_path = cam.maps([hopper_path], targets)
+        torch.testing.assert_close(cam.maps(picture, targets), from_path, equal_nan=True)
+    H0, W0 = picture.height, picture.width
+    assert from_path.shape == (1, 2, H0, W0)
+    # timm: shorter side (W0 = 512) to round(224 / 0.875) = 256, then the centre 224 x 224
+    resized_h = int(256 * H0 / W0)
+    s = W0 / 256
+    top, left = round((resized_h - 224) / 2) * s, 16 * s
+    rows = (torch.arange(H0) + 0.5 >= top) & (torch.arange(H0) + 0.5 <= top + 224 * s)
+    cols = (torch.arange(W0) + 0.5 >= left) & (torch.arange(W0) + 0.5 <= left + 224 * s)
+    seen = rows[:, None] & cols[None, :]
+    assert torch.equal(~torch.isnan(from_path[0, 0]), seen) and 0 < seen.float().mean() < 1
+    # resampling the original-size maps back onto the crop's pixel centres gives the crop's maps
+    ys = (top + (torch.arange(224) + 0.5) * s - 0.5).round().long()
+    xs = (left + (torch.arange(224) + 0.5) * s - 0.5).round().long()
+    back = from_path[0][:, ys][:, :, xs]
+    assert (back - crop_maps[0]).abs().max() < 0.05  # nearest original pixel of each crop pixel
+    assert np.corrcoef(back.flatten(), crop_maps[0].flatten())[0, 1] > 0.999
+
+
+def test_images_of_different_sizes_give_a_list(hopper_path, tmp_path):
+    model = _random_model("resnet18")
+    small = tmp_path / "small.png"
+    Image.open(hopper_path).convert("RGB").resize((300, 200)).save(small)
+    maps = explain(model, [hopper_path, small], [(1, None)], method="gradcam++")
+    assert isinstance(maps, list) and [tuple(m.shape) for m in maps] == [(1, 600, 512), (1, 200, 300)]
 
 
 def test_deepest_node_and_class_names_resolve(resnet18, resnet18_fit, images):
@@ -329,10 +356,11 @@ def test_concurrent_calls_on_one_model_equal_serial_calls(resnet18, resnet18_fit
         torch.testing.assert_close(maps, serial, atol=1e-6, rtol=0)
 
 
-def test_custom_model_needs_target_layer(images):
+def test_torchvision_model_finds_its_target_layer(images):
     model = torchvision.models.resnet18(num_classes=10).eval()
-    with pytest.raises(ValueError, match="target_layer"):
-        explain(model, images, [(1, None)])
+    assert fcinterp_fast.cam.find_target_layer(model) is model.layer4[-1]
+    found = explain(model, images, [(1, None)], method="gradcam++")
+    torch.testing.assert_close(found, explain(model, images, [(1, None)], method="gradcam++", target_layer="layer4"))
 
 
 # --------------------------------------------------------------------------------- errors
