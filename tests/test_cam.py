@@ -363,6 +363,59 @@ def test_torchvision_model_finds_its_target_layer(images):
     torch.testing.assert_close(found, explain(model, images, [(1, None)], method="gradcam++", target_layer="layer4"))
 
 
+def test_targets_none_explains_each_images_top_class(resnet18, images):
+    with torch.no_grad():
+        top = resnet18(images).argmax(dim=-1).tolist()
+    assert len(set(top)) == 2  # the two images disagree, so per-image choice is tested
+    maps = explain(resnet18, images, method="gradcam++", weights="fc")
+    want = explain(resnet18, images, [[(k, None)] for k in top], method="gradcam++", weights="fc")
+    assert maps.shape == (2, 1, 64, 64)
+    torch.testing.assert_close(maps, want, atol=0, rtol=0)
+    for b, k in enumerate(top):
+        alone = explain(resnet18, images[b : b + 1], [(k, None)], method="gradcam++", weights="fc")
+        torch.testing.assert_close(maps[b], alone[0], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("layer", [None, "layer3"])
+def test_targets_per_image(resnet18, resnet18_fit, images, layer):
+    per_image = [[(3, "+"), (8, None)], [(5, "-*"), (3, "+")]]
+    options = dict(method="gradcam++", fit=resnet18_fit, target_layer=layer)
+    maps = explain(resnet18, images, per_image, **options)
+    assert maps.shape == (2, 2, 64, 64)
+    for b, targets in enumerate(per_image):
+        alone = explain(resnet18, images[b : b + 1], targets, **options)
+        torch.testing.assert_close(maps[b], alone[0], atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="same number of targets"):
+        explain(resnet18, images, [[(3, "+")], [(5, None), (3, None)]], **options)
+    with pytest.raises(ValueError, match="2 lists .* but there are 1 images"):
+        explain(resnet18, images[:1], per_image, **options)
+
+
+def test_target_layer_found_for_timm_torchvision_and_hugging_face():
+    transformers = pytest.importorskip("transformers")
+    find = fcinterp_fast.cam.find_target_layer
+    lite = _random_model("efficientnet_lite0")
+    assert find(lite) is lite.bn2
+    vit = _random_vit()
+    assert find(vit) is vit.blocks[-1].norm1
+    tv = torchvision.models.mobilenet_v3_small(num_classes=10).eval()
+    assert find(tv) is tv.features[-1]
+    torch.manual_seed(0)
+    config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=5)
+    hf = transformers.ResNetForImageClassification(config).eval()
+    assert find(hf) is hf.resnet.encoder.stages[-1]
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    assert explain(hf, x, method="gradcam++").shape == (2, 1, 64, 64)
+    vit_config = transformers.ViTConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, image_size=32, patch_size=8
+    )
+    hf_vit = transformers.ViTForImageClassification(vit_config).eval()
+    with pytest.raises(ValueError, match="pass target_layer="):
+        find(hf_vit)
+    with pytest.raises(ValueError, match="training mode"):
+        find(torchvision.models.resnet18(num_classes=10))
+
+
 # --------------------------------------------------------------------------------- errors
 @pytest.mark.parametrize(
     "kwargs, targets, error, match",
