@@ -528,17 +528,27 @@ def test_class_by_name_needs_class_names(images):
 
 # ------------------------------------------------------- the chain figure and its command line
 @pytest.mark.slow
-def test_chain_figure_draws_every_level(lite0, hopper_path, tmp_path):
-    """Every panel of the paper's Fig. 5 shows the map of its node, titled with the node's size."""
+@pytest.mark.parametrize("scale", ["shared", "panel"])
+def test_chain_figure_draws_every_level(lite0, hopper_path, tmp_path, scale):
+    """Every panel of the paper's Fig. 5 shows the map of its node on the whole photo, titled with
+    the node's size, on one colour scale for all panels ("shared") or its own ("panel")."""
     fit = fcinterp_fast.fit(lite0, depth=3)
     k = fit.class_index("military uniform")
-    figure = chain_figure(
-        lite0, hopper_path, k, fit=fit, options=CamOptions(n_samples=2), generator=torch.Generator().manual_seed(0)
-    )
+    options = CamOptions(n_samples=2, scale=scale)
+    figure = chain_figure(lite0, hopper_path, k, fit=fit, options=options, generator=torch.Generator().manual_seed(0))
     chains = [[n for j, n in enumerate(fit.nodes) if set(n) == {sign} and fit.count[k, j] > 0] for sign in "+-"]
     assert [len(chain) for chain in chains] == [3, 3]  # depth=3: both chains reach level 3
     targets = [(k, None)] + [(k, node) for chain in chains for node in chain]
-    maps = explain(lite0, hopper_path, targets, n_samples=2, fit=fit, generator=torch.Generator().manual_seed(0))[0]
+    with SmoothGradCAMPlusPlus(lite0, n_samples=2, fit=fit) as cam:
+        raw = cam.maps(hopper_path, targets, generator=torch.Generator().manual_seed(0), scaled=False)[0]
+    assert raw.shape == (len(targets), 600, 512) and torch.isnan(raw).any()  # the whole photo, crop border NaN
+    seen = ~torch.isnan(raw)
+    if scale == "panel":
+        lo = torch.stack([m[ok].min() for m, ok in zip(raw, seen, strict=True)])[:, None, None]
+        hi = torch.stack([m[ok].max() for m, ok in zip(raw, seen, strict=True)])[:, None, None]
+    else:
+        lo, hi = raw[seen].min(), raw[seen].max()
+    maps = (raw - lo) / (1e-7 + hi - lo)
     panels = {ax.get_title(): ax for ax in figure.axes if ax.images}
     titles = ["whole class\n1280 neurons"] + [
         f"{node}\n{int(fit.count[k, fit.nodes.index(node)])} neurons" for chain in chains for node in chain
@@ -548,12 +558,28 @@ def test_chain_figure_draws_every_level(lite0, hopper_path, tmp_path):
         picture, overlay = panels[title].images
         assert picture.get_array().shape == (*expected.shape, 3)
         np.testing.assert_allclose(overlay.get_array(), expected.numpy(), atol=1e-6)
-    assert (
-        "'military uniform'" in figure.get_suptitle() and "Smooth Grad-CAM++ (2 noisy copies" in figure.get_suptitle()
-    )
+    peaks = [float(np.nanmax(panels[t].images[1].get_array())) for t in titles]
+    if scale == "shared":
+        assert max(peaks) == pytest.approx(1.0, abs=1e-6) and min(peaks) < 0.9  # nodes differ in strength
+    else:
+        assert all(p == pytest.approx(1.0, abs=1e-5) for p in peaks)
+    suptitle = figure.get_suptitle()
+    assert "'military uniform'" in suptitle and "Smooth Grad-CAM++ (2 noisy copies" in suptitle
+    assert f"{scale} colour scale" in suptitle
     out = save_figure(figure, tmp_path / "sub" / "fig.png")
     picture = matplotlib.image.imread(out)
     assert picture.shape[1] > 2 * picture.shape[0]  # input column, label column and three levels side by side
+
+
+@pytest.mark.slow
+def test_chain_figure_says_why_a_panel_is_empty(lite0, hopper_path):
+    """Under weights="fc" a - node's weights are all negative: its map is zero, and the panel says why."""
+    fit = fcinterp_fast.fit(lite0, depth=2)
+    options = CamOptions(method="gradcam++", weights="fc")
+    figure = chain_figure(lite0, hopper_path, "military uniform", fit=fit, options=options)
+    notes = {ax.get_title().split("\n")[0]: [t.get_text() for t in ax.texts] for ax in figure.axes if ax.images}
+    assert all("a - node\nare negative" in " ".join(notes[node]) for node in ("-", "--"))
+    assert not any(notes[node] for node in ("+", "++", "whole class"))
 
 
 def _parse(*argv):
@@ -566,7 +592,12 @@ def test_cli_defaults_are_the_libraries():
     args = _parse()
     assert (args.model, args.seed, args.cls) == (fcinterp_fast.models.DEFAULT_MODEL, 0, None)
     options = CamOptions(
-        method=args.method, n_samples=args.n_samples, noise=args.noise, smooth=args.smooth, weights=args.weights
+        method=args.method,
+        n_samples=args.n_samples,
+        noise=args.noise,
+        smooth=args.smooth,
+        weights=args.weights,
+        scale=args.scale,
     )
     assert options == CamOptions()
     assert (args.min_size, args.depth) == (fcinterp_fast.FitConfig.min_size, fcinterp_fast.FitConfig.depth)
@@ -581,3 +612,30 @@ def test_cli_run_writes_the_figure(hopper_path, tmp_path, capsys):
     picture = matplotlib.image.imread(out)
     assert picture.shape[1] > 2 * picture.shape[0]  # input, labels and two levels side by side
     assert picture[..., :3].std() > 0.05  # not a blank canvas
+
+
+# ------------------------------------------------------------------------------- overlay
+def test_overlay_blends_like_show_cam_on_image_and_greys_unseen_pixels():
+    from fcinterp_fast.cam import overlay
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    values = rng.random((20, 30))
+    values[:, :5] = np.nan  # cropped away
+    out = overlay(image, values, alpha=0.4)
+    assert out.shape == (20, 30, 3) and out.dtype == np.uint8
+    colour = matplotlib.colormaps["jet"](values[:, 5:])[..., :3]
+    want = 0.6 * image[:, 5:] / 255 + 0.4 * colour
+    np.testing.assert_allclose(out[:, 5:] / 255, want, atol=1 / 255)
+    grey = out[:, :5].astype(int)
+    assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()  # no colour
+    # PIL image and a smaller map (resized), tensor image; bad input names the problem
+    small = overlay(Image.fromarray(image), torch.rand(10, 15), alpha=0.5, colormap="viridis")
+    assert small.shape == (20, 30, 3)
+    assert overlay(torch.rand(3, 8, 8), np.zeros((8, 8))).shape == (8, 8, 3)
+    with pytest.raises(ValueError, match=r"map values must lie in \[0, 1\]"):
+        overlay(image, values * 3)
+    with pytest.raises(ValueError, match="unknown colormap"):
+        overlay(image, np.zeros((20, 30)), colormap="nope")
+    with pytest.raises(ValueError, match="alpha"):
+        overlay(image, np.zeros((20, 30)), alpha=2)

@@ -13,6 +13,7 @@ from .base import BaseCAM
 from .layers import find_target_layer
 from .methods import GradCAMPlusPlus, SmoothGradCAMPlusPlus, explain, noisy_copies
 from .options import CamOptions
+from .overlay import overlay
 from .targets import NodeTarget, Target
 
 __all__ = [
@@ -24,5 +25,6 @@ __all__ = [
     "NodeTarget",
     "Target",
     "find_target_layer",
+    "overlay",
     "noisy_copies",
 ]
