@@ -10,6 +10,7 @@ pytorch-grad-cam's classes (``cam(input_tensor, targets)``) or with ``cam.maps(i
 """
 
 from .base import BaseCAM
+from .faithfulness import ConfidenceChange, NodeAblation, confidence_change, node_ablation
 from .layers import find_target_layer
 from .methods import GradCAMPlusPlus, SmoothGradCAMPlusPlus, explain, noisy_copies
 from .options import CamOptions
@@ -25,6 +26,10 @@ __all__ = [
     "NodeTarget",
     "Target",
     "find_target_layer",
+    "node_ablation",
+    "NodeAblation",
+    "confidence_change",
+    "ConfidenceChange",
     "overlay",
     "noisy_copies",
 ]
