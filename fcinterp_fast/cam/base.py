@@ -1,13 +1,19 @@
-"""``BaseCAM``: what every CAM method shares (docs/spec.md section 5), as pytorch-grad-cam's ``base_cam.py``.
+"""``BaseCAM``: what every CAM method shares (docs/spec.md sections 5 and 8), as pytorch-grad-cam's
+``base_cam.py``.
 
 The base owns the hooks (``hooks.py``), the targets (``targets.py``), the forward and backward passes,
 and the post-processing; a method (``methods.py``) says only which inputs it explains and how their
-maps are combined. How a batch is explained (all T targets together):
+maps are combined. Two calls share that machinery: ``maps(images, targets)`` (section 5: T targets
+for every image, (B, T, H, W)) and ``cam(input_tensor, targets)`` (section 8, pytorch-grad-cam's
+call: one target per image, several target layers, ``aug_smooth``, ``eigen_smooth``, (B, H, W)
+numpy). How a batch is explained (all T targets together):
 
 1. The images (tensors, or PIL images / paths through the model's own preprocessing) and, for Smooth
    Grad-CAM++, n noisy copies of each go through the model once.
 2. The activations A of the target layer are reshaped to a (N, C, h, w) grid (ViT / Swin tokens).
-3. Gradients g_t = ds_t/dA of every target score s_t = v_t . f (``targets.score_vectors``):
+3. Gradients g_t = ds_t/dA of every target score s_t = v_t . f (``targets.score_vectors``; for
+   pytorch-grad-cam's ``ClassifierOutputTarget`` v is the head row, where the model returns its
+   head's logits; other callable targets take plain autograd of the summed scores):
    * closed form: when A feeds only global average pooling on its way to the head input f, g_t is
      v_t / (h w) everywhere, so no backward runs at all. Whether that holds is probed once per shape
      of A: the part of the model after A is applied to a random A and compared with its spatial mean;
