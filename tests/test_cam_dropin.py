@@ -207,3 +207,41 @@ def test_node_target_checks_its_fields():
         NodeTarget(1, "+", weights="signed")
     with pytest.raises(TypeError, match="node"):
         NodeTarget(1, 5)
+
+
+@pytest.mark.parametrize("eigen_smooth", [True, False])
+@pytest.mark.parametrize("target_category", [None, 100])
+@pytest.mark.parametrize("batch_size, width, height", [(2, 32, 32), (1, 32, 40)])
+@pytest.mark.parametrize(
+    "cnn_model, target_layer_names",
+    [(torchvision.models.resnet18, ["layer4[-1]", "layer4[-2]"]), (torchvision.models.vgg11, ["features[-1]"])],
+)
+def test_pytorch_grad_cams_own_run_all_models_test(
+    cnn_model, target_layer_names, batch_size, width, height, target_category, eigen_smooth
+):
+    """pytorch-grad-cam's tests/test_run_all_models.py for GradCAMPlusPlus with the import swapped,
+    and its maps compared with pytorch-grad-cam's. Two changes: random weights (nothing is
+    downloaded) and ``model.eval()`` (pytorch-grad-cam switches the model to eval mode in its
+    constructor; we never modify the model and ask for eval mode instead)."""
+    torch.manual_seed(0)
+    model = cnn_model(weights=None).eval()
+    target_layers = [eval(f"model.{layer}", {"model": model}) for layer in target_layer_names]
+    input_tensor = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
+    input_tensor = input_tensor.repeat(batch_size, 1, 1, 1)
+    targets = None if target_category is None else [ClassifierOutputTarget(target_category)] * batch_size
+    ours, theirs = _both(model, target_layers, None, input_tensor, targets, eigen_smooth=eigen_smooth)
+    assert ours.shape[0] == input_tensor.shape[0] and ours.shape[1:] == input_tensor.shape[2:]
+    if len(target_layers) == 2 and height == 40:
+        # layer4 is 2 x 1 here: each layer's map scaled to [0, 1] is (0, 1) or (1, 0), so their mean
+        # can be constant up to rounding, which the final scaling blows up to [0, 1]: both libraries
+        # then return rounding noise (checked above: the shapes only, as pytorch-grad-cam's test)
+        return
+    assert_within("maps", ours, theirs, ATOL)
+
+
+def test_training_mode_is_refused_not_switched(images):
+    """pytorch-grad-cam calls model.eval() in its constructor; we never modify the model."""
+    model = _torchvision_resnet18().train()
+    with GradCAMPlusPlus(model, [model.layer4]) as cam, pytest.raises(ValueError, match=r"call model.eval\(\) first"):
+        cam(images)
+    assert model.training
