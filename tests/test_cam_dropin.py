@@ -202,6 +202,29 @@ def test_bad_calls_raise(images, call, error, match):
         call(cam, images)
 
 
+def test_maps_explain_one_layer_and_the_call_several(images):
+    model = _torchvision_resnet18()
+    with GradCAMPlusPlus(model, ["layer3", "layer4"]) as cam:
+        assert cam(images).shape == (2, 64, 64)
+        with pytest.raises(ValueError, match="maps\\(\\) explains one target layer, got 2"):
+            cam.maps(images, [(1, None)])
+
+
+class _DictOutput(nn.Module):
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return {"scores": self.inner(x)}
+
+
+def test_classifier_output_target_needs_logits(images):
+    model = _DictOutput(_torchvision_resnet18()).eval()
+    with GradCAMPlusPlus(model, [model.inner.layer4]) as cam, pytest.raises(ValueError, match="not an \\(N, K\\)"):
+        cam(images, [ClassifierOutputTarget(1)] * 2)
+
+
 def test_node_target_checks_its_fields():
     with pytest.raises(ValueError, match="unknown weights"):
         NodeTarget(1, "+", weights="signed")

@@ -413,6 +413,11 @@ class BaseCAM:
                 rows = [W[value].detach().float() if k == "logit" else value for k, value in per_input]
                 return torch.stack(rows).to(f.device)[None]  # (1, N, D)
             # plain autograd: one scalar whose gradient per image is that image's target's
+            if logits is None and any(k == "logit" for k, _ in per_input):
+                raise ValueError(
+                    f"ClassifierOutputTarget reads the model's logits, but its output is "
+                    f"{type(reached.output).__name__}, not an (N, K) tensor (nor an object with .logits)"
+                )
             outputs = logits if logits is not None else reached.output
             total = f.new_zeros((), dtype=torch.float32)
             for n, (k, value) in enumerate(per_input):
