@@ -146,6 +146,8 @@ def test_cam_dropin_benchmark_quick_run(tmp_path, capsys):
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_cam_dropin.py"
+    if not path.is_file():
+        pytest.skip("benchmarks/ is not shipped in the sdist")
     spec = importlib.util.spec_from_file_location("bench_cam_dropin", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
