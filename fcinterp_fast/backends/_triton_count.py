@@ -9,7 +9,8 @@ of a row is a function of how often each pattern occurs. The kernel never sorts;
    (global scratch that stays in L2), and their high bytes into a 256-bucket histogram held in
    registers (``tl.histogram``).
 2. **compacts** the histogram, two-level: only the high-byte buckets that hold an element are
-   read (256 bins each). Each occupied pattern ``u`` becomes one entry of a run-length encoded
+   read (256 bins each, several buckets a step, scanned as if they were adjacent: the skipped
+   ones hold nothing). Each occupied pattern ``u`` becomes one entry of a run-length encoded
    sorted row, in key order: its key, its count ``c_u`` and its position ``P_u`` (the number of
    elements below it: an exclusive prefix sum of counts). The row's ``U <= D`` entries are all
    the later steps read; entry ``u`` stands for the sorted positions ``[P_u, P_u + c_u)``.
@@ -95,7 +96,7 @@ def pattern_tables(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tens
 def _programs(W: torch.Tensor, n_columns: int) -> int:
     """Persistent programs: about two per SM, fewer where their scratch would exceed the budget."""
     R, D = W.shape
-    per_program = 4 * (_BINS + 2 * 256 + 3 * D + 2 * n_columns) + 8 * D
+    per_program = 4 * (_BINS + 3 * 256 + 3 * D + 2 * n_columns) + 8 * D
     budget = max(_MIN_SCRATCH, int(W.numel() * W.element_size() * _SCRATCH_FRACTION))
     if W.device.type == "cuda":
         wanted = 2 * torch.cuda.get_device_properties(W.device).multi_processor_count
@@ -120,7 +121,7 @@ def fit_rows(W: torch.Tensor, cfg: FitConfig, out: RowFit, programs: int | None 
     bits = W.view(torch.int16)  # the same strides: the kernel reads bit patterns, never 16-bit floats
     value_table, log_table = pattern_tables(W.dtype, device)
     hist = torch.zeros(n_programs, _BINS, dtype=torch.int32, device=device)
-    buckets = torch.empty(n_programs, 2, 256, dtype=torch.int32, device=device)
+    buckets = torch.empty(n_programs, 3, 256, dtype=torch.int32, device=device)
     entries = torch.empty(n_programs, 3, D, dtype=torch.int32, device=device)
     above = torch.empty(n_programs, D, dtype=torch.float64, device=device)
     nodes = torch.empty(n_programs, 2, cfg.n_columns, dtype=torch.int32, device=device)
@@ -198,7 +199,8 @@ def _count_fit_kernel(
     int16; see the module docstring.
 
     Scratch of this program: ``hist`` (n_programs, 65537) int32, zero on entry and on exit;
-    ``buckets`` (n_programs, 2, 256) int32 (bucket bases, bucket counts); ``entries``
+    ``buckets`` (n_programs, 3, 256) int32 (bucket bases, bucket counts, the occupied buckets in
+    order); ``entries``
     (n_programs, 3, D) int32 (key, count, position); ``above`` (n_programs, D) float64;
     ``nodes`` (n_programs, 2, n_columns) int32 (entry ranges [start, stop) of each node).
     ``FIXED_POINT``: float16 (exact int64 sums); ``MANTISSA``: significand bits (``_slack``).
@@ -207,8 +209,9 @@ def _count_fit_kernel(
     pid = tl.program_id(0)
     pid64 = pid.to(tl.int64)
     hist_row = hist_ptr + pid64 * 65537
-    base_row = buckets_ptr + pid64 * 512
+    base_row = buckets_ptr + pid64 * 3 * 256
     occupied_row = base_row + 256
+    list_row = occupied_row + 256
     key_row = entries_ptr + pid64 * 3 * D
     count_row = key_row + D
     pos_row = count_row + D
@@ -235,27 +238,32 @@ def _count_fit_kernel(
         tl.debug_barrier()
 
         # -- compact: occupied patterns into entries (key, count, position), bins to prefixes --
-        bucket_base = tl.cumsum(high, axis=0) - high  # (256,) elements below each bucket
-        tl.store(base_row + bucket_ids, bucket_base)
+        # Only the occupied buckets are read, one after another as if they were adjacent: the
+        # skipped ones hold no element, so running sums over the read bins are the row's prefixes.
+        tl.store(base_row + bucket_ids, tl.cumsum(high, axis=0) - high)  # elements below each bucket
         tl.store(occupied_row + bucket_ids, high)
+        occupied_bucket = high > 0
+        tl.store(list_row + tl.cumsum(occupied_bucket.to(tl.int32), axis=0) - 1, bucket_ids, mask=occupied_bucket)
+        read_bins = tl.sum(occupied_bucket.to(tl.int32), axis=0) * 256
+        tl.debug_barrier()
         n_entries = tl.zeros((), dtype=tl.int32)
         negative_entries = tl.zeros((), dtype=tl.int32)  # entries with key < 0x8000 (v < 0)
-        for h in range(0, 256):
-            if h == 128:
-                negative_entries = n_entries
-            in_bucket = tl.sum(tl.where(bucket_ids == h, high, 0), axis=0)
-            if in_bucket > 0:
-                base = tl.sum(tl.where(bucket_ids == h, bucket_base, 0), axis=0)
-                bins = h * 256 + bucket_ids
-                c = tl.load(hist_row + bins, volatile=True)
-                occupied = c > 0
-                position = base + tl.cumsum(c, axis=0) - c
-                slot = n_entries + tl.cumsum(occupied.to(tl.int32), axis=0) - 1
-                tl.store(key_row + slot, bins, mask=occupied)
-                tl.store(count_row + slot, c, mask=occupied)
-                tl.store(pos_row + slot, position, mask=occupied)
-                tl.store(hist_row + bins, position)
-                n_entries += tl.sum(occupied.to(tl.int32), axis=0)
+        below = tl.zeros((), dtype=tl.int32)
+        for start in range(0, read_bins, CHUNK):
+            offs = start + lane
+            inside = offs < read_bins
+            bins = tl.load(list_row + offs // 256, mask=inside, other=0, volatile=True) * 256 + offs % 256
+            c = tl.load(hist_row + bins, mask=inside, other=0, volatile=True)
+            occupied = c > 0
+            slot = n_entries + tl.cumsum(occupied.to(tl.int32), axis=0) - 1
+            position = below + tl.cumsum(c, axis=0) - c
+            tl.store(key_row + slot, bins, mask=occupied)
+            tl.store(count_row + slot, c, mask=occupied)
+            tl.store(pos_row + slot, position, mask=occupied)
+            tl.store(hist_row + bins, position, mask=inside)
+            n_entries += tl.sum(occupied.to(tl.int32), axis=0)
+            negative_entries += tl.sum((occupied & (bins < 0x8000)).to(tl.int32), axis=0)
+            below += tl.sum(c, axis=0)
         tl.store(hist_row + 65536, D)
         for column in range(0, n_columns, CHUNK):  # no node yet
             tl.store(start_row + column + lane, 0, mask=column + lane < n_columns)
@@ -452,9 +460,10 @@ def _count_fit_kernel(
         tl.store(ambiguous_ptr + row, ambiguous.to(tl.int1))
 
         # -- clear the bins this row used, for the next row ----------------------------------------
-        for h in range(0, 256):
-            in_bucket = tl.sum(tl.where(bucket_ids == h, high, 0), axis=0)
-            if in_bucket > 0:
-                tl.store(hist_row + h * 256 + bucket_ids, 0)
+        for start in range(0, read_bins, CHUNK):
+            offs = start + lane
+            inside = offs < read_bins
+            bins = tl.load(list_row + offs // 256, mask=inside, other=0, volatile=True) * 256 + offs % 256
+            tl.store(hist_row + bins, 0, mask=inside)
         tl.store(hist_row + 65536, 0)
         tl.debug_barrier()
