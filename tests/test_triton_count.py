@@ -111,7 +111,7 @@ def test_interpreter_row_lengths(dtype, D):
 def test_interpreter_programs_share_scratch(programs):
     """Persistent programs fit several rows each in the same scratch: rows of different
     patterns after one another must not see each other's counts."""
-    W = torch.cat([special_rows(40, torch.bfloat16), special_rows(40, torch.bfloat16).flip(0) * 3])
+    W = torch.cat([special_rows(40, torch.bfloat16), special_rows(40, torch.bfloat16).flip(0) * 0.5])
     check_counting(W, programs=programs, min_size=4, root="mean")
 
 

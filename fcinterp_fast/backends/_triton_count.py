@@ -1,42 +1,32 @@
 """Counting fits of 16-bit heads (float16, bfloat16) for ``backend="triton"``: no comparison sort.
 
 A 16-bit row has at most 2^16 distinct bit patterns, so everything docs/spec.md sections 2-4 ask
-of a row is a function of how often each pattern occurs. The kernel never sorts; per row it
+of a row is a function of how often each pattern occurs. The arithmetic (order-preserving keys,
+entries u with value v_u, count c_u and position P_u, node sums and rank sums from counts, ALD
+sums over the gaps between entries, exact float16 sums) is written down once, in docs/spec.md,
+"Counting fits of 16-bit heads"; this kernel does it without any sort, per row:
 
-1. **counts** the patterns. Each element's bits become an order-preserving 16-bit key
-   (negatives: ``0xFFFF - bits``, positives: ``bits + 0x8000``, -0 mapped to +0), so key order is
-   value order. The keys are counted with atomic adds into a per-program histogram of 65536 bins
-   (global scratch that stays in L2), and their high bytes into a 256-bucket histogram held in
-   registers (``tl.histogram``).
-2. **compacts** the histogram, two-level: only the high-byte buckets that hold an element are
-   read (256 bins each, several buckets a step, scanned as if they were adjacent: the skipped
-   ones hold nothing). Each occupied pattern ``u`` becomes one entry of a run-length encoded
-   sorted row, in key order: its key, its count ``c_u`` and its position ``P_u`` (the number of
-   elements below it: an exclusive prefix sum of counts). The row's ``U <= D`` entries are all
-   the later steps read; entry ``u`` stands for the sorted positions ``[P_u, P_u + c_u)``.
-   Values and ln|v| of every pattern come from two 65536-entry float64 tables indexed by key.
-3. **ALD** (section 4): with the gap g_u = v_u - v_{u-1} between consecutive distinct values,
-   n beta at v_u is sum_{w <= u} P_w g_w and n alpha is sum_{w > u} (n - P_w) g_w, the same non-zero
-   terms as the element-wise prefix sums (``reference.ald_fit``; tied elements add zero gaps, so
-   the objective is the same at every position of an entry). Entries with a position in
-   [1, n - 2] compete; the first minimum of sqrt(alpha) + sqrt(beta) gives loc.
+1. **Count.** The keys of the row's bits are counted with atomic adds into a per-program
+   histogram of 65536 bins (global scratch that stays in L2), and their high bytes into a
+   256-bucket histogram held in registers (``tl.histogram``).
+2. **Compact**, two-level: only the high-byte buckets that hold an element are read (256 bins
+   each, several buckets a step, scanned as if they were adjacent: the skipped ones hold
+   nothing). Running sums give each occupied pattern its entry slot and its position; the
+   entries (key, count, position) go to scratch and the bins keep the prefix counts (for the
+   ``#{x <= -v}`` look-ups of root="mean", empty buckets answered by their bucket's base).
+   Values and ln|v| of a key come from two 65536-entry float64 tables.
+3. **ALD**: a reverse pass over the entries stores the suffix sums of (n - P_u) g_u, a forward
+   pass forms the prefix sums of P_u g_u and takes the first minimum over the competing entries.
 4. **The split tree**, node by node as ``_triton_kernels._fit_sorted_kernel`` walks a sorted row,
-   but over entries: a node is an entry range ``[s, e)`` (its members the positions
-   ``[P_s, P_e)``), count = P_e - P_s, lo and hi its first and last entry's value. The line-fit
-   sums weigh each entry by its count: sum_d = sum c d, sum_dd = sum c d^2, and, since the c tied
-   elements of an entry take the magnitude ranks r0 .. r0 + c - 1 and share one d,
-   sum_rd = sum (c r0 + c (c - 1) / 2) d, with r0 the number of node members of smaller
-   magnitude (``_magnitude_rank`` on the entry's lowest-ranked position; for root="mean" the
-   members of the other sign below |v| are counted from the histogram: ``#{x <= -v}`` is the
-   prefix count at the key ``0x10000 - key(v)``).
-5. **Exact thresholds.** float16 values are integer multiples of 2^-24 below 2^16, so a node's
-   sum is an exact int64 sum of count * value * 2^24 (for rows up to ``MAX_FLOAT16_D``); its
-   conversion to float64 rounds once, and the mean is the spec's correctly rounded threshold to
-   the bit: float16 rows are never ambiguous. bfloat16 spans 2^-133 .. 2^128, so its node sums are
-   float64 sums of exact products count * value; ``_slack`` proves them exact where the node spans
-   few binades (nearly always), and otherwise a row whose entry lies within the rounding bound of
-   its node's threshold is flagged ``ambiguous`` (``fit`` recomputes it exactly), as the sort
-   kernels do.
+   but over each node's entry range: pass 1 sums the node (int64 fixed point for float16,
+   float64 products count * value for bfloat16), pass 2 the count-weighted line-fit sums
+   (``_magnitude_rank`` at the entry's lowest-ranked position: its first if positive, its last
+   if negative), the entries below the mean (the split) and the close calls.
+5. **Exact thresholds.** float16 means are the spec's correctly rounded thresholds to the bit,
+   so float16 rows are never ambiguous (rows up to ``MAX_FLOAT16_D``; longer ones go to the sort
+   kernels). bfloat16 node sums are float64 sums; ``_slack`` proves them exact where the node
+   spans few binades (nearly always), and otherwise a row with an entry within the rounding bound
+   of its node's threshold is flagged ``ambiguous`` (``fit`` recomputes it), as the sort kernels do.
 
 The memory it needs besides its results is per *program*, not per row: programs are persistent
 (each fits rows ``pid, pid + programs, ...``), and each owns a 65537-bin histogram, 256 bucket
@@ -64,10 +54,11 @@ _MANTISSA = {torch.float16: 11, torch.bfloat16: 8}
 _CHUNK = 1024
 #: Bins of the key histogram (one more than the 2^16 keys: the prefix count past the last key).
 _BINS = 65537
-#: Scratch memory the programs may hold together, as a fraction of the head's bytes (at least
-#: ``_MIN_SCRATCH`` bytes, at least one program).
-_SCRATCH_FRACTION = 1 / 16
-_MIN_SCRATCH = 32 * 2**20
+#: Scratch memory the programs may hold together, as a fraction of the head's bytes (issue 15:
+#: the fit may hold at most 10% of the head besides its results), at least ``_MIN_SCRATCH`` bytes
+#: and one program.
+_SCRATCH_FRACTION = 1 / 12
+_MIN_SCRATCH = 8 * 2**20
 
 
 def fits(W: torch.Tensor) -> bool:
@@ -94,12 +85,12 @@ def pattern_tables(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tens
 
 
 def _programs(W: torch.Tensor, n_columns: int) -> int:
-    """Persistent programs: about two per SM, fewer where their scratch would exceed the budget."""
+    """Persistent programs: up to four per SM, fewer where their scratch would exceed the budget."""
     R, D = W.shape
     per_program = 4 * (_BINS + 3 * 256 + 3 * D + 2 * n_columns) + 8 * D
     budget = max(_MIN_SCRATCH, int(W.numel() * W.element_size() * _SCRATCH_FRACTION))
     if W.device.type == "cuda":
-        wanted = 2 * torch.cuda.get_device_properties(W.device).multi_processor_count
+        wanted = 4 * torch.cuda.get_device_properties(W.device).multi_processor_count
     else:  # the interpreter runs programs one after another
         wanted = 2
     return max(1, min(R, wanted, budget // per_program))
