@@ -196,6 +196,32 @@ def test_pattern_tables_follow_key_order(dtype, one_bits):
     assert torch.equal(value[0x8001], torch.tensor(smallest_subnormal(dtype), dtype=torch.float64))
 
 
+@pytest.mark.skipif(INTERPRETING, reason="the interpreter replaces the compiler")
+@pytest.mark.parametrize("full, root_mean, fixed_point", [(False, False, False), (True, True, True)], ids=str)
+def test_kernel_compiles_for_an_h100(full, root_mean, fixed_point):
+    """No GPU needed: Triton compiles the kernel ahead of time for sm_90 down to a cubin, which
+    catches what the interpreter lets through (loop-carried types, unsupported operations)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    kernel = _triton_count._count_fit_kernel
+    pointers = dict(bits_ptr="*i16", hist_ptr="*i32", buckets_ptr="*i32", entries_ptr="*i32", nodes_ptr="*i32",
+                    count_ptr="*i64", ambiguous_ptr="*i1")  # fmt: skip
+    meta = dict(CHUNK=1024, FULL=full, ROOT_MEAN=root_mean, FIXED_POINT=fixed_point, MANTISSA=11 if fixed_point else 8)
+    signature = {
+        name: "constexpr"
+        if name in meta
+        else pointers.get(name, "*fp64" if name.endswith(("_ptr", "_table")) else "i32")
+        for name in kernel.arg_names
+    }
+    source = ASTSource(
+        fn=kernel, signature=signature, constexprs={(kernel.arg_names.index(k),): v for k, v in meta.items()}
+    )
+    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
+    assert len(compiled.asm["cubin"]) > 0
+
+
 @pytest.mark.parametrize(
     "W, error, message",
     [

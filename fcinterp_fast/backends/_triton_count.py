@@ -85,12 +85,13 @@ def pattern_tables(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tens
 
 
 def _programs(W: torch.Tensor, n_columns: int) -> int:
-    """Persistent programs: up to four per SM, fewer where their scratch would exceed the budget."""
+    """Persistent programs: two per SM (at about 128 registers a thread, two of 8 warps fit an
+    H100 SM), fewer where their scratch would exceed the budget."""
     R, D = W.shape
     per_program = 4 * (_BINS + 3 * 256 + 3 * D + 2 * n_columns) + 8 * D
     budget = max(_MIN_SCRATCH, int(W.numel() * W.element_size() * _SCRATCH_FRACTION))
     if W.device.type == "cuda":
-        wanted = 4 * torch.cuda.get_device_properties(W.device).multi_processor_count
+        wanted = 2 * torch.cuda.get_device_properties(W.device).multi_processor_count
     else:  # the interpreter runs programs one after another
         wanted = 2
     return max(1, min(R, wanted, budget // per_program))
@@ -239,7 +240,7 @@ def _count_fit_kernel(
         tl.debug_barrier()
         n_entries = tl.zeros((), dtype=tl.int32)
         negative_entries = tl.zeros((), dtype=tl.int32)  # entries with key < 0x8000 (v < 0)
-        below = tl.zeros((), dtype=tl.int32)
+        elements_below = tl.zeros((), dtype=tl.int32)
         for start in range(0, read_bins, CHUNK):
             offs = start + lane
             inside = offs < read_bins
@@ -247,14 +248,14 @@ def _count_fit_kernel(
             c = tl.load(hist_row + bins, mask=inside, other=0, volatile=True)
             occupied = c > 0
             slot = n_entries + tl.cumsum(occupied.to(tl.int32), axis=0) - 1
-            position = below + tl.cumsum(c, axis=0) - c
+            position = elements_below + tl.cumsum(c, axis=0) - c
             tl.store(key_row + slot, bins, mask=occupied)
             tl.store(count_row + slot, c, mask=occupied)
             tl.store(pos_row + slot, position, mask=occupied)
             tl.store(hist_row + bins, position, mask=inside)
             n_entries += tl.sum(occupied.to(tl.int32), axis=0)
             negative_entries += tl.sum((occupied & (bins < 0x8000)).to(tl.int32), axis=0)
-            below += tl.sum(c, axis=0)
+            elements_below += tl.sum(c, axis=0)
         tl.store(hist_row + 65536, D)
         for column in range(0, n_columns, CHUNK):  # no node yet
             tl.store(start_row + column + lane, 0, mask=column + lane < n_columns)
