@@ -12,9 +12,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from unittest import mock
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 pytest.importorskip("triton")
 
@@ -32,9 +35,11 @@ from test_triton_fit import (
 )
 
 import fcinterp_fast
+from checks import assert_matches_oracle
 from fcinterp_fast.backends import _triton_count, reference, registry, triton_fit
 from fcinterp_fast.config import FitConfig
 from fcinterp_fast.result import RowFit
+from strategies import LAYOUTS, as_layout, fit_options, heads
 
 SIXTEEN_BIT = [torch.float16, torch.bfloat16]
 
@@ -113,6 +118,17 @@ def test_interpreter_programs_share_scratch(programs):
     patterns after one another must not see each other's counts."""
     W = torch.cat([special_rows(40, torch.bfloat16), special_rows(40, torch.bfloat16).flip(0) * 0.5])
     check_counting(W, programs=programs, min_size=4, root="mean")
+
+
+@interpreter_only
+@given(W=heads(dtypes=SIXTEEN_BIT, max_rows=3, max_cols=48), options=fit_options(), layout=st.sampled_from(LAYOUTS))
+def test_interpreter_hypothesis_heads_match_the_oracle(W, options, layout):
+    """``fit`` with the counting kernel switched on, against the independent float64 oracle:
+    nodes, masks and members exact, statistics within its bounds, on heads with ties, zeros,
+    magnitudes a few ulps apart and both dtypes' extremes, in every memory layout."""
+    with mock.patch.dict(os.environ, {triton_fit.COUNTING_ENV: "1"}):
+        fit = fcinterp_fast.fit(as_layout(W, layout), backend="triton", **options)
+    assert_matches_oracle(fit, W, options, float64_backend=False)
 
 
 @interpreter_only
