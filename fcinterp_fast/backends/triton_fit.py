@@ -8,8 +8,9 @@ chunks. Both write ``RowFit`` directly (columns laid out as in ``_config``) and 
 split thresholds their float64 sums cannot decide (``fit`` recomputes those exactly).
 
 float16 and bfloat16 heads can instead be fitted without any sort by counting their bit patterns
-(``_triton_count``). That kernel is proved under the interpreter but not yet measured on a GPU, so
-it is off by default: ``FCINTERP_TRITON_COUNTING=1`` (or ``fit_rows(..., counting=True)``) turns it on.
+(``_triton_count``). That kernel is tested under the interpreter and compiles for sm_90, but has
+not been measured on a GPU, so it is off by default: ``FCINTERP_TRITON_COUNTING=1`` (or
+``fit_rows(..., counting=True)``) turns it on.
 
 With ``TRITON_INTERPRET=1`` the same kernels run on CPU tensors through Triton's interpreter
 (slow: for tests on small shapes); the backend then also accepts CPU tensors but is never
