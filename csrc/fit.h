@@ -1,11 +1,12 @@
 // fcinterp_fast C++ kernels: docs/spec.md sections 2-4 for every row of a classifier head, on raw pointers.
 //
 // One call fits a block of R rows of a (R, D) head. Per row, in one pass over per-thread scratch:
-// load the row in its own dtype (float16 / bfloat16 / float32 / float64, any strides), radix sort the
-// float bit patterns (or count them: "Counting fits of 16-bit heads" below), decode to float64 and take
-// ln|x| (a table for 16-bit dtypes, no log calls), walk the split tree (chain or full, root at
-// zero or at the row mean) writing every node's count / mean / min / max / line fit, and fit the ALD
-// by maximum likelihood. Rows run in parallel (OpenMP); nothing is allocated per row.
+// load the row in its own dtype (float16 / bfloat16 / float32 / float64, any strides), radix sort
+// the float bit patterns (or count them: "Counting fits of 16-bit heads" below and in
+// docs/spec.md), decode to float64 and take ln|x| (a table for 16-bit dtypes, no log calls), walk
+// the split tree (chain or full, root at zero or at the row mean) writing every node's count /
+// mean / min / max / line fit, and fit the ALD by maximum likelihood. Rows run in parallel
+// (OpenMP); nothing is allocated per row.
 //
 // Exactness (the two readings fixed in fcinterp_fast/backends/reference.py):
 // * A split threshold is the correctly rounded float64 sum of the node divided once by its count.
@@ -25,32 +26,26 @@
 //
 // Counting fits of 16-bit heads
 // -----------------------------
-// A float16 / bfloat16 row holds at most 2^16 distinct bit patterns, so its fit needs no comparison
-// sort, no log evaluation and no per-element ALD walk. With n values per row:
-// 1. Keys. k = to_key(bits): negative patterns with every bit flipped, non-negative ones with the
-//    sign bit set, so that unsigned order is value order (-0.0 just before +0.0; they compare equal).
-// 2. Count. c[k] += 1 over the row (2^16 buckets kept zero between rows), then one pass over the
-//    buckets from the row's smallest to its largest key lists the runs of equal values in ascending
-//    order: key u_i, count c_i, first rank s_i = c_0 + ... + c_{i-1} (s_U = n), and clears them.
-//    Short rows instead radix sort their keys (two 8-bit passes): weight rows span many binades,
-//    so the buckets between the extreme keys number 2-8 per value at n = 16384-4096 and 60 at 512.
-// 3. Values and logs. v_i = decode(u_i) (exact in float64), ln|v_i| from a table of ln|x| for every
-//    pattern without its sign (2^15 float64 entries per dtype, built once). The sorted row x and
-//    its logs y are the runs expanded (x[s_i .. s_{i+1}) = v_i), so the split tree is walked on
-//    exactly the arrays a comparison sort gives; a per-row sweep over the sorted row (further
-//    statistics) reads x, or the runs with their cumulative counts s_i.
-// 4. Split tree. Unchanged (node means are exact, see above): it reads x and y only.
-// 5. ALD. The gaps x_{j+1} - x_j are zero inside a run, and adding a zero term changes no
-//    sequential float64 sum, so the prefix sums over the runs are the per-element ones bit for bit:
-//        B before run i = sum_{j<i} s_{j+1} (v_{j+1} - v_j)          (n beta, summed from the bottom),
-//        A at run i     = sum_{j>=i} (n - s_{j+1}) (v_{j+1} - v_j)   (n alpha, summed from the top),
-//    with the weights of the per-element sums at the run boundaries (rank j + 1 = s_{j+1}). The
-//    objective sqrt(A/n) + sqrt(B/n) is constant on a run, so the first minimum can only be the
-//    first interior rank p = max(s_i, 1) <= min(s_{i+1} - 1, n - 2) of a run: U candidates instead
-//    of n - 2, searched with the same block bounds (positions p), and loc = v_i.
-// Used for bfloat16 rows of >= 8192 values and float16 rows of >= 32768 (measured: float16 has 3
-// more fraction bits, so its runs are shorter and counting pays later); the FitOptions hook
-// counting_from moves the threshold (tests compare the two paths bit for bit).
+// The algorithm is written down once, for every backend, in docs/spec.md ("Counting fits of 16-bit
+// heads", end of section 4): count the order-preserving keys of a float16 / bfloat16 row, list the
+// occupied keys as runs (value v_i, count c_i, first rank s_i), and take every statistic from them.
+// What this kernel does with it (fit.cpp, count_row .. ald_from_runs):
+// * Keys: to_key keeps -0.0 as its own key just below +0.0 (equal values; the order is harmless).
+// * Count: a per-thread 2^16-bucket histogram that stays zero between rows; only the buckets between
+//   the row's smallest and largest key are scanned, 16 at a time (empty groups skipped, the rest
+//   compacted without branches) and cleared. Weight rows span many binades (2-8 buckets per value
+//   at n = 16384-4096, 60 at 512), so short rows radix sort their keys instead: counted are
+//   bfloat16 rows of >= 8192 values and float16 rows of >= 32768 (measured; float16's 3 more
+//   fraction bits make shorter runs). FitOptions::counting_from moves the threshold (tests compare
+//   the two paths bit for bit).
+// * Logs: ln|v| of every pattern from a 2^15-entry float64 table per dtype (no log calls). The
+//   sorted row x and y = ln|x| are the runs expanded, so the split tree (exact means as above) walks
+//   exactly the arrays a sort gives, and a per-row sweep over the sorted row reads x or the runs.
+// * ALD: the prefix sums over the runs, B before run i = sum_{j<i} s_{j+1} (v_{j+1} - v_j) from the
+//   bottom and A at run i = sum_{j>=i} (n - s_{j+1}) (v_{j+1} - v_j) from the top, are the
+//   per-element sequential sums bit for bit (a zero term changes no float64 sum), so loc equals the
+//   reference's; the candidates are the first interior rank p = max(s_i, 1) <= min(s_{i+1} - 1,
+//   n - 2) of each run, searched with the same block bounds as a sorted row's order statistics.
 #pragma once
 
 #include <cstdint>

@@ -1,7 +1,8 @@
 """``backend="cpu"``: docs/spec.md sections 2-4 in C++ (``csrc/``), rows in parallel with OpenMP.
 
 The extension ``fcinterp_fast._cpu`` reads the head in place (float16, bfloat16, float32 or float64,
-any strides: no upcast copy), and per row sorts it with a radix sort on the bit patterns, walks the
+any strides: no upcast copy), and per row sorts it with a radix sort on the bit patterns (long
+float16 / bfloat16 rows are counted instead: docs/spec.md, "Counting fits of 16-bit heads"), walks the
 whole split tree and fits the ALD in one pass over per-thread scratch, with the GIL released. Split
 thresholds are decided exactly (an exact sum is taken whenever the fast sum's error bound could
 change a side), so ``RowFit.ambiguous`` is always False. See ``csrc/fit.h`` for the algorithm.
