@@ -1310,6 +1310,10 @@ FCI_ROW_KERNEL void log_abs(const double* x, double* y, int64_t n) {
     log_abs_block(x, y, n);
 }
 
+FCI_ROW_KERNEL void log_abs_float32(const double* x, double* y, int64_t n) {
+    log_abs_float32_block(x, y, n);
+}
+
 const char* simd_target() {
 #if defined(FCI_NATIVE)
     return "native";

@@ -152,6 +152,8 @@ constexpr int64_t kFsumPartials = 2112;
 double exact_sum(const double* values, int64_t n, double* partials);
 // y[i] = ln|x[i]| for finite non-zero x (within 1 ulp); the vectorised log the kernel uses.
 void log_abs(const double* x, double* y, int64_t n);
+// The same for float32 values (held as doubles): the table-driven log of float32 rows.
+void log_abs_float32(const double* x, double* y, int64_t n);
 // Name of the instruction set the dispatcher picked on this CPU ("x86-64-v4", "x86-64-v3",
 // "default" (baseline) or "native").
 const char* simd_target();

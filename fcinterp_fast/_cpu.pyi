@@ -69,5 +69,8 @@ def _exact_sum(values: np.ndarray) -> float:
 def _log_abs(values: np.ndarray) -> npt.NDArray[np.float64]:
     """ln|x| of a 1-D float64 array."""
 
+def _log_abs_float32(values: np.ndarray) -> npt.NDArray[np.float64]:
+    """ln|x| of a 1-D float32 array, as float64."""
+
 def build_info() -> dict[str, str | bool | int]:
     """How the extension was built and what it runs on here."""
