@@ -10,19 +10,24 @@ small the blocks are; pages brought in by ``read`` belong to the kernel's page c
   "shape", "data_offsets": [begin, end]}}`` (offsets relative to the end of the header), then the
   data. The header is checked against the file size before anything else is read, so corrupt and
   truncated files raise ``ValueError`` naming the file and what is wrong.
-* ``.pth`` / ``.pt`` / ``.bin`` / ``.ckpt`` (``torch.save`` zip archives, tensors stored
-  uncompressed): loading with ``map_location="meta"`` reads no data but records where each storage
-  starts in the file (torch >= 2.5). Heads that are strided views, or checkpoints loaded by an older
-  torch, fall back to ``torch.load(mmap=True)`` (correct, but resident memory then grows with the
-  pages read).
+* ``.pth`` / ``.pt`` / ``.bin`` / ``.ckpt`` (``torch.save`` zip archives): loading with
+  ``map_location="meta"`` reads no data but records where each storage starts in the file (torch >=
+  2.5); the zip member found there must hold exactly the storage's bytes. A head stored
+  uncompressed and contiguous is read in place; one in a compressed (deflate) member or a strided
+  view is read from its member alone (decompressed and crc32-checked by ``zipfile``) into memory.
+  Legacy archives (``_use_new_zipfile_serialization=False``) are read whole by ``torch.load``.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import sys
+import zipfile
+import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -125,26 +130,133 @@ def open_file_head(path: Path, name: str | None) -> HeadSource:
         if dtype is None:
             raise TypeError(f"tensor {key!r} in {path} has dtype {entry['dtype']}; expected F16, BF16, F32 or F64")
         return FileSource(path, key, tuple(entry["shape"]), dtype, data_start + entry["data_offsets"][0])
+    if not zipfile.is_zipfile(path):  # the legacy format (``_use_new_zipfile_serialization=False``)
+        return TensorSource(read_file_head(path, name))
     state = _torch_state(path, meta=True)
     key = choose_tensor(path, {k: tuple(v.shape) for k, v in state.items()}, name)
     tensor = check_head_tensor(state[key], what=f"tensor {key!r} in {path}")
-    offset = getattr(tensor.untyped_storage(), "_checkpoint_offset", None)
-    if offset is None or not tensor.is_contiguous():
-        return TensorSource(read_file_head(path, key))
-    return FileSource(
-        path, key, tuple(tensor.shape), tensor.dtype, offset + tensor.storage_offset() * tensor.element_size()
-    )
+    record = _storage_record(path, key, state[key])
+    if record.info.compress_type == zipfile.ZIP_STORED and tensor.is_contiguous():
+        start = record.data_offset + int(tensor.storage_offset()) * tensor.element_size()
+        return FileSource(path, key, tuple(tensor.shape), tensor.dtype, start)
+    return TensorSource(_read_record(path, key, state[key], record))
 
 
 def read_file_head(path: Path, name: str | None) -> torch.Tensor:
-    """The head tensor of a file (memory-mapped for ``torch.save`` files, read for safetensors)."""
+    """The head tensor of a file, read into memory (only that tensor's bytes, except for legacy
+    ``torch.save`` files, which ``torch.load`` reads whole)."""
     _check_suffix(path)
-    if path.suffix == ".safetensors":
-        source = open_file_head(path, name)
-        return source.rows(0, source.shape[0])
-    state = _torch_state(path, meta=False)
-    key = choose_tensor(path, {k: tuple(v.shape) for k, v in state.items()}, name)
-    return check_head_tensor(state[key], what=f"tensor {key!r} in {path}")
+    if path.suffix != ".safetensors" and not zipfile.is_zipfile(path):
+        state = _torch_state(path, meta=False)
+        key = choose_tensor(path, {k: tuple(v.shape) for k, v in state.items()}, name)
+        return check_head_tensor(state[key], what=f"tensor {key!r} in {path}")
+    source = open_file_head(path, name)
+    return source.weight if isinstance(source, TensorSource) else source.rows(0, source.shape[0])
+
+
+class _StorageRecord(NamedTuple):
+    """The zip member of a ``torch.save`` archive that holds one storage."""
+
+    info: zipfile.ZipInfo
+    data_offset: int  # where its (possibly compressed) bytes start in the file
+
+
+def _torch_state(path: Path, meta: bool) -> dict[str, torch.Tensor]:
+    """The tensors of a ``torch.save`` file: for a zip archive (``meta=True``), meta tensors whose
+    storages name their zip member (``_fcinterp_member``), no data read; for a legacy (not zip)
+    file (``meta=False``), the tensors read into memory by ``torch.load(weights_only=True)``."""
+    try:
+        state = _zip_meta_state(path) if meta else torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as error:
+        raise ValueError(f"could not read {path} with torch.load: {error}") from error
+    if isinstance(state, torch.Tensor):
+        return {"": state}
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a tensor or a state dict")
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def _zip_meta_state(path: Path):
+    """What ``torch.load(path, weights_only=True)`` returns, with meta tensors (no data read).
+
+    ``torch.load(map_location="meta")`` is not used: it records where each storage starts by
+    assuming the archive was written by torch's own zip writer, which a rewritten archive
+    (compressed, or stored by another writer) is not. Here the pickle is read by torch's
+    weights-only unpickler and each storage is tagged with the name of the zip member that holds
+    it, which ``_storage_record`` then locates in the archive itself.
+    """
+    from torch import _weights_only_unpickler
+
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        if len(set(names)) != len(names):
+            raise ValueError("the archive names a member twice")
+        prefix = names[0].split("/")[0] if names else ""
+        byteorder = f"{prefix}/byteorder"
+        if byteorder in names and archive.read(byteorder) != b"little":
+            raise ValueError(f"its tensors are stored {archive.read(byteorder)[:10]!r}-endian; only little is read")
+        pickled = archive.read(f"{prefix}/data.pkl")
+
+    def persistent_load(saved_id):
+        kind, storage_type, key, _, numel = saved_id
+        if kind != "storage" or not isinstance(key, str) or not isinstance(numel, int) or numel < 0:
+            raise ValueError(f"unexpected storage record {saved_id!r}")
+        dtype = torch.uint8 if storage_type is torch.UntypedStorage else storage_type.dtype
+        storage = torch.UntypedStorage(numel * dtype.itemsize, device="meta")
+        storage._fcinterp_member = f"{prefix}/data/{key}"  # type: ignore[attr-defined]
+        return torch.storage.TypedStorage(wrap_storage=storage, dtype=dtype, _internal=True)
+
+    unpickler = _weights_only_unpickler.Unpickler(io.BytesIO(pickled), encoding="utf-8")
+    unpickler.persistent_load = persistent_load  # type: ignore[method-assign]
+    return unpickler.load()
+
+
+def _storage_record(path: Path, key: str, meta: torch.Tensor) -> _StorageRecord:
+    """The zip member holding the storage of tensor ``key`` (a meta tensor from ``_torch_state``),
+    checked to be exactly the storage's size and to hold the tensor's elements."""
+    what = f"tensor {key!r} in {path}"
+    member = meta.untyped_storage()._fcinterp_member  # type: ignore[attr-defined]
+    try:
+        with zipfile.ZipFile(path) as archive, open(path, "rb") as f:
+            info = archive.getinfo(member)
+            f.seek(info.header_offset)
+            local = f.read(30)  # the local file header: its name and extra field lengths may differ
+            if len(local) < 30 or local[:4] != b"PK\x03\x04":
+                raise ValueError(f"{path} is corrupt: the zip member {member!r} holding {what} has no local header")
+            name_length, extra_length = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
+            record = _StorageRecord(info, info.header_offset + 30 + name_length + extra_length)
+    except KeyError:
+        raise ValueError(f"{path} is corrupt: it has no zip member {member!r}, which holds {what}") from None
+    except (zipfile.BadZipFile, OSError) as error:
+        raise ValueError(f"could not read the zip archive {path}: {error}") from error
+    storage_bytes = meta.untyped_storage().nbytes()
+    last = sum((n - 1) * s for n, s in zip(meta.shape, meta.stride(), strict=True))
+    needed = (meta.storage_offset() + last + 1) * meta.element_size()
+    stored = info.compress_type == zipfile.ZIP_STORED
+    if info.file_size != storage_bytes or needed > storage_bytes or (stored and info.compress_size != storage_bytes):
+        raise ValueError(
+            f"{path} is corrupt: the zip member {member!r} holding {what} ({meta.dtype}, shape "
+            f"{tuple(meta.shape)}) has {info.file_size} bytes ({info.compress_size} stored), but its storage "
+            f"has {storage_bytes} and the tensor needs {needed}"
+        )
+    if record.data_offset + info.compress_size > path.stat().st_size:
+        raise ValueError(f"{path} is truncated: the zip member {member!r} holding {what} ends past the end of the file")
+    return record
+
+
+def _read_record(path: Path, key: str, meta: torch.Tensor, record: _StorageRecord) -> torch.Tensor:
+    """Tensor ``key`` (shaped, strided and typed like ``meta``) from its zip member alone,
+    decompressed and checked against the member's crc32 by ``zipfile``."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = bytearray(archive.read(record.info))
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError) as error:  # bad crc32: BadZipFile
+        raise ValueError(f"could not read tensor {key!r} from {path}: {error}") from error
+    storage = torch.frombuffer(data, dtype=meta.dtype)
+    view = storage.as_strided(meta.shape, meta.stride(), meta.storage_offset())
+    return check_head_tensor(view, what=f"tensor {key!r} in {path}")
 
 
 def _check_suffix(path: Path) -> None:
@@ -214,22 +326,6 @@ def _valid_entry(entry) -> bool:
         and all(map(whole, offsets))
         and offsets[0] <= offsets[1]
     )
-
-
-def _torch_state(path: Path, meta: bool) -> dict[str, torch.Tensor]:
-    """The tensors of a ``torch.save`` file: meta tensors (no data read) or memory-mapped ones."""
-    where = dict(map_location="meta") if meta else dict(map_location="cpu", mmap=True)
-    try:
-        state = torch.load(path, weights_only=True, **where)
-    except Exception as error:
-        raise ValueError(f"could not read {path} with torch.load: {error}") from error
-    if isinstance(state, torch.Tensor):
-        return {"": state}
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} holds a {type(state).__name__}, not a tensor or a state dict")
-    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
 def candidate_tensors(shapes: dict[str, tuple]) -> list[str]:
