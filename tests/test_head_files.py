@@ -4,9 +4,12 @@ and legacy ``torch.save`` archives, safetensors headers checked at least as stri
 
 from __future__ import annotations
 
+import json
+import os
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -105,3 +108,82 @@ def test_strided_head_in_a_compressed_pth(tmp_path):
     deflated = _recompress(path, tmp_path / "deflated.pth")
     for file in (path, deflated):
         assert_same_fit(fcinterp_fast.fit(file, device="cpu"), fcinterp_fast.fit(W))
+
+
+# ------------------------------------------------------------------------ safetensors headers
+def _safetensors(header: str | dict, data: bytes) -> bytes:
+    raw = header.encode("utf-8", "surrogateescape") if isinstance(header, str) else json.dumps(header).encode()
+    return len(raw).to_bytes(8, "little") + raw + data
+
+
+def _entry(begin: int, end: int, shape=(2, 2), dtype="F32") -> dict:
+    return {"dtype": dtype, "shape": list(shape), "data_offsets": [begin, end]}
+
+
+_VALUES = np.arange(1, 9, dtype=np.float32).tobytes()  # two (2, 2) float32 tensors: 32 bytes
+_BAD_HEADERS = {
+    "overlap": ({"a.weight": _entry(0, 16), "fc.weight": _entry(8, 24)}, _VALUES[:24], "overlaps the tensor before"),
+    "gap": ({"a.weight": _entry(0, 16), "fc.weight": _entry(20, 36)}, _VALUES + bytes(4), "leaves a gap"),
+    "not-from-0": ({"fc.weight": _entry(16, 32)}, _VALUES, "starts at data byte 16"),
+    "trailing-bytes": ({"fc.weight": _entry(0, 16)}, _VALUES, "cover 16 bytes of data, but 32 follow"),
+    "duplicate-key": (
+        '{"fc.weight": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}, '
+        '"fc.weight": {"dtype": "F32", "shape": [2, 2], "data_offsets": [16, 32]}}',
+        _VALUES,
+        "the key 'fc.weight' appears twice",
+    ),
+    "duplicate-field": (
+        '{"fc.weight": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16], "data_offsets": [16, 32]}}',
+        _VALUES,
+        "the key 'data_offsets' appears twice",
+    ),
+    "unknown-dtype": ({"fc.weight": _entry(0, 32, dtype="F128")}, _VALUES, "unknown dtype 'F128'"),
+    "metadata-not-strings": (
+        {"__metadata__": {"format": 1}, "fc.weight": _entry(0, 32, (2, 4))},
+        _VALUES,
+        "__metadata__ is not a map of strings",
+    ),
+    "not-utf8": ('{"fc.weight\udcff": 1}', _VALUES, "header is not JSON"),
+    "deeply-nested": ("[" * 100_000 + "]" * 100_000, _VALUES, "nested too deeply"),
+}
+
+
+@pytest.mark.parametrize("case", list(_BAD_HEADERS))
+def test_bad_safetensors_headers_are_refused_as_the_library_refuses_them(tmp_path, case):
+    """Each of these was accepted and fitted on shifted bytes, or raised RecursionError."""
+    header, data, message = _BAD_HEADERS[case]
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(_safetensors(header, data))
+    with pytest.raises(ValueError, match=message) as error:
+        fcinterp_fast.fit(path, name="fc.weight")
+    assert str(path) in str(error.value)
+    safetensors = pytest.importorskip("safetensors")
+    if case not in ("duplicate-key", "duplicate-field"):  # the library resolves those silently
+        with pytest.raises(Exception):  # noqa: B017 (each version words its errors differently)
+            safetensors.safe_open(str(path), framework="pt")
+
+
+def test_valid_safetensors_written_out_of_order_and_padded_are_read_as_the_library_reads_them(tmp_path):
+    """Header order does not matter, only the offsets; whitespace pads the header to 8 bytes."""
+    from safetensors.torch import load_file
+
+    W = np.arange(1, 9, dtype=np.float32).reshape(4, 2)[::-1].copy()
+    header = {"fc.weight": _entry(16, 48, (4, 2)), "__metadata__": {"format": "pt"}, "a.bias": _entry(0, 16, (4,))}
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    path = tmp_path / "ordered.safetensors"
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + np.zeros(4, np.float32).tobytes() + W.tobytes())
+    assert torch.equal(fcinterp_fast.head_weight(path), load_file(path)["fc.weight"])
+    assert torch.equal(fcinterp_fast.head_weight(path), torch.from_numpy(W))
+
+
+def test_fifo_is_refused_not_read_forever(tmp_path):
+    fifo = tmp_path / "head.safetensors"
+    os.mkfifo(fifo)
+    for read in (fcinterp_fast.fit, fcinterp_fast.head_weight):
+        with pytest.raises(ValueError, match=rf"{fifo} is not a regular file"):
+            read(fifo)
+    device = tmp_path / "zero.pth"  # a character device under a head suffix
+    device.symlink_to("/dev/zero")
+    with pytest.raises(ValueError, match=rf"{device} is not a regular file"):
+        fcinterp_fast.fit(device)

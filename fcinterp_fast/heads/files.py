@@ -20,9 +20,11 @@ small the blocks are; pages brought in by ``read`` belong to the kernel's page c
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import math
+import stat
 import sys
 import zipfile
 import zlib
@@ -50,22 +52,16 @@ HEAD_MODULE_NAMES = ("lm_head", "fc", "classifier", "head", "heads", "last_linea
 _HEAD_TENSOR_SUFFIXES = tuple(f"{a}.weight" for a in HEAD_MODULE_NAMES) + ("output.weight", "_fc.weight")
 
 _SAFETENSORS_FLOATS = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
-_SAFETENSORS_ITEMSIZE = {
-    "BOOL": 1,
-    "U8": 1,
-    "I8": 1,
-    "F8_E5M2": 1,
-    "F8_E4M3": 1,
-    "I16": 2,
-    "U16": 2,
-    "F16": 2,
-    "BF16": 2,
-    "I32": 4,
-    "U32": 4,
-    "F32": 4,
-    "I64": 8,
-    "U64": 8,
-    "F64": 8,
+# Bits per element of every dtype the safetensors library knows (a tensor of another dtype is refused,
+# as the library refuses it); its byte size is elements * bits // 8, as the library computes it.
+_SAFETENSORS_BITS = {
+    **dict.fromkeys(("BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0"), 8),
+    **dict.fromkeys(("I16", "U16", "F16", "BF16"), 16),
+    **dict.fromkeys(("I32", "U32", "F32"), 32),
+    **dict.fromkeys(("I64", "U64", "F64", "C64"), 64),
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
 }
 # The safetensors library refuses headers above 100 MB; a larger length means a corrupt file.
 _MAX_SAFETENSORS_HEADER = 100_000_000
@@ -260,8 +256,13 @@ def _read_record(path: Path, key: str, meta: torch.Tensor, record: _StorageRecor
 
 
 def _check_suffix(path: Path) -> None:
-    if not path.exists():
-        raise FileNotFoundError(f"no such head file: {path}")
+    """The file exists, is a regular file (a FIFO or device would be read forever) and has a head suffix."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, f"no such head file: {path}") from None
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{path} is not a regular file; a head file must be one")
     if path.suffix not in HEAD_FILE_SUFFIXES:
         raise ValueError(
             f"{path}: unsupported head file type {path.suffix!r}; use one of {', '.join(HEAD_FILE_SUFFIXES)}"
@@ -269,7 +270,14 @@ def _check_suffix(path: Path) -> None:
 
 
 def _safetensors_header(path: Path) -> tuple[dict[str, dict], int]:
-    """The validated header entries of every tensor, and the byte offset where the data starts."""
+    """The validated header entries of every tensor, and the byte offset where the data starts.
+
+    At least as strict as the ``safetensors`` library: a UTF-8 JSON object of at most 100 MB,
+    ``__metadata__`` a map of strings, every tensor a known dtype, a shape of whole numbers and
+    ``data_offsets`` spanning exactly its bytes; sorted by offset, the tensors tile the data from
+    its first byte to the end of the file without gap or overlap. Duplicate keys (which the JSON
+    parser would silently resolve) are refused too.
+    """
     size = path.stat().st_size
     with open(path, "rb") as f:
         prefix = f.read(8)
@@ -281,34 +289,63 @@ def _safetensors_header(path: Path) -> tuple[dict[str, dict], int]:
             )
         raw = f.read(length)
     try:
-        header = json.loads(raw)
-    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, a duplicate key
         raise ValueError(f"{path} is not a valid safetensors file: its header is not JSON ({error})") from None
+    except RecursionError:
+        raise ValueError(f"{path} is not a valid safetensors file: its header is nested too deeply") from None
     if not isinstance(header, dict):
         raise ValueError(
             f"{path} is not a valid safetensors file: its header is a {type(header).__name__}, not a JSON object"
         )
-    data_start, tensors = 8 + length, {}
+    metadata = header.pop("__metadata__", None)
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise ValueError(f"{path} is corrupt: its __metadata__ is not a map of strings: {str(metadata)[:200]}")
+    data_start, data_size = 8 + length, size - 8 - length
     for name, entry in header.items():
-        if name == "__metadata__":
-            continue
         if not _valid_entry(entry):
             raise ValueError(
                 f"{path} is corrupt: header entry {name!r} is not {{'dtype': str, 'shape': [int, ...], "
                 f"'data_offsets': [begin, end]}}: {str(entry)[:200]}"
             )
-        (begin, end), itemsize = entry["data_offsets"], _SAFETENSORS_ITEMSIZE.get(entry["dtype"])
-        if itemsize is not None and end - begin != math.prod(entry["shape"]) * itemsize:
+        bits = _SAFETENSORS_BITS.get(entry["dtype"])
+        if bits is None:
+            raise ValueError(f"{path} is corrupt: tensor {name!r} has the unknown dtype {entry['dtype'][:40]!r}")
+        (begin, end), needed = entry["data_offsets"], math.prod(entry["shape"]) * bits // 8
+        if end - begin != needed:
             raise ValueError(
                 f"{path} is corrupt: tensor {name!r} ({entry['dtype']}, shape {entry['shape']}) needs "
-                f"{math.prod(entry['shape']) * itemsize} bytes, but its data_offsets span {end - begin}"
+                f"{needed} bytes, but its data_offsets span {end - begin}"
             )
+    position = 0
+    for name, entry in sorted(header.items(), key=lambda item: tuple(item[1]["data_offsets"])):
+        begin, end = entry["data_offsets"]
+        if begin != position:
+            gap_or_overlap = "overlaps the tensor before it" if begin < position else "leaves a gap before it"
+            raise ValueError(
+                f"{path} is corrupt: tensor {name!r} starts at data byte {begin}, where the tensors before it "
+                f"end at {position}: it {gap_or_overlap}"
+            )
+        position = end
         if data_start + end > size:
             raise ValueError(
                 f"{path} is truncated: tensor {name!r} ends at byte {data_start + end}, but the file has {size} bytes"
             )
-        tensors[name] = entry
-    return tensors, data_start
+    if position != data_size:
+        raise ValueError(
+            f"{path} is corrupt: its tensors cover {position} bytes of data, but {data_size} follow the header"
+        )
+    return header, data_start
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        duplicate = next(key for key in keys if keys.count(key) > 1)
+        raise ValueError(f"the key {duplicate[:100]!r} appears twice in one object")
+    return dict(pairs)
 
 
 def _valid_entry(entry) -> bool:
