@@ -97,8 +97,8 @@ def test_blocks_keep_only_their_trimmed_columns(monkeypatch):
     from fcinterp_fast.result import RowFit
 
     held = []
-    cat = RowFit.cat
-    monkeypatch.setattr(RowFit, "cat", staticmethod(lambda parts: held.extend(parts) or cat(parts)))
+    put_rows = RowFit.put_rows
+    monkeypatch.setattr(RowFit, "put_rows", lambda self, first, part: held.append(part) or put_rows(self, first, part))
     W = random_head(300, 64)
     result = fcinterp_fast.fit(W, backend="torch", max_memory=budget_for(100, W))
     assert len(held) == 3 and len(result.nodes) < 20
