@@ -23,17 +23,21 @@ from __future__ import annotations
 import errno
 import io
 import json
+import logging
 import math
 import stat
 import sys
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from .fingerprint import FileFingerprint
+from .names import HEAD_TENSOR_NAMES, head_candidates, is_embedding_name
 from .source import HeadSource, TensorSource, check_head_tensor
 
 __all__ = [
@@ -42,14 +46,17 @@ __all__ = [
     "open_file_head",
     "choose_tensor",
     "HEAD_FILE_SUFFIXES",
-    "HEAD_MODULE_NAMES",
 ]
 
-HEAD_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
-#: Names classifiers give their head module, most specific first (torchvision, timm, Hugging Face).
-HEAD_MODULE_NAMES = ("lm_head", "fc", "classifier", "head", "heads", "last_linear", "cls_head")
-# Tensor names that identify a head in a state dict when no name is given.
-_HEAD_TENSOR_SUFFIXES = tuple(f"{a}.weight" for a in HEAD_MODULE_NAMES) + ("output.weight", "_fc.weight")
+HEAD_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".npy")
+# What a Hugging Face checkpoint folder holds, in the order they are looked for.
+_FOLDER_FILES = (
+    "model.safetensors.index.json",
+    "model.safetensors",
+    "pytorch_model.bin.index.json",
+    "pytorch_model.bin",
+)
+_NPY_FLOATS = {"<f2": torch.float16, "<f4": torch.float32, "<f8": torch.float64}
 
 _SAFETENSORS_FLOATS = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
 # Bits per element of every dtype the safetensors library knows (a tensor of another dtype is refused,
@@ -63,6 +70,7 @@ _SAFETENSORS_BITS = {
     "F6_E2M3": 6,
     "F6_E3M2": 6,
 }
+logger = logging.getLogger("fcinterp_fast")
 # The safetensors library refuses headers above 100 MB; a larger length means a corrupt file.
 _MAX_SAFETENSORS_HEADER = 100_000_000
 
@@ -91,6 +99,7 @@ class FileSource(HeadSource):
         if end > size:
             raise ValueError(f"{path} is truncated: {what} ends at byte {end}, but the file has {size} bytes")
         self.fingerprint: FileFingerprint = FileFingerprint(path, K)
+        self.description = f"tensor {name} in {path}" if name else str(path)
 
     def rows(self, start: int, stop: int) -> torch.Tensor:
         return self.read_into(start, stop, torch.empty((stop - start, self.shape[1]), dtype=self.dtype))
@@ -116,38 +125,144 @@ class FileSource(HeadSource):
 
 
 def open_file_head(path: Path, name: str | None) -> HeadSource:
-    """A block reader over the head tensor of a file (reads no weights until asked)."""
+    """A block reader over the head tensor of a file, a Hugging Face checkpoint folder or a sharded
+    checkpoint's ``*.index.json`` (only the shard holding the head is opened); reads no weights.
+    ``source.description`` says which tensor of which file it is (and why, for a tied head)."""
+    file, name, note = _locate(path, name)
+    source, chosen = _open_tensor(file, name)
+    note = ", ".join(filter(None, [chosen, note]))
+    tensor = source.name  # type: ignore[attr-defined]
+    source.description = (f"tensor {tensor} in {file}" if tensor else str(file)) + (f" ({note})" if note else "")
+    return source
+
+
+def _open_tensor(path: Path, name: str | None) -> tuple[HeadSource, str | None]:
+    """``open_file_head`` of one file (the source has ``name``, the tensor's, set) and the note
+    on how the tensor was chosen."""
     _check_suffix(path)
     if path.suffix == ".safetensors":
         tensors, data_start = _safetensors_header(path)
-        key = choose_tensor(path, {k: tuple(v["shape"]) for k, v in tensors.items()}, name)
+        key, note = choose_tensor(path, {k: tuple(v["shape"]) for k, v in tensors.items()}, name)
         entry = tensors[key]
         dtype = _SAFETENSORS_FLOATS.get(entry["dtype"])
         if dtype is None:
             raise TypeError(f"tensor {key!r} in {path} has dtype {entry['dtype']}; expected F16, BF16, F32 or F64")
-        return FileSource(path, key, tuple(entry["shape"]), dtype, data_start + entry["data_offsets"][0])
+        return FileSource(path, key, tuple(entry["shape"]), dtype, data_start + entry["data_offsets"][0]), note
+    if path.suffix == ".npy":
+        return _open_npy(path, name), None
     if not zipfile.is_zipfile(path):  # the legacy format (``_use_new_zipfile_serialization=False``)
-        return TensorSource(read_file_head(path, name))
+        state = _torch_state(path, meta=False)
+        key, note = choose_tensor(path, {k: tuple(v.shape) for k, v in state.items()}, name)
+        return _named(TensorSource(check_head_tensor(state[key], what=f"tensor {key!r} in {path}")), key), note
     state = _torch_state(path, meta=True)
-    key = choose_tensor(path, {k: tuple(v.shape) for k, v in state.items()}, name)
+    key, note = choose_tensor(path, {k: tuple(v.shape) for k, v in state.items()}, name)
     tensor = check_head_tensor(state[key], what=f"tensor {key!r} in {path}")
     record = _storage_record(path, key, state[key])
     if record.info.compress_type == zipfile.ZIP_STORED and tensor.is_contiguous():
         start = record.data_offset + int(tensor.storage_offset()) * tensor.element_size()
-        return FileSource(path, key, tuple(tensor.shape), tensor.dtype, start)
-    return TensorSource(_read_record(path, key, state[key], record))
+        return FileSource(path, key, tuple(tensor.shape), tensor.dtype, start), note
+    return _named(TensorSource(_read_record(path, key, state[key], record)), key), note
+
+
+def _named(source: TensorSource, name: str) -> TensorSource:
+    source.name = name  # type: ignore[attr-defined]
+    return source
 
 
 def read_file_head(path: Path, name: str | None) -> torch.Tensor:
-    """The head tensor of a file, read into memory (only that tensor's bytes, except for legacy
-    ``torch.save`` files, which ``torch.load`` reads whole)."""
-    _check_suffix(path)
-    if path.suffix != ".safetensors" and not zipfile.is_zipfile(path):
-        state = _torch_state(path, meta=False)
-        key = choose_tensor(path, {k: tuple(v.shape) for k, v in state.items()}, name)
-        return check_head_tensor(state[key], what=f"tensor {key!r} in {path}")
+    """The head tensor of a file, folder or index (see ``open_file_head``), read into memory (only
+    that tensor's bytes, except for legacy ``torch.save`` files, which ``torch.load`` reads whole)."""
     source = open_file_head(path, name)
     return source.weight if isinstance(source, TensorSource) else source.rows(0, source.shape[0])
+
+
+# ------------------------------------------------------------------ folders and sharded checkpoints
+def _locate(path: Path, name: str | None) -> tuple[Path, str | None, str | None]:
+    """The file holding the head, the tensor name when it is already known, and a note on the
+    choice: a folder is read as a Hugging Face checkpoint, an ``*.index.json`` gives the shard."""
+    if path.is_dir():
+        found = next((path / f for f in _FOLDER_FILES if (path / f).is_file()), None)
+        if found is None:
+            held = ", ".join(sorted(p.name for p in path.iterdir())[:20]) or "nothing"
+            raise ValueError(
+                f"{path} is a folder without a Hugging Face checkpoint (none of {', '.join(_FOLDER_FILES)}); "
+                f"it holds: {held}"
+            )
+        path = found
+    if not path.name.endswith(".index.json"):
+        return path, name, None
+    _check_regular(path)
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_no_duplicate_keys)
+    except (ValueError, RecursionError) as error:
+        raise ValueError(f"{path} is not a valid checkpoint index: {error}") from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(v, str) and v == Path(v).name and Path(v).suffix in HEAD_FILE_SUFFIXES for v in weight_map.values()
+    ):
+        raise ValueError(f"{path} is not a valid checkpoint index: no 'weight_map' of tensor names to shard files")
+    key, note = _choose(path, dict.fromkeys(weight_map), name, _read_config(path.parent))
+    shard = path.parent / weight_map[key]
+    return shard, key, ", ".join(filter(None, [note, f"shard of {path.name}"]))
+
+
+def _read_config(folder: Path) -> dict | None:
+    """The Hugging Face ``config.json`` beside a checkpoint, or None."""
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        return None
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as error:
+        raise ValueError(f"could not read {config_path}: {error}") from None
+    return config if isinstance(config, dict) else None
+
+
+_LM_ARCHITECTURES = ("LMHead", "ForCausalLM", "ForMaskedLM", "ForConditionalGeneration")
+
+
+def _tied(config: dict | None) -> tuple[bool, str]:
+    """Whether a checkpoint that stores no output layer uses its input embedding as the head, and why."""
+    if config is None:
+        return True, "no output layer is stored and there is no config.json"
+    if config.get("tie_word_embeddings", True) is False:  # Hugging Face's default is true
+        return False, "config.json sets tie_word_embeddings to false"
+    architectures = config.get("architectures") or []
+    if architectures and not any(m in str(a) for a in architectures for m in _LM_ARCHITECTURES):
+        return False, f"config.json's architectures {architectures} have no language-model head"
+    stated = "config.json: tie_word_embeddings" if "tie_word_embeddings" in config else "tie_word_embeddings"
+    return True, f"{stated} {'is true' if stated.startswith('config') else 'defaults to true'}"
+
+
+# ------------------------------------------------------------------------------------- .npy
+def _open_npy(path: Path, name: str | None) -> HeadSource:
+    """A ``.npy`` array (``np.save``): C-order little-endian float arrays are read in place like
+    any file head; other layouts are loaded whole (``np.load(allow_pickle=False)``). Object
+    arrays (pickles) are refused."""
+    if name is not None:
+        raise ValueError(f"{path} is a .npy file, which holds one array: name={name!r} does not apply")
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in read_header:
+                raise ValueError(f"unsupported .npy format version {version}")
+            shape, fortran_order, dtype = read_header[version](f)
+            offset = f.tell()
+    except (ValueError, OSError, SyntaxError, EOFError) as error:
+        raise ValueError(f"{path} is not a valid .npy file: {error}") from None
+    if dtype.hasobject:
+        raise ValueError(f"{path} holds Python objects (a pickle), which are never loaded; save a float array")
+    torch_dtype = _NPY_FLOATS.get(dtype.str)
+    if torch_dtype is not None and not fortran_order:
+        return FileSource(path, "", tuple(shape), torch_dtype, offset)
+    if dtype.kind != "f" or dtype.itemsize not in (2, 4, 8):
+        raise TypeError(f"{path} holds a {dtype} array; expected float16, float32 or float64")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise ValueError(f"could not read {path}: {error}") from None
+    return _named(TensorSource(torch.from_numpy(np.ascontiguousarray(array, dtype=dtype.newbyteorder("<")))), "")
 
 
 class _StorageRecord(NamedTuple):
@@ -189,7 +304,16 @@ def _zip_meta_state(path: Path):
         names = archive.namelist()
         if len(set(names)) != len(names):
             raise ValueError("the archive names a member twice")
+        if min((info.header_offset for info in archive.infolist()), default=0) != 0:
+            # zipfile forgives bytes before or inside the archive by shifting every offset; torch's
+            # reader does not, and reads other bytes: refuse rather than read what torch cannot
+            raise ValueError("its zip directory does not match where its members are (bytes added or removed)")
         prefix = names[0].split("/")[0] if names else ""
+        _check_members(path, archive)
+        # the small records torch.load reads and parses besides the pickle (crc32-checked here)
+        for record in (".format_version", ".storage_alignment", "version", ".data/version"):
+            if f"{prefix}/{record}" in names:
+                int(archive.read(f"{prefix}/{record}").decode("ascii").strip())
         byteorder = f"{prefix}/byteorder"
         if byteorder in names and archive.read(byteorder) != b"little":
             raise ValueError(f"its tensors are stored {archive.read(byteorder)[:10]!r}-endian; only little is read")
@@ -207,6 +331,22 @@ def _zip_meta_state(path: Path):
     unpickler = _weights_only_unpickler.Unpickler(io.BytesIO(pickled), encoding="utf-8")
     unpickler.persistent_load = persistent_load  # type: ignore[method-assign]
     return unpickler.load()
+
+
+def _check_members(path: Path, archive: zipfile.ZipFile) -> None:
+    """Every member's local header is where the zip directory says, and its data ends inside the
+    file: ``torch.load`` reads every member and refuses an archive where one is not (a member's
+    data is only read, and crc32-checked, for the head, the pickle and the small records)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        for info in archive.infolist():
+            f.seek(info.header_offset)
+            local = f.read(30)
+            if len(local) < 30 or local[:4] != b"PK\x03\x04":
+                raise ValueError(f"the zip member {info.filename!r} has no local header where the directory says")
+            start = info.header_offset + 30 + int.from_bytes(local[26:28], "little")
+            if start + int.from_bytes(local[28:30], "little") + info.compress_size > size:
+                raise ValueError(f"the zip member {info.filename!r} ends past the end of the file")
 
 
 def _storage_record(path: Path, key: str, meta: torch.Tensor) -> _StorageRecord:
@@ -257,16 +397,21 @@ def _read_record(path: Path, key: str, meta: torch.Tensor, record: _StorageRecor
 
 def _check_suffix(path: Path) -> None:
     """The file exists, is a regular file (a FIFO or device would be read forever) and has a head suffix."""
+    _check_regular(path)
+    if path.suffix not in HEAD_FILE_SUFFIXES:
+        raise ValueError(
+            f"{path}: unsupported head file type {path.suffix!r}; use one of {', '.join(HEAD_FILE_SUFFIXES)}, "
+            f"a Hugging Face checkpoint folder or a sharded checkpoint's *.index.json"
+        )
+
+
+def _check_regular(path: Path) -> None:
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
         raise FileNotFoundError(errno.ENOENT, f"no such head file: {path}") from None
     if not stat.S_ISREG(mode):
         raise ValueError(f"{path} is not a regular file; a head file must be one")
-    if path.suffix not in HEAD_FILE_SUFFIXES:
-        raise ValueError(
-            f"{path}: unsupported head file type {path.suffix!r}; use one of {', '.join(HEAD_FILE_SUFFIXES)}"
-        )
 
 
 def _safetensors_header(path: Path) -> tuple[dict[str, dict], int]:
@@ -365,28 +510,62 @@ def _valid_entry(entry) -> bool:
     )
 
 
-def candidate_tensors(shapes: dict[str, tuple]) -> list[str]:
-    """Names of (K, D) or (K, D, 1, 1) tensors: the plausible heads of a checkpoint."""
-    return [n for n, s in shapes.items() if len(s) == 2 or (len(s) == 4 and tuple(s[2:]) == (1, 1))]
+def candidate_tensors(shapes: dict[str, tuple | None]) -> list[str]:
+    """Names of (K, D) or (K, D, 1, 1) tensors: the plausible heads of a checkpoint (a shape of
+    None, unknown before a shard is opened, counts for every ``*.weight``)."""
+    return [
+        n
+        for n, s in shapes.items()
+        if (n.endswith(".weight") if s is None else len(s) == 2 or (len(s) == 4 and tuple(s[2:]) == (1, 1)))
+    ]
 
 
-def choose_tensor(path: Path, shapes: dict[str, tuple], name: str | None) -> str:
-    """The tensor of a checkpoint that holds the head: ``name`` or an unambiguous head name."""
+def choose_tensor(path: Path, shapes: dict[str, tuple], name: str | None) -> tuple[str, str | None]:
+    """The tensor of a file that holds the head and a note on the choice (see ``_choose``; the
+    ``config.json`` beside the file decides whether a head is tied)."""
+    return _choose(path, dict(shapes), name, _read_config(path.parent) if name is None else None)
+
+
+def _choose(
+    path: Path, shapes: dict[str, tuple | None], name: str | None, config: dict | None
+) -> tuple[str, str | None]:
+    """The head tensor and a note when it was not stored as a head: ``name`` when given, else the
+    one tensor of a head-named module (``names.head_candidates``), else, for a checkpoint that
+    stores no output layer and whose config does not say otherwise, its input embedding (a tied
+    head, with a warning). Anything else raises, listing every plausible tensor."""
 
     def describe(names):
-        return ", ".join(f"{n} {tuple(shapes[n])}" for n in names[:20]) + (" ..." if len(names) > 20 else "")
+        shown = [n if shapes[n] is None else f"{n} {tuple(shapes[n])}" for n in names[:20]]  # type: ignore[arg-type]
+        return ", ".join(shown) + (f" ... ({len(names)} in all)" if len(names) > 20 else "")
 
     candidates = candidate_tensors(shapes)
     if name is not None:
         if name not in shapes:
             raise ValueError(f"{path} has no tensor {name!r}; 2-D candidates: {describe(candidates) or 'none'}")
-        return name
-    heads = [n for n in candidates if n.endswith(_HEAD_TENSOR_SUFFIXES)]
+        return name, None
+    heads = head_candidates(candidates)
     if len(heads) == 1:
-        return heads[0]
-    if not heads and len(candidates) == 1:
-        return candidates[0]
+        return heads[0], None
+    embeddings = [n for n in candidates if is_embedding_name(n)]
+    if heads:
+        raise ValueError(
+            f"{path} holds {len(heads)} possible head tensors; choose one with name=...: {describe(heads + embeddings)}"
+        )
+    why = ""
+    if len(embeddings) == 1:
+        tied, why = _tied(config)
+        if tied:
+            message = (
+                f"{path} stores no output layer: fitting the input embedding {embeddings[0]!r} as the tied head "
+                f"({why}); pass name=... to fit another tensor"
+            )
+            warnings.warn(message, UserWarning, stacklevel=5)
+            logger.warning(message)
+            return embeddings[0], f"the input embedding, used as the tied output head: {why}"
+    elif len(candidates) == 1:
+        return candidates[0], None
     raise ValueError(
-        f"{path} holds {len(heads) or len(candidates)} possible head tensors; choose one with "
-        f"name=...: {describe(heads or candidates) or 'none (no 2-D float tensor)'}"
+        f"{path} has no classifier head (no tensor of a module named {', '.join(HEAD_TENSOR_NAMES)}"
+        f"{'; not tied to its input embedding: ' + why if why else ''}); choose one with name=...: "
+        f"{describe(candidates) or 'none (no 2-D float tensor)'}"
     )
