@@ -31,7 +31,7 @@ import warnings
 import zipfile
 import zlib
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -249,7 +249,7 @@ def _open_npy(path: Path, name: str | None) -> HeadSource:
                 raise ValueError(f"unsupported .npy format version {version}")
             shape, fortran_order, dtype = read_header[version](f)
             offset = f.tell()
-    except (ValueError, OSError, SyntaxError, EOFError) as error:
+    except Exception as error:  # numpy parses the header with ast: SyntaxError, TokenError, ...
         raise ValueError(f"{path} is not a valid .npy file: {error}") from None
     if dtype.hasobject:
         raise ValueError(f"{path} holds Python objects (a pickle), which are never loaded; save a float array")
@@ -309,23 +309,33 @@ def _zip_meta_state(path: Path):
             # reader does not, and reads other bytes: refuse rather than read what torch cannot
             raise ValueError("its zip directory does not match where its members are (bytes added or removed)")
         prefix = names[0].split("/")[0] if names else ""
+        if any(not name.startswith(f"{prefix}/") for name in names):
+            raise ValueError(f"not every member of the archive is in its folder {prefix!r}")
         _check_members(path, archive)
-        # the small records torch.load reads and parses besides the pickle (crc32-checked here)
-        for record in (".format_version", ".storage_alignment", "version", ".data/version"):
-            if f"{prefix}/{record}" in names:
-                int(archive.read(f"{prefix}/{record}").decode("ascii").strip())
-        byteorder = f"{prefix}/byteorder"
-        if byteorder in names and archive.read(byteorder) != b"little":
-            raise ValueError(f"its tensors are stored {archive.read(byteorder)[:10]!r}-endian; only little is read")
-        pickled = archive.read(f"{prefix}/data.pkl")
+        sizes = {info.filename: info.file_size for info in archive.infolist()}
+    # torch's own reader checks the archive as torch.load does (its directory, the version record)
+    # and gives the pickle exactly as torch.load reads it; the small records it parses are read too
+    reader: Any = torch._C.PyTorchFileReader(str(path))  # its stubs lack has_record, get_record_offset
+    for record in (".format_version", ".storage_alignment"):
+        if reader.has_record(record):
+            int(bytes(reader.get_record(record)).decode("ascii").strip())
+    reader.serialization_id()
+    if reader.has_record("byteorder") and bytes(reader.get_record("byteorder")) != b"little":
+        raise ValueError("its tensors are not stored little-endian; only little-endian tensors are read")
+    pickled = bytes(reader.get_record("data.pkl"))
 
     def persistent_load(saved_id):
         kind, storage_type, key, _, numel = saved_id
         if kind != "storage" or not isinstance(key, str) or not isinstance(numel, int) or numel < 0:
             raise ValueError(f"unexpected storage record {saved_id!r}")
         dtype = torch.uint8 if storage_type is torch.UntypedStorage else storage_type.dtype
+        member = f"{prefix}/data/{key}"
+        if sizes.get(member) != numel * dtype.itemsize:  # torch.load reads every storage: each must be whole
+            raise ValueError(
+                f"the zip member {member!r} does not hold the {numel * dtype.itemsize} bytes of its storage"
+            )
         storage = torch.UntypedStorage(numel * dtype.itemsize, device="meta")
-        storage._fcinterp_member = f"{prefix}/data/{key}"  # type: ignore[attr-defined]
+        storage._fcinterp_member = member  # type: ignore[attr-defined]
         return torch.storage.TypedStorage(wrap_storage=storage, dtype=dtype, _internal=True)
 
     unpickler = _weights_only_unpickler.Unpickler(io.BytesIO(pickled), encoding="utf-8")
@@ -367,6 +377,16 @@ def _storage_record(path: Path, key: str, meta: torch.Tensor) -> _StorageRecord:
         raise ValueError(f"{path} is corrupt: it has no zip member {member!r}, which holds {what}") from None
     except (zipfile.BadZipFile, OSError) as error:
         raise ValueError(f"could not read the zip archive {path}: {error}") from error
+    try:
+        reader: Any = torch._C.PyTorchFileReader(str(path))
+        torch_offset = reader.get_record_offset(member.split("/", 1)[1])
+    except RuntimeError as error:
+        raise ValueError(f"could not read {path} with torch's zip reader: {error}") from None
+    if torch_offset != record.data_offset:
+        raise ValueError(
+            f"{path} is corrupt: torch and zipfile locate the zip member {member!r} holding {what} at different "
+            f"bytes ({torch_offset}, {record.data_offset})"
+        )
     storage_bytes = meta.untyped_storage().nbytes()
     last = sum((n - 1) * s for n, s in zip(meta.shape, meta.stride(), strict=True))
     needed = (meta.storage_offset() + last + 1) * meta.element_size()
