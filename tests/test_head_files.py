@@ -88,7 +88,7 @@ def test_corrupt_compressed_member_is_refused(tmp_path):
         info = next(i for i in archive.infolist() if i.filename.endswith("/data/0"))
     content[info.header_offset + 30 + len(info.filename) + info.compress_size // 2] ^= 0xFF
     deflated.write_bytes(bytes(content))
-    with pytest.raises(ValueError, match=rf"could not read tensor 'fc.weight' from {deflated}"):
+    with pytest.raises(ValueError, match=rf"could not read {deflated} .*Bad CRC-32 for file '.*data/0'"):
         fcinterp_fast.fit(deflated)
 
 

@@ -340,13 +340,21 @@ def _zip_meta_state(path: Path):
 
     unpickler = _weights_only_unpickler.Unpickler(io.BytesIO(pickled), encoding="utf-8")
     unpickler.persistent_load = persistent_load  # type: ignore[method-assign]
-    return unpickler.load()
+    state = unpickler.load()
+    for value in state.values() if isinstance(state, dict) else [state]:
+        # building a tensor past the end of its storage grows a meta storage silently; torch.load
+        # refuses it (a storage read from a file cannot grow)
+        if isinstance(value, torch.Tensor) and value.untyped_storage().nbytes() != sizes.get(
+            getattr(value.untyped_storage(), "_fcinterp_member", ""), -1
+        ):
+            raise ValueError("a tensor reaches past the end of its storage")
+    return state
 
 
 def _check_members(path: Path, archive: zipfile.ZipFile) -> None:
-    """Every member's local header is where the zip directory says, and its data ends inside the
-    file: ``torch.load`` reads every member and refuses an archive where one is not (a member's
-    data is only read, and crc32-checked, for the head, the pickle and the small records)."""
+    """Every member's local header is where the zip directory says, its data ends inside the file
+    and, if compressed, it decompresses: ``torch.load`` reads every member and refuses an archive
+    where one does not (stored members are read, unchecked, only for the head)."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         for info in archive.infolist():
@@ -357,6 +365,11 @@ def _check_members(path: Path, archive: zipfile.ZipFile) -> None:
             start = info.header_offset + 30 + int.from_bytes(local[26:28], "little")
             if start + int.from_bytes(local[28:30], "little") + info.compress_size > size:
                 raise ValueError(f"the zip member {info.filename!r} ends past the end of the file")
+    for info in archive.infolist():  # torch.load decompresses every member: each must decompress
+        if info.compress_type != zipfile.ZIP_STORED:
+            with archive.open(info) as member:  # zipfile checks the size and crc32 at the end
+                while member.read(1 << 20):
+                    pass
 
 
 def _storage_record(path: Path, key: str, meta: torch.Tensor) -> _StorageRecord:
