@@ -13,7 +13,7 @@ from torch import nn
 
 from ..classes import class_names as model_class_names
 from .files import HEAD_FILE_SUFFIXES, open_file_head, read_file_head
-from .names import HEAD_MODULE_NAMES, head_candidates
+from .names import HEAD_MODULE_NAMES, head_candidates, module_path
 from .source import HeadSource, TensorSource, check_head_tensor
 
 __all__ = ["head_weight", "head_module", "open_head"]
@@ -88,15 +88,16 @@ def head_module(model: nn.Module, name: str | None = None) -> nn.Module:
 
 def _named_head(model: nn.Module) -> nn.Module:
     """The one linear / conv 1x1 layer of ``model`` in a module named like a head (whole names:
-    ``fc`` is not ``c_fc``), or its only such layer; otherwise a ``ValueError`` listing them."""
+    ``fc`` is not ``c_fc``), its only such layer, or the last layer of a bare ``Sequential`` (whose
+    layers have only indices for names); otherwise a ``ValueError`` listing them."""
     layers = {name: m for name, m in model.named_modules() if _is_head_like(m)}
     if not layers:
         return _last_head_like(model, type(model).__name__)  # raises: no layer at all
     heads = head_candidates(list(layers), HEAD_MODULE_NAMES)
     if len(heads) == 1:
         return layers[heads[0]]
-    if not heads and len(layers) == 1:
-        return next(iter(layers.values()))
+    if not heads and (len(layers) == 1 or all(not module_path(n) for n in layers)):
+        return list(layers.values())[-1]  # the only layer, or the last of a bare Sequential
     listed = heads or list(layers)
     shown = ", ".join(f"{n} {tuple(layers[n].weight.shape)}" for n in listed[-12:])
     raise ValueError(
