@@ -38,8 +38,9 @@ def fit(
     Args:
         W: the head: a (K, D) or (K, D, 1, 1) tensor or numpy array (float16, bfloat16, float32 or
             float64, any device, any strides), an ``nn.Linear`` / conv 1x1 module, a model (its head
-            is found by ``head_weight``), or a ``.safetensors`` / ``.pth`` path (read a block of
-            rows at a time: memory stays within ``max_memory`` whatever the size of the file).
+            is found by ``head_weight``), or a ``.safetensors`` / ``.pth`` / ``.npy`` path, a
+            Hugging Face folder or a sharded checkpoint's ``*.index.json`` (read a block of rows at
+            a time: memory stays within ``max_memory`` whatever the size of the file).
         backend: ``"auto"`` (fastest available for the fitting device), ``"reference"``,
             ``"torch"``, ``"cpu"`` or ``"triton"``.
         tree: ``"chain"`` (only ``+ -> ++ -> ...`` and ``- -> -- -> ...``) or ``"full"``.
@@ -49,7 +50,8 @@ def fit(
         grid: ``"paper"`` (x_i = i / L) or ``"linspace"`` (x_i = i / (L - 1)).
         name: which tensor or submodule holds the head (files and models; see ``head_weight``).
         max_memory: bytes of working memory for one block of rows, the backend's scratch space
-            and the read-ahead buffers together (default ``config.DEFAULT_MAX_MEMORY``, 512 MiB).
+            and the read-ahead buffers together (default ``config.DEFAULT_MAX_MEMORY``, 512 MiB);
+            less than one row needs raises ``ValueError`` giving the smallest that works.
         progress: show a progress bar in rows/s (None: on a terminal, for fits lasting over a
             second; True: always; False: never).
         device: where the blocks are fitted (beyond the signature in docs/spec.md section 6). None: on the head's own

@@ -26,7 +26,8 @@ def head_weight(obj, name: str | None = None) -> torch.Tensor:
         obj: a tensor or numpy array (K, D) / (K, D, 1, 1); an ``nn.Linear`` or conv 1x1 module; a
             timm model (``get_classifier()``, the first of tuple heads such as DeiT's
             ``(head, head_dist)``), a torchvision classifier, a Hugging Face model (its output
-            embeddings, e.g. ``lm_head``); or a path to a ``.safetensors`` / ``.pth`` file.
+            embeddings, e.g. ``lm_head``); or a path to a ``.safetensors`` / ``.pth`` / ``.npy``
+            file, a Hugging Face folder or a sharded checkpoint's ``*.index.json``.
         name: for modules, the dotted name of the head submodule or parameter (``"head_dist"``,
             ``"classifier.weight"``); for files, the tensor name (``"lm_head.weight"``).
 
