@@ -41,6 +41,7 @@ from torch import nn
 
 from .. import _triton
 from ..classes import class_names as model_class_names
+from ..classes import resolve_class_names
 from ..heads.find import head_module, head_weight
 from ..models import transform
 from .gradcampp import TRITON_MAX_HW, check_combine_args, combine_torch
@@ -79,6 +80,8 @@ class BaseCAM:
             of ``fcinterp_fast.fit`` the first time a node is asked for.
         head: the head module (``nn.Linear`` / conv 1x1) or its dotted name; its input is f. None:
             ``fcinterp_fast.heads.head_module(model)``.
+        class_names: names for classes given by name (anything ``fit(class_names=...)`` takes);
+            None: the fit's, else the model's.
 
     Precision: float16 / bfloat16 models work; activations and gradients are converted to float32
     before alpha (g^3 underflows in float16), and the backward propagates each score vector scaled
@@ -103,6 +106,7 @@ class BaseCAM:
         options: CamOptions,
         fit=None,
         head: nn.Module | str | None = None,
+        class_names=None,
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -121,7 +125,12 @@ class BaseCAM:
             )
         self._reach = TimmForward(model) if target_layer is None else LayerHooks(model, target_layer, head_mod)
         self._reshape = reshape_transform
-        self._class_names = (fit.class_names if fit is not None else None) or model_class_names(model)
+        K = self._W.shape[0]
+        self._class_names: list[str] | None
+        if class_names is not None:
+            self._class_names = resolve_class_names(class_names, K)
+        else:
+            self._class_names = (fit.class_names if fit is not None else None) or model_class_names(model, K)
         self._mean_pooled: dict[tuple, bool] = {}
         self._released = False
 
