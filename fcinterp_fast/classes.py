@@ -181,7 +181,7 @@ def resolve_class_names(spec: object, n_classes: int) -> list[str]:
     elif isinstance(getattr(spec, "meta", None), Mapping) and "categories" in spec.meta:  # type: ignore[attr-defined]
         names, origin = list(spec.meta["categories"]), f"{spec} (weight metadata)"  # type: ignore[attr-defined]
     elif isinstance(spec, (Sequence, np.ndarray)):
-        names, origin = list(spec), "class_names"
+        names, origin = list(spec), f"the {len(spec)} names given"
     else:
         raise TypeError(
             "class_names must be a list of str, a {index: name} mapping, a text file (one name a line), an "

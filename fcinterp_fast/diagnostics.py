@@ -28,6 +28,7 @@ __all__ = [
     "warn",
     "degenerate_rows",
     "check_fit",
+    "fit_problems",
     "check_orientation",
     "TRANSPOSED_RATIO",
     "NAMED_ROWS",
@@ -105,29 +106,34 @@ def degenerate_rows(fit: _FitStatistics) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def check_fit(fit: _FitStatistics) -> None:
-    """Warn (one ``FitWarning`` per fit) about an all-zero head or about degenerate rows, naming
-    the first few; log how many there are."""
-    all_equal, few_nonzero = degenerate_rows(fit)
+    """Warn (one ``FitWarning`` per fit) about an all-zero head or about degenerate rows."""
+    message = fit_problems(fit)
+    if message is not None:
+        warn(message)
+
+
+def fit_problems(fit: _FitStatistics) -> str | None:
+    """What ``check_fit`` warns about (an all-zero head, or how many rows are degenerate, naming
+    the first ``NAMED_ROWS``), or None; the report prints it too."""
     K, D = fit.shape
     if _all_zero(fit):
-        warn(
+        return (
             f"every weight of the {K} x {D} head is 0 (a head not trained yet, e.g. torchvision's zero-initialised "
             f"ViT heads?): no node has an Algorithm 1 fit, so R^2, slope and the ALD parameters are NaN or "
             f"degenerate (scale 0) for every class"
         )
-        return
+    all_equal, few_nonzero = degenerate_rows(fit)
     bad = all_equal | few_nonzero
     n_bad = int(bad.sum())
     if not n_bad:
-        return
+        return None
     rows = bad.nonzero().flatten()[:NAMED_ROWS].tolist()
     named = ", ".join(_row_name(fit.class_names, k) for k in rows) + (" ..." if n_bad > NAMED_ROWS else "")
     n_equal, n_few = int(all_equal.sum()), int((few_nonzero & ~all_equal).sum())
     kinds = [f"{n} with all values equal" for n in [n_equal] if n] + [
         f"{n} with fewer than 2 non-zero values" for n in [n_few] if n
     ]
-    logger.info("degenerate rows: %s", "; ".join(kinds))
-    warn(
+    return (
         f"{n_bad} of {K} rows of the head are degenerate ({' and '.join(kinds)}): Algorithm 1 has no line "
         f"for them (R^2 NaN) or a trivial one, and their ALD fit may be degenerate (kappa 0, inf or NaN, "
         f"scale 0): rows {named}"

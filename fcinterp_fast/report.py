@@ -41,7 +41,7 @@ from matplotlib.figure import Figure
 
 from ._deps import require
 from .cam.options import CamOptions
-from .diagnostics import logger
+from .diagnostics import fit_problems, logger
 from .figures import fits as plot
 from .result import HeadFit
 
@@ -300,6 +300,7 @@ def _markdown(
         f"- Fit: `tree={c.tree}`, `root={c.root}`, `grid={c.grid}`, `min_size={c.min_size}`, "
         f"`depth={c.depth}`; backend `{fit.backend}`{took}.",
         f"- Nodes: {', '.join(f'`{n}`' for n in fit.nodes[:12])}{' ...' if len(fit.nodes) > 12 else ''}.",
+        *[f"- **Warning**: {problem}." for problem in [fit_problems(fit)] if problem],
         "",
         "## Algorithm 1 over all classes",
         "",

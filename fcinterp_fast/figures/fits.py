@@ -392,6 +392,10 @@ def plot_r2_summary(fit: HeadFit) -> Figure:
             colors.append(SIGN_COLORS[side])
     fig = Figure(figsize=(max(6.0, 0.75 * len(data) + 1.5), 4.0), layout="constrained")
     ax = fig.subplots()
+    if not data:  # e.g. an all-zero head: matplotlib cannot draw zero boxes
+        ax.text(0.5, 0.5, "no node of any class has an $R^2$\n(fewer than 2 non-zero magnitudes)", ha="center")
+        ax.set_title(_fit_caption(fit), fontsize="medium")
+        return fig
     boxes = ax.boxplot(
         data,
         tick_labels=labels,

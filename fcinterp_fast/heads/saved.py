@@ -30,7 +30,9 @@ def row_crc32(source: HeadSource) -> np.ndarray:
     known = getattr(source, "crc32", None)
     if known is None:
         known = getattr(source.fingerprint, "crc32", None)
-    crc = np.full(K, -1, dtype=np.int64) if known is None else np.array(known, dtype=np.int64).copy()
+    if isinstance(known, torch.Tensor):
+        known = known.cpu().numpy()
+    crc = np.full(K, -1, dtype=np.int64) if known is None else np.array(known, dtype=np.int64)  # a copy
     missing = np.flatnonzero(crc < 0)
     for start in range(0, K, _BLOCK_ROWS) if missing.size else ():
         stop = min(start + _BLOCK_ROWS, K)
