@@ -166,3 +166,16 @@ def test_names_of_another_length_are_not_used_and_say_so(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"id2label": {"0": "a", "1": "b", "2": "c"}}))
     with pytest.warns(fcinterp_fast.FitWarning, match="gives 3 class names but the head has 4 rows"):
         assert config_class_names(tmp_path, 4) is None
+
+
+def test_explain_takes_class_names_for_its_targets(no_warnings):
+    model = torchvision.models.resnet18(num_classes=5).eval()
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    options = dict(method="gradcam++", target_layer="layer4")
+    by_name = fcinterp_fast.explain(model, image, [("bird", "+"), ("trike", None)], class_names=NAMES, **options)
+    by_index = fcinterp_fast.explain(model, image, [(2, "+"), (3, None)], **options)
+    assert torch.equal(by_name, by_index)
+    with pytest.raises(ValueError, match="given by name, but this head has no class names"):
+        fcinterp_fast.explain(model, image, [("bird", "+")], **options)
+    with pytest.raises(ValueError, match="has 4 class names but the head has 5 rows"):
+        fcinterp_fast.explain(model, image, [(2, "+")], class_names=NAMES[:4], **options)
