@@ -215,6 +215,7 @@ def write_report(
         figures[explanation.filename] = explanation.figure
     markdown = _markdown(fit, ks, head, seconds, explanation, table)
     index = out / "index.md"
+    logger.info("writing %s: %d classes, %d nodes", out / table, len(fit), int((fit.count > 0).sum()))
     with _staging() as stage:
         if table == "nodes.csv":
             stage(out / table, functools.partial(fit.to_csv, progress=progress))

@@ -230,3 +230,15 @@ def test_explain_any_architecture_by_class_name(tmp_path, capsys):
     assert printed.strip() == f"wrote {tmp_path / 'fig.png'}"
     with Image.open(tmp_path / "fig.png") as figure:
         assert figure.format == "PNG"
+
+
+@pytest.mark.parametrize("writer", ["to_csv", "to_parquet"])
+def test_table_writers_show_a_bar_counting_classes(writer, tmp_path, capsys):
+    if writer == "to_parquet":
+        pytest.importorskip("pyarrow")
+    fit = fcinterp_fast.fit(torch.randn(5000, 30, generator=torch.Generator().manual_seed(0)), depth=1)
+    getattr(fit, writer)(tmp_path / "nodes.table", progress=True)
+    shown = capsys.readouterr().err
+    assert "write nodes.table" in shown and "/5.00k" in shown and "classes/s" in shown
+    getattr(fit, writer)(tmp_path / "nodes.table", progress=False)
+    assert capsys.readouterr().err == ""
