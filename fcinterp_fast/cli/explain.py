@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         method=args.method, n_samples=args.n_samples, noise=args.noise, smooth=args.smooth, weights=args.weights
     )
     device = parse_device(args.device)  # before building anything on it
-    model = models.build_model(args.model or models.DEFAULT_MODEL, args.checkpoint, args.random_init, device=device)
+    model = models.build_model(args.model, args.checkpoint, args.random_init, device=device)
     K = head_weight(model).shape[0]
     names = resolve_class_names(args.class_names, K) if args.class_names is not None else class_names(model, K)
     cls = None
