@@ -242,3 +242,19 @@ def test_table_writers_show_a_bar_counting_classes(writer, tmp_path, capsys):
     assert "write nodes.table" in shown and "/5.00k" in shown and "classes/s" in shown
     getattr(fit, writer)(tmp_path / "nodes.table", progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_fit_a_language_model_folder(tmp_path, capsys):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(vocab_size=300, n_embd=16, n_layer=1, n_head=2, n_positions=32)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(config)  # its head is tied to the input embedding
+    model.save_pretrained(tmp_path / "gpt2")
+    code, printed, err = run_cli(capsys, "fit", "--model", tmp_path / "gpt2", "--classes", "5", "--out", tmp_path / "r")
+    assert code == 0, err
+    assert "(Hugging Face folder): 300 classes x 16 features" in printed
+    assert set(table_names(tmp_path / "r" / "ald.csv").values()) == {""}  # generic LABEL_k are no names
+    fitted = fcinterp_fast.fit(model.lm_head.weight)
+    with open(tmp_path / "r" / "ald.csv", newline="") as f:
+        scales = [float(row["ald_scale"]) for row in csv.DictReader(f)]
+    assert scales == fitted.ald.scale.tolist()
