@@ -96,10 +96,8 @@ def degenerate_rows(fit: _FitStatistics) -> tuple[torch.Tensor, torch.Tensor]:
     for node in ("+", "-"):
         j = fit.nodes.index(node)
         present = fit.count[:, j] > 0
-        magnitudes = torch.where(
-            present & ~torch.isnan(fit.slope[:, j]), torch.where(torch.isnan(fit.r2[:, j]), 1, 2), 0
-        )
-        nonzero += magnitudes
+        has_line = present & ~torch.isnan(fit.slope[:, j])  # L >= 1
+        nonzero += has_line.to(torch.int64) * (1 + (~torch.isnan(fit.r2[:, j])).to(torch.int64))  # 0, 1 or 2
         all_equal |= (fit.count[:, j] == D) & (fit.lo[:, j] == fit.hi[:, j])
     all_equal |= nonzero == 0
     return all_equal, nonzero < 2
