@@ -167,7 +167,13 @@ class HeadFit:
         k_est, lam_est, mean_est: (K, N) float64, the author's derived estimates (computed on access).
         ald: per-class ALD maximum likelihood (``AldFit``).
         config: the ``FitConfig`` used; ``backend``: the backend that ran.
-        class_names: optional list of K names, used by tables and class lookup.
+        class_names: optional list of K names, used by tables and class lookup (where they come
+            from: ``fcinterp_fast.classes``).
+        source: the head, read again by ``mask`` / ``members``; ``source_description`` says what
+            it was (kind, shape, dtype, file and tensor name).
+
+    ``save(path)`` writes the fit to one ``.npz`` file and ``HeadFit.load(path, head=...)`` reads
+    it back, every array bit for bit.
 
     Membership of node n in class k is exactly ``lo[k, n] <= W[k, j] <= hi[k, n]`` (docs/spec.md section 2).
     ``mask`` and ``members`` rebuild it from the head's rows, read again from ``source``; a head
