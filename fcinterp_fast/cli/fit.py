@@ -79,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=[],
         metavar="CLASS",
-        help='classes to draw and detail: indices or ImageNet names ("web site")',
+        help='classes to draw and detail: indices or class names ("web site")',
     )
     parser.add_argument(
         "--out", type=Path, default=Path("report"), metavar="DIR", help="report folder (default ./report)"
