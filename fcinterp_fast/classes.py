@@ -143,7 +143,11 @@ def config_class_names(path: str | os.PathLike, n_classes: int) -> list[str] | N
         return None
     if not isinstance(id2label, Mapping):
         return None
-    names = _id2label_names(id2label, f"{config}: id2label")
+    try:
+        names = _id2label_names(id2label, f"{config}: id2label")
+    except ValueError as error:  # the head can be fitted without names
+        warn(f"the class names of {config} are not used: {error}")
+        return None
     if names is None:
         return None
     if len(names) != n_classes:

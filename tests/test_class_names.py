@@ -179,3 +179,12 @@ def test_explain_takes_class_names_for_its_targets(no_warnings):
         fcinterp_fast.explain(model, image, [("bird", "+")], **options)
     with pytest.raises(ValueError, match="has 4 class names but the head has 5 rows"):
         fcinterp_fast.explain(model, image, [(2, "+")], class_names=NAMES[:4], **options)
+
+
+def test_an_unreadable_config_gives_no_names_and_says_so(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"id2label": {"0": "a", "2": "b"}}))
+    with pytest.warns(fcinterp_fast.FitWarning, match="must map every class index 0..1 to a name"):
+        assert config_class_names(tmp_path, 2) is None
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.warns(fcinterp_fast.FitWarning, match="cannot read class names from"):
+        assert config_class_names(tmp_path, 2) is None
