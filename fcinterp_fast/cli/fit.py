@@ -152,11 +152,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_model_arguments(group, where=None) -> None:
     """``--model``, ``--checkpoint``, ``--random-init`` and ``--class-names`` (``fit`` and ``explain``);
-    ``--model`` goes into the mutually exclusive group ``where`` when given."""
+    ``--model`` goes into the mutually exclusive group ``where`` when given, with the default None
+    (argparse sees no conflict with a value equal to the default), meaning ``DEFAULT_MODEL``."""
     (where or group).add_argument(
         "--model",
         metavar="NAME",
-        default=models.DEFAULT_MODEL,
+        default=None if where is not None else models.DEFAULT_MODEL,
         help=f"a bundled model ({', '.join(models.list_models())}; default {models.DEFAULT_MODEL}), any timm or "
         "torchvision architecture (resnet50, vit_b_16, timm:convnext_tiny, torchvision:convnext_tiny) with "
         "--checkpoint or --random-init, a Hugging Face folder (config.json + weights; needs transformers) or a "
@@ -180,7 +181,7 @@ def add_model_arguments(group, where=None) -> None:
 
 def model_label(args: argparse.Namespace) -> str:
     """What ``--model`` / ``--checkpoint`` / ``--random-init`` describe, for summaries."""
-    name = args.model
+    name = args.model or models.DEFAULT_MODEL
     if args.checkpoint is not None:
         return f"{name} (weights {args.checkpoint})"
     if args.random_init:
@@ -260,7 +261,7 @@ def _open_head(args):
     if args.device is not None:  # before building anything on it
         parse_device(args.device)
     weights = args.weights
-    if weights is None and _is_weights(Path(args.model)):
+    if weights is None and args.model is not None and _is_weights(Path(args.model)):
         weights = Path(args.model)  # a weights file or a folder that transformers cannot build
         if args.checkpoint is not None or args.random_init:
             raise UsageError(f"--model {args.model} is weights already: no --checkpoint or --random-init")
@@ -275,7 +276,9 @@ def _open_head(args):
         if names is None:
             names = config_class_names(weights, K)
         return source, None, label, tuple(source.shape), names
-    model = models.build_model(args.model, args.checkpoint, args.random_init, device=args.device or "cpu")
+    model = models.build_model(
+        args.model or models.DEFAULT_MODEL, args.checkpoint, args.random_init, device=args.device or "cpu"
+    )
     shape = tuple(head_weight(model, args.name).shape)
     names = _given_names(args, shape[0])
     return model, args.name, model_label(args), shape, names if names is not None else class_names(model, shape[0])
