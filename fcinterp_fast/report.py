@@ -2,7 +2,8 @@
 
 ``write_report(fit, out, classes)`` writes into ``out``:
 
-* ``nodes.csv``: every class and present node (``HeadFit.to_csv``);
+* ``nodes.csv``: every class and present node (``HeadFit.to_csv``), or ``nodes.parquet``
+  (``HeadFit.to_parquet``) for heads of more than ``PARQUET_MIN_CLASSES`` classes (``tables``);
 * ``ald.csv``: one row per class, the ALD maximum likelihood fit;
 * ``r2_by_node.png``: R^2 over all classes per node level and side (``plot.plot_r2_summary``);
 * for the chosen classes, ``fits.png`` (the paper's Fig. 1/2) and per class ``split_<k>.png`` and
@@ -38,15 +39,35 @@ import matplotlib
 import torch
 from matplotlib.figure import Figure
 
+from ._deps import require
 from .cam.options import CamOptions
+from .diagnostics import fit_problems, logger
 from .figures import fits as plot
 from .result import HeadFit
 
-__all__ = ["write_report", "save_figure", "check_folder", "Explanation", "LevelStats", "level_stats", "DPI"]
+__all__ = [
+    "write_report",
+    "save_figure",
+    "check_folder",
+    "table_format",
+    "Explanation",
+    "LevelStats",
+    "level_stats",
+    "DPI",
+    "TABLE_FORMATS",
+    "PARQUET_MIN_CLASSES",
+]
 
 #: Figure resolution; 150 dpi keeps text sharp in a browser without multi-megabyte files.
 DPI = 150
-# Full trees list nodes down to this level in the markdown (deeper ones are in nodes.csv).
+#: ``tables="auto"`` writes the node table as Parquet above this many classes (a CSV of an LLM head
+#: of 150k classes and their nodes is gigabytes of text, slow to write and to read back).
+PARQUET_MIN_CLASSES = 100_000
+#: What ``write_report(tables=...)`` and ``fcinterp fit --tables`` take.
+TABLE_FORMATS = ("auto", "csv", "parquet")
+# The node table's file name in each format.
+_NODE_TABLES = {"csv": "nodes.csv", "parquet": "nodes.parquet"}
+# Full trees list nodes down to this level in the markdown (deeper ones are in the node table).
 _FULL_TREE_TABLE_LEVELS = 3
 # Figures a report draws for its chosen classes or explanation: one left by an earlier report that
 # this one does not draw again would sit beside an index that does not link it, so it is removed.
@@ -112,6 +133,29 @@ def check_folder(out: str | os.PathLike) -> Path:
     return out
 
 
+def table_format(tables: str, n_classes: int) -> str:
+    """The node table's format, ``"csv"`` or ``"parquet"``, for a head of ``n_classes`` classes.
+
+    ``"auto"`` is Parquet above ``PARQUET_MIN_CLASSES`` classes when pyarrow is installed (else
+    CSV, logged as a warning); ``"parquet"`` without pyarrow raises ``MissingDependency``. Call it
+    before a long fit, so that a missing package stops the run first.
+    """
+    if tables not in TABLE_FORMATS:
+        raise ValueError(f"unknown table format {tables!r}; choose one of {', '.join(map(repr, TABLE_FORMATS))}")
+    if tables == "parquet":
+        require("pyarrow.parquet", "writing the node table as Parquet", install="pyarrow")
+    if tables != "auto":
+        return tables
+    if n_classes <= PARQUET_MIN_CLASSES:
+        return "csv"
+    try:
+        require("pyarrow.parquet", "writing the node table as Parquet", install="pyarrow")
+    except ImportError as error:
+        logger.warning("%d classes: writing nodes.csv, since %s", n_classes, error)
+        return "csv"
+    return "parquet"
+
+
 def level_stats(fit: HeadFit) -> list[LevelStats]:
     """Median and quartiles of R^2 (and the median node size) per level and side, level by level."""
     stats = []
@@ -135,6 +179,8 @@ def write_report(
     head: str = "head",
     seconds: float | None = None,
     explanation: Explanation | None = None,
+    tables: str = TABLE_FORMATS[0],
+    progress: bool | None = None,
 ) -> Path:
     """Write the tables, figures and ``index.md`` of ``fit`` into the folder ``out``.
 
@@ -147,6 +193,9 @@ def write_report(
         head: what was fitted, for the summary (e.g. ``"efficientnet_lite0 (bundled)"``).
         seconds: how long ``fit`` took, for the summary.
         explanation: an explanation figure to add (``fcinterp demo`` adds the paper's Fig. 5).
+        tables: the node table's format, one of ``TABLE_FORMATS`` (see ``table_format``); a node
+            table of the other format left by an earlier report is removed.
+        progress: a bar while the node table is written (None: on a terminal, after a second).
 
     Returns:
         The path of ``index.md``.
@@ -154,6 +203,7 @@ def write_report(
     out = Path(out)
     with _naming(out, "cannot create the folder"):
         out.mkdir(parents=True, exist_ok=True)
+    table = _NODE_TABLES[table_format(tables, len(fit))]
     ks = list(dict.fromkeys(fit.class_index(c) for c in classes))  # unique, in the order given
     figures = {"r2_by_node.png": plot.plot_r2_summary(fit)}
     if ks:
@@ -163,17 +213,23 @@ def write_report(
         figures[f"nodes_{k}.png"] = plot.plot_node_fits(fit, k)
     if explanation is not None:
         figures[explanation.filename] = explanation.figure
-    markdown = _markdown(fit, ks, head, seconds, explanation)
+    markdown = _markdown(fit, ks, head, seconds, explanation, table)
     index = out / "index.md"
+    logger.info("writing %s: %d classes, %d nodes", out / table, len(fit), int((fit.count > 0).sum()))
     with _staging() as stage:
-        stage(out / "nodes.csv", fit.to_csv)
+        if table == "nodes.csv":
+            stage(out / table, functools.partial(fit.to_csv, progress=progress))
+        else:
+            stage(out / table, functools.partial(fit.to_parquet, progress=progress))
         stage(out / "ald.csv", lambda path: _write_ald_csv(fit, path))
         for name, figure in figures.items():
             stage(out / name, functools.partial(_savefig, figure, Path(name).suffix, DPI))
         with _naming(index, "cannot remove"):  # from here until the new index, visibly incomplete
             index.unlink(missing_ok=True)
+    stale_tables = set(_NODE_TABLES.values()) - {table}
     for path in out.iterdir():
-        if _CHOSEN_FIGURES.fullmatch(path.name) and path.name not in figures and path.is_file():
+        stale = _CHOSEN_FIGURES.fullmatch(path.name) and path.name not in figures or path.name in stale_tables
+        if stale and path.is_file():
             with _naming(path, "cannot remove"):
                 path.unlink()
     with _staging() as stage:
@@ -232,7 +288,9 @@ def _write_ald_csv(fit: HeadFit, path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------- markdown
-def _markdown(fit: HeadFit, ks: list[int], head: str, seconds: float | None, explanation: Explanation | None) -> str:
+def _markdown(
+    fit: HeadFit, ks: list[int], head: str, seconds: float | None, explanation: Explanation | None, table: str
+) -> str:
     K, D = fit.shape
     c = fit.config
     took = f" in {seconds:.2f} s" if seconds is not None else ""
@@ -243,6 +301,7 @@ def _markdown(fit: HeadFit, ks: list[int], head: str, seconds: float | None, exp
         f"- Fit: `tree={c.tree}`, `root={c.root}`, `grid={c.grid}`, `min_size={c.min_size}`, "
         f"`depth={c.depth}`; backend `{fit.backend}`{took}.",
         f"- Nodes: {', '.join(f'`{n}`' for n in fit.nodes[:12])}{' ...' if len(fit.nodes) > 12 else ''}.",
+        *[f"- **Warning**: {problem}." for problem in [fit_problems(fit)] if problem],
         "",
         "## Algorithm 1 over all classes",
         "",
@@ -275,7 +334,7 @@ def _markdown(fit: HeadFit, ks: list[int], head: str, seconds: float | None, exp
     lines += [
         "## Files",
         "",
-        "- [nodes.csv](nodes.csv): every class and present node: count, mean (split threshold), min, "
+        f"- [{table}]({table}): every class and present node: count, mean (split threshold), min, "
         "max, slope, intercept, R^2, the derived `k_est`, `lam_est`, `mean_est`, and the class's ALD fit.",
         "- [ald.csv](ald.csv): the ALD maximum likelihood fit of every class (scipy's "
         "`laplace_asymmetric` parameters; `ald_lambda` = 1 / scale).",
@@ -308,7 +367,7 @@ def _class_section(fit: HeadFit, k: int) -> list[str]:
             values = (float(t[k, j]) for t in (fit.mean, fit.lo, fit.hi, fit.slope, fit.intercept, fit.r2))
             lines.append(f"| `{node}` | {count} | " + " | ".join(f"{v:.4g}" for v in values) + " |")
     if fit.config.tree == "full" and any(len(n) > deepest for n in fit.nodes):
-        lines += ["", f"Levels below {deepest} are in `nodes.csv`."]
+        lines += ["", f"Levels below {deepest} are in the node table (`nodes.csv` or `nodes.parquet`)."]
     lines += ["", f"![split of class {k}](split_{k}.png)", "", f"![node fits of class {k}](nodes_{k}.png)", ""]
     return lines
 
