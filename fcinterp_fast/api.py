@@ -225,5 +225,3 @@ def _fitting_device(device, source: HeadSource, backend: str) -> torch.device:
         on_gpu = torch.cuda.is_available() and (backend == "auto" or "cuda" in registry.get_backend(backend).devices)
         device = "cuda" if on_gpu else "cpu"
     return parse_device(device)
-
-
