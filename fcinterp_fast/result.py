@@ -14,9 +14,10 @@ import torch
 from ._deps import require
 from .classes import resolve_class
 from .config import FitConfig
+from .gof import GOF_FIELDS, GofFit
 from .heads.source import HeadSource
 
-__all__ = ["RowFit", "NODE_FIELDS", "ALD_FIELDS", "HeadFit", "AldFit", "derived_columns"]
+__all__ = ["RowFit", "NODE_FIELDS", "ALD_FIELDS", "GOF_FIELDS", "HeadFit", "AldFit", "derived_columns"]
 
 # Rows of the head read at a time when building masks or tables.
 _BLOCK_ROWS = 4096
@@ -35,6 +36,8 @@ class RowFit:
         mean, lo, hi: (R, N) float64, the node's mean (its split threshold), min and max value.
         slope, intercept, r2: (R, N) float64, the Algorithm 1 line fit of the node (docs/spec.md section 3).
         loc, scale, kappa, loglik: (R,) float64, the row's ALD maximum likelihood fit (docs/spec.md section 4).
+        loglik_laplace, loglik_normal, ks: (R,) float64, the row's goodness of fit (``gof.GOF_FIELDS``,
+            docs/spec.md section 7), computed in the same pass.
         ambiguous: (R,) bool, rows where some element lies so close to a split threshold that the
             float64 rounding bound of a fast summation cannot decide its side. ``fit`` recomputes
             those rows with ``exact_backend()`` (``cpu`` when built, else ``reference``), so every
@@ -52,16 +55,19 @@ class RowFit:
     scale: torch.Tensor
     kappa: torch.Tensor
     loglik: torch.Tensor
+    loglik_laplace: torch.Tensor
+    loglik_normal: torch.Tensor
+    ks: torch.Tensor
     ambiguous: torch.Tensor
 
     @classmethod
     def empty(cls, rows: int, columns: int, device=None) -> RowFit:
-        """Every node absent (count 0, statistics NaN), ALD NaN, nothing ambiguous."""
+        """Every node absent (count 0, statistics NaN), ALD and goodness of fit NaN, nothing ambiguous."""
         nan = dict(dtype=torch.float64, device=device)
         return cls(
             count=torch.zeros(rows, columns, dtype=torch.int64, device=device),
             **{f: torch.full((rows, columns), float("nan"), **nan) for f in NODE_FIELDS[1:]},
-            **{f: torch.full((rows,), float("nan"), **nan) for f in ALD_FIELDS},
+            **{f: torch.full((rows,), float("nan"), **nan) for f in (*ALD_FIELDS, *GOF_FIELDS)},
             ambiguous=torch.zeros(rows, dtype=torch.bool, device=device),
         )
 
@@ -155,6 +161,10 @@ class HeadFit:
         slope, intercept, r2: (K, N) float64, Algorithm 1 line fit of the node's log magnitudes.
         k_est, lam_est, mean_est: (K, N) float64, the author's derived estimates (computed on access).
         ald: per-class ALD maximum likelihood (``AldFit``).
+        gof: per-class goodness of fit of the ALD against the Laplace and the normal (``GofFit``,
+            docs/spec.md section 7).
+        null: ``{kind: HeadFit}``, fits of null heads with the same options (``fit(null=...)``;
+            empty unless asked for).
         config: the ``FitConfig`` used; ``backend``: the backend that ran.
         class_names: optional list of K names, used by tables and class lookup.
 
@@ -188,6 +198,10 @@ class HeadFit:
         self.count, self.mean, self.lo, self.hi = rows.count, rows.mean, rows.lo, rows.hi
         self.slope, self.intercept, self.r2 = rows.slope, rows.intercept, rows.r2
         self.ald = AldFit(loc=rows.loc, scale=rows.scale, kappa=rows.kappa, loglik=rows.loglik)
+        self.gof = GofFit.from_rows(
+            source.shape[1], rows.loglik, rows.scale, rows.kappa, rows.loglik_laplace, rows.loglik_normal, rows.ks
+        )
+        self.null: dict[str, HeadFit] = {}
 
     # ----------------------------------------------------------------------------- shape
     @property

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from ..config import FitConfig
+from ..gof import GOF_FIELDS, gof_rows
 from ..result import ALD_FIELDS, NODE_FIELDS, RowFit
 from .registry import Backend, register_backend
 
@@ -105,7 +106,9 @@ def fit_rows(W: torch.Tensor, cfg: FitConfig) -> RowFit:
         if needed <= columns:
             break
         columns = cfg.n_columns
-    return RowFit(**out, ambiguous=torch.zeros(rows, dtype=torch.bool))
+    xs = torch.sort(W.detach(), dim=1).values.to(torch.float64)
+    gof = dict(zip(GOF_FIELDS, gof_rows(xs, out["loc"], out["scale"], out["kappa"]), strict=True))
+    return RowFit(**out, **gof, ambiguous=torch.zeros(rows, dtype=torch.bool))
 
 
 def ald_only(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -18,6 +18,7 @@ import torch
 
 from .._triton import interpreting, unavailable
 from ..config import FitConfig
+from ..gof import gof_rows
 from ..heads.source import FLOAT_DTYPES
 from ..result import RowFit
 from .registry import Backend, register_backend
@@ -70,6 +71,8 @@ def fit_rows(W: torch.Tensor, cfg: FitConfig) -> RowFit:
         _single_pass(W, cfg, out, kernels)
     else:
         _sorted_path(W, cfg, out, kernels)
+    xs = torch.sort(W.detach(), dim=1).values.to(torch.float64)
+    out.loglik_laplace, out.loglik_normal, out.ks = gof_rows(xs, out.loc, out.scale, out.kappa)
     return out
 
 
