@@ -18,12 +18,14 @@ from .backends.registry import available as available_backends
 from .cam.methods import explain
 from .config import FitConfig
 from .heads.find import head_weight
+from .nulls import null_head
 from .result import AldFit, HeadFit
 
 __all__ = [
     "fit",
     "explain",
     "head_weight",
+    "null_head",
     "available_backends",
     "HeadFit",
     "AldFit",

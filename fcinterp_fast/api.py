@@ -10,10 +10,11 @@ import sys
 import torch
 
 from .backends import registry
-from .config import DEFAULT_BACKEND, DEFAULT_MAX_MEMORY, FitConfig, check_int
+from .config import DEFAULT_BACKEND, DEFAULT_MAX_MEMORY, DEFAULT_NULL_SEED, FitConfig, check_int
 from .heads.find import open_head
 from .heads.source import HeadSource, check_block
 from .heads.stream import iter_blocks, staging_bytes_per_element
+from .nulls import NullSource, check_null_kinds
 from .result import HeadFit, RowFit
 
 __all__ = ["fit", "plan_fit", "FitPlan", "settle_ambiguous"]
@@ -32,6 +33,8 @@ def fit(
     max_memory: int | None = None,
     progress: bool | None = None,
     device: str | torch.device | None = None,
+    null: str | tuple[str, ...] | list[str] | None = None,
+    null_seed: int = DEFAULT_NULL_SEED,
 ) -> HeadFit:
     """Fit the ALD model and the split tree of every class row of a classifier head.
 
@@ -56,10 +59,15 @@ def fit(
             device for tensors and modules; for files (which have no device), on the current CUDA
             device when CUDA is available and the backend runs there, else on the CPU. Results stay
             on the head's device (the CPU for files) either way.
+        null: null heads to fit beside the head with the same options (docs/spec.md section 7):
+            None, or kinds among ``"normal"``, ``"laplace"``, ``"ald"`` (see ``null_head``). Each is
+            drawn block by block as the head is read (a file head's nulls are streamed too).
+        null_seed: base seed of the null heads (an int >= 0); the same seed gives the same nulls
+            whatever the block size or device.
 
     Returns:
-        HeadFit with (K, N) node statistics, the per-class ALD fit, masks and tables. W itself is
-        never modified.
+        HeadFit with (K, N) node statistics, the per-class ALD fit and goodness of fit, masks and
+        tables; ``fit.null[kind]`` holds the HeadFit of each null head. W itself is never modified.
 
     Example:
         >>> import torch, fcinterp_fast
@@ -69,6 +77,8 @@ def fit(
         >>> big = fcinterp_fast.fit("model.safetensors", name="lm_head.weight",
         ...                         max_memory=2**30, device="cuda")  # doctest: +SKIP
     """
+    kinds = check_null_kinds(null)
+    null_seed = check_int("null_seed", null_seed, 0, 2**63 - 1)
     plan = plan_fit(
         W,
         backend=backend,
@@ -81,7 +91,12 @@ def fit(
         max_memory=max_memory,
         device=device,
     )
-    return plan.head_fit(plan.fit_rows(0, plan.source.shape[0], progress=progress))
+    result = plan.head_fit(plan.fit_rows(0, plan.source.shape[0], progress=progress))
+    for kind in kinds:
+        null_plan = dataclasses.replace(plan, source=NullSource(plan.source, kind, null_seed))
+        rows = null_plan.fit_rows(0, plan.source.shape[0], progress=progress, desc=f"null {kind} head")
+        result.null[kind] = null_plan.head_fit(rows)
+    return result
 
 
 @dataclasses.dataclass
