@@ -363,6 +363,24 @@ class HeadFit:
         frames = [pd.DataFrame(block, columns=self.TABLE_COLUMNS) for block in self._table_blocks(_BLOCK_ROWS)]
         return pd.concat(frames, ignore_index=True)
 
+    def summary(self):
+        """The fit against its null heads (``fit(null=...)``) as a ``pandas.DataFrame``.
+
+        One row per (quantity, node, head): the median and quartiles over classes of R^2 and slope
+        per node, the depth reached per side, kappa, the KS distance and the AIC differences
+        (with ``share``: the share of classes where the ALD beats the normal / the Laplace), for
+        the trained head and each null head (see ``fcinterp_fast.summary`` for every column).
+
+        Example:
+            >>> fit = fcinterp_fast.fit(model, null=("normal", "ald"))             # doctest: +SKIP
+            >>> s = fit.summary()                                                   # doctest: +SKIP
+            >>> s[s.quantity == "r2"].pivot(index="node", columns="head", values="median")  # doctest: +SKIP
+        """
+        from .summary import SUMMARY_COLUMNS, summary_rows
+
+        pd = require("pandas", "HeadFit.summary")
+        return pd.DataFrame(summary_rows(self), columns=list(SUMMARY_COLUMNS))
+
     def to_csv(self, path: str | os.PathLike) -> None:
         """Write the long-format table to ``path``, one block of classes at a time."""
         with open(path, "w", newline="") as f:

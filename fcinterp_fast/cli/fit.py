@@ -21,7 +21,7 @@ from .. import models
 from ..api import fit as fit_head
 from ..backends import registry
 from ..classes import class_from_text, class_names, resolve_class
-from ..config import DEFAULT_BACKEND, DEFAULT_MAX_MEMORY, GRIDS, ROOTS, TREES, FitConfig
+from ..config import DEFAULT_BACKEND, DEFAULT_MAX_MEMORY, DEFAULT_NULL_SEED, GRIDS, NULL_KINDS, ROOTS, TREES, FitConfig
 from ..distributed import (
     DEFAULT_TIMEOUT,
     DIST_BACKENDS,
@@ -36,7 +36,15 @@ from ..report import check_folder, level_stats, write_report
 from ..result import HeadFit
 from . import UsageError
 
-__all__ = ["add_arguments", "run", "fit_and_report", "resolve_classes", "print_summary", "parse_size"]
+__all__ = [
+    "add_arguments",
+    "run",
+    "fit_and_report",
+    "resolve_classes",
+    "print_summary",
+    "parse_size",
+    "parse_null_kinds",
+]
 
 _SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
@@ -106,6 +114,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="BYTES",
         help=f"working memory of one block of rows, e.g. 256M or 2G (default {DEFAULT_MAX_MEMORY // 2**20}M)",
     )
+    options.add_argument(
+        "--null",
+        type=parse_null_kinds,
+        default=(),
+        metavar="KINDS",
+        help=f"also fit null heads with the same options, the baseline of the report's comparison: "
+        f"comma-separated kinds among {', '.join(NULL_KINDS)} (e.g. normal,ald; default none)",
+    )
+    options.add_argument(
+        "--null-seed",
+        type=int,
+        default=DEFAULT_NULL_SEED,
+        metavar="N",
+        help=f"base seed of the null heads (default {DEFAULT_NULL_SEED})",
+    )
     distributed = parser.add_argument_group("distributed fitting (under torchrun)")
     distributed.add_argument(
         "--distributed",
@@ -129,6 +152,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.distributed and args.null:
+        raise UsageError("--null is not supported with --distributed: fit the null heads without --distributed")
     if args.distributed:  # every rank fits its shard; rank 0 gathers them and writes the report
         with contextlib.ExitStack() as stack:
             try:
@@ -154,6 +179,7 @@ def fit_and_report(
     ks = resolve_classes(args.classes, K, names)  # before the fit: fail fast
     check_out(args.out)
     start = time.perf_counter()
+    nulls = dict(null=args.null, null_seed=args.null_seed) if args.null else {}
     fit = fitter(
         head,
         backend=args.backend,
@@ -165,6 +191,7 @@ def fit_and_report(
         name=name,
         max_memory=args.max_memory,
         device=args.device,
+        **nulls,
     )
     if fit is None:
         return None
@@ -181,6 +208,17 @@ def resolve_classes(texts: Sequence[str], n_classes: int, names: Sequence[str] |
         return [resolve_class(class_from_text(text), n_classes, names) for text in texts]
     except IndexError as error:  # an index out of range, typed by the user
         raise UsageError(str(error)) from None
+
+
+def parse_null_kinds(text: str) -> tuple[str, ...]:
+    """``"normal,ald"`` -> ``("normal", "ald")``, checked against ``NULL_KINDS``."""
+    kinds = tuple(part.strip() for part in text.split(",") if part.strip())
+    bad = [kind for kind in kinds if kind not in NULL_KINDS]
+    if not kinds or bad or len(set(kinds)) != len(kinds):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of distinct null kinds; write e.g. normal,ald (kinds: {', '.join(NULL_KINDS)})"
+        )
+    return kinds
 
 
 def parse_size(text: str) -> int:
