@@ -19,6 +19,7 @@ attributes and imports nothing of the package above ``config`` (``result`` impor
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ SUMMARY_COLUMNS = ("quantity", "node", "head", "classes", "median", "q25", "q75"
 CHI2_1_95 = 3.841458820694124
 
 
-def heads_of(fit) -> list[tuple[str, object]]:
+def heads_of(fit) -> list[tuple[str, Any]]:
     """``[("trained", fit), ("null normal", fit.null["normal"]), ...]``."""
     return [("trained", fit), *((f"null {kind}", null) for kind, null in fit.null.items())]
 
