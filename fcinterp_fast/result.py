@@ -202,6 +202,7 @@ class HeadFit:
             source.shape[1], rows.loglik, rows.scale, rows.kappa, rows.loglik_laplace, rows.loglik_normal, rows.ks
         )
         self.null: dict[str, HeadFit] = {}
+        self.null_seed: int | None = None  # the base seed of ``null`` (set by ``fit``)
 
     # ----------------------------------------------------------------------------- shape
     @property
