@@ -1,4 +1,4 @@
-"""``backend="triton"``: docs/spec.md sections 2-4 in fused Triton kernels, for CUDA tensors.
+"""``backend="triton"``: docs/spec.md sections 2-4 and 7 in fused Triton kernels, for CUDA tensors.
 
 Rows of up to ``MAX_SINGLE_PASS`` (16384) elements are loaded, sorted, fitted and written in one
 kernel launch per block of rows (``_triton_kernels._fit_rows_kernel``: every class and every
@@ -18,7 +18,6 @@ import torch
 
 from .._triton import interpreting, unavailable
 from ..config import FitConfig
-from ..gof import gof_rows
 from ..heads.source import FLOAT_DTYPES
 from ..result import RowFit
 from .registry import Backend, register_backend
@@ -71,14 +70,13 @@ def fit_rows(W: torch.Tensor, cfg: FitConfig) -> RowFit:
         _single_pass(W, cfg, out, kernels)
     else:
         _sorted_path(W, cfg, out, kernels)
-    xs = torch.sort(W.detach(), dim=1).values.to(torch.float64)
-    out.loglik_laplace, out.loglik_normal, out.ks = gof_rows(xs, out.loc, out.scale, out.kappa)
     return out
 
 
 def _outputs(out: RowFit) -> list[torch.Tensor]:
     return [out.count, out.mean, out.lo, out.hi, out.slope, out.intercept, out.r2,
-            out.loc, out.scale, out.kappa, out.loglik, out.ambiguous]  # fmt: skip
+            out.loc, out.scale, out.kappa, out.loglik, out.loglik_laplace, out.loglik_normal, out.ks,
+            out.ambiguous]  # fmt: skip
 
 
 def _options(cfg: FitConfig) -> tuple[int, int, int]:
