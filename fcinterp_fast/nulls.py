@@ -63,7 +63,8 @@ def draw_rows(real: torch.Tensor, kind: str, generator: torch.Generator) -> torc
         return mean + std * torch.randn(rows, D, dtype=torch.float64, generator=generator)
     u = torch.rand(rows, D, dtype=torch.float64, generator=generator)
     xs = real.sort(dim=1).values
-    median = xs.quantile(0.5, dim=1, keepdim=True) if D > 1 else xs[:, :1]
+    half = D // 2
+    median = xs[:, half : half + 1] if D % 2 else (xs[:, half - 1 : half] + xs[:, half : half + 1]) / 2
     if kind == "laplace":
         b = (real - median).abs().mean(1, keepdim=True)
         # inverse cdf on u - 1/2 in (-1/2, 1/2); u == 0 would give -inf: draw it at the median

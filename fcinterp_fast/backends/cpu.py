@@ -68,8 +68,11 @@ def head_array(W: torch.Tensor):
     return W.numpy(), _DTYPE_NAMES[W.dtype]
 
 
-def fit_rows(W: torch.Tensor, cfg: FitConfig) -> RowFit:
+def fit_rows(W: torch.Tensor, cfg: FitConfig, gof: bool = True) -> RowFit:
     """Fit every row of ``W`` (R, D) float16 / bfloat16 / float32 / float64 on the CPU, any strides.
+
+    ``gof=False`` skips the goodness-of-fit sweep (its fields stay NaN): for timing it alone
+    (``benchmarks/bench_gof.py``); ``fit`` always computes it.
 
     Returns:
         RowFit on the CPU with ``cfg.n_columns`` node columns, except for chains without a depth:
@@ -106,9 +109,13 @@ def fit_rows(W: torch.Tensor, cfg: FitConfig) -> RowFit:
         if needed <= columns:
             break
         columns = cfg.n_columns
-    xs = torch.sort(W.detach(), dim=1).values.to(torch.float64)
-    gof = dict(zip(GOF_FIELDS, gof_rows(xs, out["loc"], out["scale"], out["kappa"]), strict=True))
-    return RowFit(**out, **gof, ambiguous=torch.zeros(rows, dtype=torch.bool))
+    stats: tuple[torch.Tensor, ...]
+    if gof:
+        xs = torch.sort(W.detach(), dim=1).values.to(torch.float64)
+        stats = gof_rows(xs, out["loc"], out["scale"], out["kappa"])
+    else:
+        stats = tuple(torch.full((rows,), float("nan"), dtype=torch.float64) for _ in GOF_FIELDS)
+    return RowFit(**out, **dict(zip(GOF_FIELDS, stats, strict=True)), ambiguous=torch.zeros(rows, dtype=torch.bool))
 
 
 def ald_only(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
