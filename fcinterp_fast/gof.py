@@ -57,7 +57,10 @@ def ald_cdf(x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, kappa: torc
     z = (x - loc) / scale
     kapinv = 1 / kappa
     both = kappa + kapinv
-    return torch.where(z >= 0, 1 - torch.exp(-z * kappa) * (kapinv / both), torch.exp(z * kapinv) * (kappa / both))
+    upper = z >= 0
+    # one exp per element: exp(-z kappa) above loc, exp(z / kappa) below (the same floats as scipy's)
+    tail = torch.exp(torch.where(upper, -z * kappa, z * kapinv))
+    return torch.where(upper, 1 - tail * (kapinv / both), tail * (kappa / both))
 
 
 def _ald_cdf_scalar(x: float, loc: float, scale: float, kappa: float) -> float:
