@@ -99,7 +99,8 @@ T* output_array(py::array& a, const char* name, const std::vector<int64_t>& shap
 int64_t fit_rows_py(const py::array& head, const std::string& dtype_name, const std::string& tree_name,
                     const std::string& root_name, const std::string& grid_name, int64_t min_size, int levels,
                     py::array count, py::array mean, py::array lo, py::array hi, py::array slope, py::array intercept,
-                    py::array r2, py::array loc, py::array scale, py::array kappa, py::array loglik, int threads) {
+                    py::array r2, py::array loc, py::array scale, py::array kappa, py::array loglik, int threads,
+                    const py::object& loglik_laplace, const py::object& loglik_normal, const py::object& ks) {
     const DType dtype = parse_dtype(dtype_name);
     FitOptions options;
     options.tree = parse_choice<Tree>("tree", tree_name, {{"chain", Tree::Chain}, {"full", Tree::Full}});
@@ -137,6 +138,24 @@ int64_t fit_rows_py(const py::array& head, const std::string& dtype_name, const 
     out.scale = output_array<double>(scale, "scale", {rows});
     out.kappa = output_array<double>(kappa, "kappa", {rows});
     out.loglik = output_array<double>(loglik, "loglik", {rows});
+    const int gof_given = int(!loglik_laplace.is_none()) + int(!loglik_normal.is_none()) + int(!ks.is_none());
+    if (gof_given != 0 && gof_given != 3) {
+        throw py::value_error("pass all of loglik_laplace, loglik_normal and ks, or none of them");
+    }
+    std::vector<py::array> gof_arrays;  // held until the kernel is done
+    auto gof_output = [&](const py::object& given, const char* name) {
+        if (!py::isinstance<py::array>(given)) {
+            throw py::type_error(std::string("output '") + name + "' must be a numpy array (R,) float64");
+        }
+        gof_arrays.push_back(py::reinterpret_borrow<py::array>(given));
+        return output_array<double>(gof_arrays.back(), name, {rows});
+    };
+    if (gof_given == 3) {
+        gof_arrays.reserve(3);
+        out.loglik_laplace = gof_output(loglik_laplace, "loglik_laplace");
+        out.loglik_normal = gof_output(loglik_normal, "loglik_normal");
+        out.ks = gof_output(ks, "ks");
+    }
 
     Workspace workspace(view.cols, threads);
     py::gil_scoped_release release;
@@ -200,13 +219,14 @@ py::dict build_info() {
 }  // namespace
 
 PYBIND11_MODULE(_cpu, m) {
-    m.doc() = "fcinterp_fast C++ kernels (docs/spec.md sections 2-4 per row, OpenMP over rows); see csrc/fit.h";
+    m.doc() = "fcinterp_fast C++ kernels (docs/spec.md sections 2-4 and 7 per row, OpenMP over rows); see csrc/fit.h";
     m.def("fit_rows", &fit_rows_py, py::arg("head").noconvert(), py::arg("dtype"), py::arg("tree"), py::arg("root"),
           py::arg("grid"), py::arg("min_size"), py::arg("levels"), py::arg("count").noconvert(),
           py::arg("mean").noconvert(), py::arg("lo").noconvert(), py::arg("hi").noconvert(),
           py::arg("slope").noconvert(), py::arg("intercept").noconvert(), py::arg("r2").noconvert(),
           py::arg("loc").noconvert(), py::arg("scale").noconvert(), py::arg("kappa").noconvert(),
-          py::arg("loglik").noconvert(), py::arg("threads") = 0,
+          py::arg("loglik").noconvert(), py::arg("threads") = 0, py::arg("loglik_laplace") = py::none(),
+          py::arg("loglik_normal") = py::none(), py::arg("ks") = py::none(),
           R"doc(Fit every row of ``head`` (R, D) into the output arrays, in place; returns the number of
 node columns the results need (larger than N when some node did not fit into the outputs).
 
@@ -220,7 +240,9 @@ Args:
         2 * levels (chain) or 2**(levels + 1) - 2 (full); nodes beyond column N are not written.
         loc, scale, kappa, loglik: (R,) float64. All C-contiguous and writeable; every entry is
         written.
-    threads: OpenMP threads (0: the OpenMP default).)doc");
+    threads: OpenMP threads (0: the OpenMP default).
+    loglik_laplace, loglik_normal, ks: (R,) float64 for the goodness of fit (docs/spec.md section 7), all
+        three or none (None: the sweep is skipped).)doc");
     m.def("_ald_rows", &ald_rows_py, py::arg("head").noconvert(), py::arg("dtype"), py::arg("loc").noconvert(),
           py::arg("scale").noconvert(), py::arg("kappa").noconvert(), py::arg("loglik").noconvert(),
           py::arg("threads") = 0,

@@ -17,6 +17,7 @@
 // IEEE rounding). The row kernel is compiled for several instruction sets and picked at load time
 // when FCI_TARGET_CLONES is defined (x86-64 with GCC / Clang).
 #include "fit.h"
+#include "gof.h"
 
 #include <algorithm>
 #include <cmath>
@@ -817,8 +818,10 @@ FCI_ROW_KERNEL int64_t fit_group(const HeadView& head, int64_t r0, int rows, con
     }
     const int64_t n = head.cols;
     if (n < 3) {
-        for (int k = 0; k < rows; ++k)
+        for (int k = 0; k < rows; ++k) {
             out.loc[r0 + k] = out.scale[r0 + k] = out.kappa[r0 + k] = out.loglik[r0 + k] = kNaN;
+            if (out.ks != nullptr) out.loglik_laplace[r0 + k] = out.loglik_normal[r0 + k] = out.ks[r0 + k] = kNaN;
+        }
         return needed;
     }
     switch (rows) {  // the interleaved sums need the row count at compile time
@@ -839,6 +842,12 @@ FCI_ROW_KERNEL int64_t fit_group(const HeadView& head, int64_t r0, int rows, con
         const int64_t r = r0 + k;
         ald_from_sums(x[k], n, below[k], above[k], reinterpret_cast<double*>(block + layout.ald_search), out.loc + r,
                       out.scale + r, out.kappa + r, out.loglik + r);
+        if (out.ks != nullptr) {  // the goodness of fit: one more sweep of the sorted row
+            const RowGof gof = row_gof(x[k], n, out.loc[r], out.scale[r], out.kappa[r]);
+            out.loglik_laplace[r] = gof.loglik_laplace;
+            out.loglik_normal[r] = gof.loglik_normal;
+            out.ks[r] = gof.ks;
+        }
     }
     return needed;
 }

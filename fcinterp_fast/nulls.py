@@ -58,9 +58,8 @@ def draw_rows(real: torch.Tensor, kind: str, generator: torch.Generator) -> torc
     """Null rows for the rows ``real`` (R, D) float64 CPU: (R, D) float64 CPU, drawn from ``generator``."""
     rows, D = real.shape
     if kind == "normal":
-        mean = real.mean(1, keepdim=True)
-        std = (real - mean).pow(2).mean(1, keepdim=True).sqrt()
-        return mean + std * torch.randn(rows, D, dtype=torch.float64, generator=generator)
+        std, mean = torch.std_mean(real, dim=1, keepdim=True, correction=0)
+        return torch.randn(rows, D, dtype=torch.float64, generator=generator).mul_(std).add_(mean)
     u = torch.rand(rows, D, dtype=torch.float64, generator=generator)
     xs = real.sort(dim=1).values
     half = D // 2
@@ -109,19 +108,18 @@ class NullSource(HeadSource):
         # stay inside what the fit accepts: finite in the head's dtype, float64 sums that cannot overflow
         info = torch.finfo(self.dtype)
         limit = info.max if self.dtype != torch.float64 else info.max / (4 * self.shape[1])
-        rows = drawn.clamp(-limit, limit).to(self.dtype)
+        rows = drawn.clamp_(-limit, limit).to(self.dtype)
         self._cached = (chunk, rows)
         return rows
 
     def rows(self, start: int, stop: int) -> torch.Tensor:
         self.check_unchanged()
-        if stop <= start:
-            return torch.empty(0, self.shape[1], dtype=self.dtype, device=self.device)
-        first, last = start // CHUNK_ROWS, (stop - 1) // CHUNK_ROWS
-        parts = [self._chunk(c) for c in range(first, last + 1)]
-        block = parts[0] if len(parts) == 1 else torch.cat(parts)
-        offset = first * CHUNK_ROWS
-        return block[start - offset : stop - offset].to(self.device)
+        out = torch.empty(max(stop - start, 0), self.shape[1], dtype=self.dtype)
+        for chunk in range(start // CHUNK_ROWS, (stop - 1) // CHUNK_ROWS + 1 if stop > start else 0):
+            first = chunk * CHUNK_ROWS
+            a, b = max(start, first), min(stop, first + CHUNK_ROWS)
+            out[a - start : b - start] = self._chunk(chunk)[a - first : b - first]
+        return out.to(self.device)
 
 
 def null_head(W, kind: str, *, generator: torch.Generator | None = None, name: str | None = None) -> torch.Tensor:

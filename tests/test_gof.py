@@ -150,3 +150,28 @@ def test_gof_table():
     assert isinstance(frame, pd.DataFrame) and list(frame.columns) == list(fit.gof.FIELDS) and len(frame) == 7
     with pytest.raises(KeyError, match="unknown goodness-of-fit column 'kappa'"):
         fit.gof["kappa"]
+
+
+def test_native_goodness_of_fit_outputs_are_checked():
+    from fcinterp_fast.backends import cpu
+
+    if cpu.unavailable() is not None:
+        pytest.skip("the cpu backend is not built")
+    from fcinterp_fast import _cpu
+
+    head = np.random.default_rng(0).normal(size=(3, 40))
+    out = {n: np.empty((3, 2)) for n in ("mean", "lo", "hi", "slope", "intercept", "r2")}
+    out["count"] = np.empty((3, 2), dtype=np.int64)
+    out.update({n: np.empty(3) for n in ("loc", "scale", "kappa", "loglik")})
+    args = (head, "float64", "chain", "zero", "paper", 20, 1)
+    with pytest.raises(ValueError, match="all of loglik_laplace, loglik_normal and ks, or none"):
+        _cpu.fit_rows(*args, **out, ks=np.empty(3))
+    with pytest.raises(TypeError, match="'ks' must be a numpy array"):
+        _cpu.fit_rows(*args, **out, loglik_laplace=np.empty(3), loglik_normal=np.empty(3), ks=[0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="'loglik_normal' must have shape"):
+        _cpu.fit_rows(*args, **out, loglik_laplace=np.empty(3), loglik_normal=np.empty(4), ks=np.empty(3))
+    gof = {n: np.full(3, -1.0) for n in ("loglik_laplace", "loglik_normal", "ks")}
+    _cpu.fit_rows(*args, **out, **gof)
+    for k in range(3):
+        want = stats.kstest(head[k], "laplace_asymmetric", args=(out["kappa"][k], out["loc"][k], out["scale"][k]))
+        assert gof["ks"][k] == pytest.approx(want.statistic, rel=RTOL)

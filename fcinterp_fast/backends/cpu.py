@@ -2,7 +2,8 @@
 
 The extension ``fcinterp_fast._cpu`` reads the head in place (float16, bfloat16, float32 or float64,
 any strides: no upcast copy), and per row sorts it with a radix sort on the bit patterns, walks the
-whole split tree and fits the ALD in one pass over per-thread scratch, with the GIL released. Split
+whole split tree, fits the ALD and sweeps the sorted row for its goodness of fit (docs/spec.md
+section 7, ``csrc/gof.h``) in one pass over per-thread scratch, with the GIL released. Split
 thresholds are decided exactly (an exact sum is taken whenever the fast sum's error bound could
 change a side), so ``RowFit.ambiguous`` is always False. See ``csrc/fit.h`` for the algorithm.
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from ..config import FitConfig
-from ..gof import GOF_FIELDS, gof_rows
+from ..gof import GOF_FIELDS
 from ..result import ALD_FIELDS, NODE_FIELDS, RowFit
 from .registry import Backend, register_backend
 
@@ -93,6 +94,7 @@ def fit_rows(W: torch.Tensor, cfg: FitConfig, gof: bool = True) -> RowFit:
     columns = cfg.n_columns
     if cfg.tree == "chain" and cfg.depth is None:
         columns = min(columns, 2 * _FIRST_CHAIN_LEVELS)
+    stats = {name: torch.full((rows,), float("nan"), dtype=torch.float64) for name in GOF_FIELDS}
     while True:
         out = _allocate(rows, columns)
         needed = _cpu.fit_rows(
@@ -105,17 +107,12 @@ def fit_rows(W: torch.Tensor, cfg: FitConfig, gof: bool = True) -> RowFit:
             cfg.levels,
             **{name: t.numpy() for name, t in out.items()},
             threads=torch.get_num_threads(),
+            **({name: t.numpy() for name, t in stats.items()} if gof else {}),
         )
         if needed <= columns:
             break
         columns = cfg.n_columns
-    stats: tuple[torch.Tensor, ...]
-    if gof:
-        xs = torch.sort(W.detach(), dim=1).values.to(torch.float64)
-        stats = gof_rows(xs, out["loc"], out["scale"], out["kappa"])
-    else:
-        stats = tuple(torch.full((rows,), float("nan"), dtype=torch.float64) for _ in GOF_FIELDS)
-    return RowFit(**out, **dict(zip(GOF_FIELDS, stats, strict=True)), ambiguous=torch.zeros(rows, dtype=torch.bool))
+    return RowFit(**out, **stats, ambiguous=torch.zeros(rows, dtype=torch.bool))
 
 
 def ald_only(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
