@@ -2,7 +2,13 @@
 
 For each head it times, on the same GPU and in the same run:
 
-* ``triton``: ``triton_fit.fit_rows`` on the whole head (one launch, results allocated),
+* ``triton``: ``triton_fit.fit_rows`` on the whole head (one launch, results allocated) with the
+  sort kernels,
+* ``triton-count`` (float16 / bfloat16 heads): the same with the counting kernel
+  (``fit_rows(..., counting=True)``, ``_triton_count``); its record also holds the memory it needs
+  beyond the head and its results (``scratch_mib``, from ``torch.cuda.max_memory_allocated`` of a
+  separate call, against the target of 10% of the head) and whether every row that neither kernel
+  flags has the sort kernels' memberships (``memberships_equal``),
 * ``torch``: ``torch_vec.fit_rows`` on the row block ``fit`` would give it (default memory
   budget); heads larger than one block are timed on their first block and scaled by the number
   of blocks (``extrapolated: true``),
@@ -42,6 +48,7 @@ from fcinterp_fast import bench
 from fcinterp_fast._triton import interpreting
 from fcinterp_fast.backends import registry, torch_vec, triton_fit
 from fcinterp_fast.config import DEFAULT_MAX_MEMORY, FitConfig
+from fcinterp_fast.result import RowFit
 
 Head = tuple[int, int, torch.dtype]
 #: (K, D, dtype): classifier heads (ImageNet-1k, -21k) and LLM vocabulary heads.
@@ -53,12 +60,20 @@ HEADS: list[Head] = [
     (152064, 8192, torch.bfloat16),
 ]
 #: The same kinds of head, tiny, for ``--dry-run`` on the CPU interpreter.
-DRY_HEADS: list[Head] = [(3, 40, torch.float32), (2, 70, torch.bfloat16)]
-TARGETS = {"1000x2048": ("torch / triton", ">=", 20.0), "152064x8192": ("triton / hbm_read", "<=", 10.0)}
+DRY_HEADS: list[Head] = [(3, 40, torch.float32), (2, 70, torch.bfloat16), (2, 50, torch.float16)]
+#: (head, ratio, comparison, bound): the speed goals of issues 1 and 15, checked in the table.
+TARGETS = [
+    ("1000x2048", "torch / triton", ">=", 20.0),
+    ("152064x8192", "triton / hbm_read", "<=", 10.0),
+    ("152064x8192", "triton-count / hbm_read", "<=", 20.0),
+    ("32000x4096", "triton-count / hbm_read", "<=", 20.0),
+]
+#: Most memory the counting kernel may hold besides the head and its results, as a fraction of the head.
+SCRATCH_TARGET = 0.10
 #: The file ``write_results`` rewrites after every measurement (``gpu_check.sh`` collects it).
 RESULTS_FILE = "gpu-results.json"
 #: What ``bench_head`` measures of each head, in order.
-STEPS = ("hbm_read", "triton", "torch.sort", "torch")
+STEPS = ("hbm_read", "triton", "triton-count", "torch.sort", "torch")
 
 
 def laplace_head(K: int, D: int, dtype: torch.dtype, device: str, seed: int = 0) -> torch.Tensor:
@@ -95,8 +110,8 @@ def markdown(records: list[dict], env: dict[str, Any]) -> str:
         f"python {env['python']}, git {git}" + (" - Triton interpreter (dry run)" if env["triton_interpreter"] else ""),
         "",
         "| head | dtype | triton ms | torch ms | torch / triton | torch.sort ms | triton / sort "
-        "| HBM read ms | triton / hbm_read | ambiguous rows |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| HBM read ms | triton / hbm_read | ambiguous rows | count ms | count / hbm_read | count scratch / head |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     heads: dict[tuple[str, str], dict[str, dict]] = {}
     for record in records:
@@ -111,19 +126,32 @@ def markdown(records: list[dict], env: dict[str, Any]) -> str:
             return f"{ms[a] / ms[b]:.2f}" if a in ms and b in ms else "-"
 
         ambiguous = steps.get("triton", {}).get("ambiguous_rows", "-")
+        scratch = steps.get("triton-count", {}).get("scratch_fraction")
         lines.append(
             f"| {head} | {dtype} | {cell('triton')} | {cell('torch')} | {ratio('torch', 'triton')} "
             f"| {cell('torch.sort')} | {ratio('triton', 'torch.sort')} | {cell('hbm_read')} "
-            f"| {ratio('triton', 'hbm_read')} | {ambiguous} |"
+            f"| {ratio('triton', 'hbm_read')} | {ambiguous} | {cell('triton-count')} "
+            f"| {ratio('triton-count', 'hbm_read')} | {'-' if scratch is None else f'{scratch:.3f}'} |"
         )
     lines += ["", "\\* extrapolated from the first row block of the torch backend.", ""]
-    for head, (what, op, bound) in TARGETS.items():
+    for head, what, op, bound in TARGETS:
         m = {w: r["ms"] for (h, _), steps in heads.items() if h == head for w, r in steps.items() if r.get("ms")}
         a, b = what.split(" / ")
         if a in m and b in m:
             value = m[a] / m[b]
             ok = value >= bound if op == ">=" else value <= bound
             lines.append(f"- target {head}: {what} = {value:.2f} ({op} {bound}: {'met' if ok else 'NOT met'})")
+    for (head, _), steps in heads.items():
+        count = steps.get("triton-count", {})
+        if count.get("scratch_fraction") is not None:
+            ok = count["scratch_fraction"] <= SCRATCH_TARGET
+            lines.append(
+                f"- target {head}: counting scratch = {count['scratch_mib']:.1f} MiB = "
+                f"{count['scratch_fraction']:.3f} of the head (<= {SCRATCH_TARGET}: {'met' if ok else 'NOT met'}); "
+                f"peak allocated {count['peak_total_mib']:.1f} MiB = head {count['head_mib']:.1f} + results "
+                f"{count['output_mib']:.1f} + scratch; memberships equal to the sort kernels': "
+                f"{count['memberships_equal']}"
+            )
     lines += [f"- skipped {r['head']} {r['what']}: {r['skipped']}" for r in records if r.get("skipped")]
     return "\n".join(lines) + "\n"
 
@@ -175,6 +203,12 @@ def bench_head(
     ambiguous = int(triton_fit.fit_rows(W, cfg).ambiguous.sum())
     results.add(**common, what="triton", **measured, ambiguous_rows=ambiguous)
 
+    if dtype in (torch.float16, torch.bfloat16):
+        if left() > 5:
+            results.add(**common, what="triton-count", **counting_record(W, cfg, device, min(10, left() / 4)))
+        else:
+            results.add(**common, what="triton-count", ms=None, skipped="time budget")
+
     if left() > 5:
         results.add(**common, what="torch.sort", **timed(lambda: torch.sort(W, dim=1), device, min(5, left() / 4)))
     else:
@@ -190,6 +224,45 @@ def bench_head(
         results.add(**common, what="torch", ms=None, skipped="time budget")
 
 
+def counting_record(W: torch.Tensor, cfg: FitConfig, device: str, budget_s: float) -> dict[str, Any]:
+    """The ``triton-count`` record of a 16-bit head: time, ambiguous rows, memory beyond the head and
+    the results, and whether its memberships equal the sort kernels' on every row neither flags."""
+
+    def count() -> RowFit:
+        return triton_fit.fit_rows(W, cfg, counting=True)
+
+    record = timed(count, device, budget_s=budget_s)
+    got = count()
+    record["ambiguous_rows"] = int(got.ambiguous.sum())
+    output_bytes = sum(t.numel() * t.element_size() for t in got.fields().values())
+    sorted_fit = triton_fit.fit_rows(W, cfg, counting=False)
+    decided = ~got.ambiguous & ~sorted_fit.ambiguous
+    record["memberships_equal"] = all(
+        bool(torch.equal(a, b) or ((a == b) | (a.isnan() & b.isnan())).all())  # absent nodes: NaN in both
+        for a, b in ((getattr(got, n)[decided], getattr(sorted_fit, n)[decided]) for n in ("count", "lo", "hi"))
+    )
+    del got, sorted_fit, decided
+    head_bytes = W.numel() * W.element_size()
+    record.update(head_mib=head_bytes / 2**20, output_mib=output_bytes / 2**20)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        held = torch.cuda.memory_allocated()
+        result = count()
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+        del result
+        scratch = peak - held - output_bytes
+        record.update(
+            peak_total_mib=peak / 2**20,
+            held_before_mib=held / 2**20,
+            scratch_mib=scratch / 2**20,
+            scratch_fraction=scratch / head_bytes,
+        )
+    return record
+
+
 def parse_head(text: str) -> Head:
     """``"6x16384:float32"`` -> (6, 16384, torch.float32); the dtype defaults to float32."""
     shape, _, dtype = text.partition(":")
@@ -202,6 +275,8 @@ def _compile_one(K: int, D: int, dtype_name: str) -> str:
     t0 = time.perf_counter()
     W = torch.randn(min(K, 64), D, device="cuda").to(getattr(torch, dtype_name))
     triton_fit.fit_rows(W, FitConfig())
+    if W.dtype in (torch.float16, torch.bfloat16):
+        triton_fit.fit_rows(W, FitConfig(), counting=True)
     bench.sync("cuda")
     return f"compiled {K}x{D} {dtype_name} in {time.perf_counter() - t0:.1f} s"
 
@@ -250,7 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "steps": list(STEPS),
         "max_reps": {"default": 10, "torch": 3},
         "flush_l2": True,
-        "targets": {head: " ".join(map(str, target)) for head, target in TARGETS.items()},
+        "targets": [" ".join(map(str, target)) for target in TARGETS],
+        "counting_scratch_target": f"scratch_mib <= {SCRATCH_TARGET} * head_mib",
     }
     results = Results(args.out, device, config)
     bandwidth = copy_bandwidth(device, 2**30 if device == "cuda" else 2**20)

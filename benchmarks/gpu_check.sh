@@ -5,6 +5,7 @@
 #
 #     OUT=/some/dir GIT_SHA=$(git rev-parse HEAD) bash benchmarks/gpu_check.sh
 #
+# Without CUDA it says so, checks the benchmark script on the Triton interpreter and exits 2.
 # Steps, each bounded by `timeout`; a failing step never stops the ones after it:
 #   1. install the wheels in .whl/ (packages that machine lacks) into /tmp/site
 #   2. in the background: compile the benchmark's Triton kernels (and the largest test rows) in
@@ -12,7 +13,9 @@
 #   3. build the C++ extension in place, if setup.py exists
 #   4. the GPU tests: pytest -m gpu           -> $OUT/gpu-tests.log
 #   5. the benchmark: benchmarks/bench_gpu.py -> $OUT/gpu-results.json (fcinterp_fast.bench's
-#      common JSON layout, rewritten after every measurement) and its table $OUT/gpu-results.md
+#      common JSON layout, rewritten after every measurement) and its table $OUT/gpu-results.md:
+#      the sort kernels on every head, the counting kernel of 16-bit heads (issue 15: ratio to one
+#      HBM read of the head, scratch memory against 10% of the head), torch.sort, the torch backend
 # Everything printed also goes to $OUT/gpu-check.log. The whole script ends within 6 minutes.
 set -u
 cd "$(dirname "$0")/.."
@@ -51,6 +54,18 @@ if compgen -G ".whl/*.whl" >/dev/null; then
     step "install wheels" 40 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
 fi
 export PYTHONPATH=/tmp/site:$PWD
+
+# Without a CUDA device nothing can be measured: say so, check the benchmark's plumbing on the
+# Triton interpreter (tiny heads, CPU timings that mean nothing) and exit 2, so that no one takes
+# the run for a measurement.
+if ! python3 -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    echo "== NO CUDA DEVICE: nothing measured. The gpu tests would all skip and the benchmark needs CUDA."
+    echo "== Checking the benchmark script on the Triton interpreter instead -> $OUT/dry-run/ (not GPU results)"
+    step "benchmark dry run" 240 env TRITON_INTERPRET=1 PYTHONWARNINGS=ignore \
+        python3 benchmarks/bench_gpu.py --dry-run --out "$OUT/dry-run" --budget 60
+    echo "== [$(elapsed)s] NOT MEASURED: run benchmarks/gpu_check.sh on a machine with a CUDA GPU"
+    exit 2
+fi
 
 # 2. compile in the background (Triton's on-disk cache is shared by every later step)
 step "precompile kernels" 240 python3 benchmarks/bench_gpu.py --compile-only --jobs 6 --precompile 6x16384:float32 &

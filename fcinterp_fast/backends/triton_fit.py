@@ -7,12 +7,19 @@ split level, several rows per program when rows are short). Longer rows are sort
 chunks. Both write ``RowFit`` directly (columns laid out as in ``_config``) and flag the rows whose
 split thresholds their float64 sums cannot decide (``fit`` recomputes those exactly).
 
+float16 and bfloat16 heads can instead be fitted without any sort by counting their bit patterns
+(``_triton_count``). That kernel is tested under the interpreter and compiles for sm_90, but has
+not been measured on a GPU, so it is off by default: ``FCINTERP_TRITON_COUNTING=1`` (or
+``fit_rows(..., counting=True)``) turns it on.
+
 With ``TRITON_INTERPRET=1`` the same kernels run on CPU tensors through Triton's interpreter
 (slow: for tests on small shapes); the backend then also accepts CPU tensors but is never
 chosen by ``backend="auto"``.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -22,7 +29,11 @@ from ..heads.source import FLOAT_DTYPES
 from ..result import RowFit
 from .registry import Backend, register_backend
 
-__all__ = ["fit_rows"]
+__all__ = ["fit_rows", "COUNTING_ENV", "counting_enabled"]
+
+#: Environment variable that switches the counting kernel on for 16-bit heads ("1"); unmeasured on a
+#: GPU so far, so the sort kernels fit them unless it is set.
+COUNTING_ENV = "FCINTERP_TRITON_COUNTING"
 
 #: Scratch memory (bytes) of one launch of the long-row path; longer blocks are split.
 _SORTED_PATH_BYTES = 256 * 2**20
@@ -54,19 +65,31 @@ def _check_input(W: torch.Tensor) -> None:
         )
 
 
-def fit_rows(W: torch.Tensor, cfg: FitConfig) -> RowFit:
+def counting_enabled() -> bool:
+    """Whether ``FCINTERP_TRITON_COUNTING`` asks for the counting kernel on 16-bit heads."""
+    return os.environ.get(COUNTING_ENV, "0") not in ("", "0")
+
+
+def fit_rows(W: torch.Tensor, cfg: FitConfig, *, counting: bool | None = None) -> RowFit:
     """Fit every row of ``W`` (R, D), float16/bfloat16/float32/float64, any strides, on CUDA.
 
-    Rows must be finite (``fit`` checks every block before it gets here). Returns a ``RowFit``
-    on W's device with ``cfg.n_columns`` node columns.
+    Rows must be finite (``fit`` checks every block before it gets here). ``counting``: fit a
+    float16/bfloat16 head with the counting kernel (``_triton_count``) instead of sorting it;
+    None: as ``FCINTERP_TRITON_COUNTING`` says (off unless set to 1). Returns a ``RowFit`` on W's
+    device with ``cfg.n_columns`` node columns.
     """
     _check_input(W)
+    from . import _triton_count
     from . import _triton_kernels as kernels
 
     out = RowFit.empty(W.shape[0], cfg.n_columns, device=W.device)
     if W.shape[0] == 0:
         return out
-    if W.shape[1] <= kernels.MAX_SINGLE_PASS:
+    if counting is None:
+        counting = counting_enabled()
+    if counting and _triton_count.fits(W):
+        _triton_count.fit_rows(W, cfg, out)
+    elif W.shape[1] <= kernels.MAX_SINGLE_PASS:
         _single_pass(W, cfg, out, kernels)
     else:
         _sorted_path(W, cfg, out, kernels)
