@@ -7,8 +7,9 @@ A null head has the shape and dtype of the head it imitates; its row k is drawn 
 * ``"ald"``: row k's fitted ALD (docs/spec.md section 4): what a perfectly ALD-like head gives.
 
 Fitting it with the same options gives the baseline the real fit is compared with (``fit(null=...)``,
-``HeadFit.summary``). Rows are drawn in chunks of ``CHUNK_ROWS`` rows on the CPU in float64, chunk c
-from its own generator seeded by (seed, kind, c), then rounded to the head's dtype: the same seed
+``HeadFit.summary``). Rows are drawn in chunks of ``CHUNK_ROWS`` rows on the CPU (row parameters in
+float64, the draws in float64 for float64 heads and in float32 for the others), chunk c from its
+own generator seeded by (seed, kind, c), then rounded to the head's dtype: the same seed
 gives the same head whatever block size reads it, on any device. ``NullSource`` draws the chunks a
 block needs when ``fit`` reads it, so the null of a file head is streamed like the head itself.
 Rows whose model is degenerate (zero spread; an ALD with scale 0 or kappa 0 / inf) are constant
@@ -54,32 +55,34 @@ def chunk_seed(seed: int, kind: str, chunk: int) -> int:
     return (int(words[0]) << 31) ^ int(words[1])
 
 
-def draw_rows(real: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
-    """Null rows for the rows ``real`` (R, D) float64 CPU: (R, D) float64 CPU, drawn from ``generator``."""
+def draw_rows(real: torch.Tensor, kind: str, generator: torch.Generator, dtype: torch.dtype = torch.float64):
+    """Null rows for the rows ``real`` (R, D) float64 CPU: (R, D) CPU tensor of ``dtype`` (float32 or
+    float64: the precision of the draws), drawn from ``generator``. Row parameters are float64."""
     rows, D = real.shape
     if kind == "normal":
         std, mean = torch.std_mean(real, dim=1, keepdim=True, correction=0)
-        return torch.randn(rows, D, dtype=torch.float64, generator=generator).mul_(std).add_(mean)
-    u = torch.rand(rows, D, dtype=torch.float64, generator=generator)
+        return torch.randn(rows, D, dtype=dtype, generator=generator).mul_(std.to(dtype)).add_(mean.to(dtype))
+    u = torch.rand(rows, D, dtype=dtype, generator=generator)
     xs = real.sort(dim=1).values
     half = D // 2
     median = xs[:, half : half + 1] if D % 2 else (xs[:, half - 1 : half] + xs[:, half : half + 1]) / 2
     if kind == "laplace":
-        b = (real - median).abs().mean(1, keepdim=True)
+        b = (real - median).abs().mean(1, keepdim=True).to(dtype)
         # inverse cdf on u - 1/2 in (-1/2, 1/2); u == 0 would give -inf: draw it at the median
         centred = torch.where(u > 0, u - 0.5, 0.0)
-        return median - b * centred.sign() * torch.log1p(-2 * centred.abs())
+        return median.to(dtype) - b * centred.sign() * torch.log1p(-2 * centred.abs())
     loc, scale, kappa, _ = ald_rows(xs)
     valid = ald_valid(scale, kappa)[:, None]
     one = torch.ones_like(kappa)[:, None]
-    loc, scale, kappa = loc[:, None], torch.where(valid, scale[:, None], 0.0), torch.where(valid, kappa[:, None], one)
+    scale, kappa = torch.where(valid, scale[:, None], 0.0), torch.where(valid, kappa[:, None], one)
+    loc, scale, kappa = loc[:, None].to(dtype), scale.to(dtype), kappa.to(dtype)
     # scipy's laplace_asymmetric._ppf, with 0 < q < 1
     q = torch.where(u > 0, u, 0.5)
     both = kappa + 1 / kappa
     upper = -torch.log((1 - q) * both * kappa) / kappa
     lower = torch.log(q * both / kappa) * kappa
     z = torch.where(q >= kappa / both, upper, lower)
-    return torch.where(valid, loc + scale * z, median)
+    return torch.where(valid, loc + scale * z, median.to(dtype))
 
 
 class NullSource(HeadSource):
@@ -104,7 +107,8 @@ class NullSource(HeadSource):
         start, stop = chunk * CHUNK_ROWS, min((chunk + 1) * CHUNK_ROWS, self.shape[0])
         real = self.source.rows(start, stop).to("cpu", torch.float64)
         generator = torch.Generator().manual_seed(chunk_seed(self.seed, self.kind, chunk))
-        drawn = draw_rows(real, self.kind, generator)
+        work = torch.float64 if self.dtype == torch.float64 else torch.float32  # enough for the head's dtype
+        drawn = draw_rows(real, self.kind, generator, work)
         # stay inside what the fit accepts: finite in the head's dtype, float64 sums that cannot overflow
         info = torch.finfo(self.dtype)
         limit = info.max if self.dtype != torch.float64 else info.max / (4 * self.shape[1])
