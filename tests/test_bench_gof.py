@@ -27,7 +27,8 @@ def test_quick_run_writes_its_ratios(tmp_path, capsys):
     assert data["benchmark"] == "gof" and data["config"]["quick"] is True
     names = [r["what"] for r in data["records"]]
     assert names == ["cpu-no-gof", "cpu", "fit", "fit+null-normal", "null_head-normal", "ratios"]
-    assert all(r["best_s"] > 0 for r in data["records"][:-1])
+    assert all(r["best_wall_s"] > 0 and r["best_cpu_s"] >= 0 for r in data["records"][:-1])
+    assert set(data["records"][-1]["wall"]) == {"gof_overhead", "null_overhead", "gof_null_overhead"}
     assert path.with_suffix(".md").exists()
 
 
