@@ -180,6 +180,7 @@ def test_fit_with_null_heads(safetensors_head, tmp_path, capsys):
     code, stdout, err = run_cli(capsys, *argv, "--null", "normal,ald", "--null-seed", "5", "--classes", "2")
     assert code == 0, err
     assert f"report: {out / 'index.html'}" in stdout
+    assert "ALD beats the normal by AIC in " in stdout and "median R^2 of +: trained " in stdout
     assert_png(out / "null_comparison.png", min_size=(200, 200))
     expected = fcinterp_fast.fit(
         safetensors_head, name="lm_head.weight", min_size=4, null=("normal", "ald"), null_seed=5

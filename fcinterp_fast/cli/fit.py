@@ -44,6 +44,7 @@ __all__ = [
     "print_summary",
     "parse_size",
     "parse_null_kinds",
+    "gof_line",
 ]
 
 _SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -242,6 +243,26 @@ def _open_head(args):
     return model, args.name, label, tuple(head_weight(model, args.name).shape), class_names(model)
 
 
+def gof_line(fit: HeadFit) -> str:
+    """One line on the goodness of fit (docs/spec.md section 7): where the ALD beats the normal and the
+    Laplace by AIC, median kappa and KS distance, and the nulls' median R^2 of ``+`` if fitted."""
+    gof = fit.gof
+
+    def share(daic) -> str:
+        finite = daic[~daic.isnan()]
+        return f"{100 * float((finite > 0).double().mean()):.1f}%" if finite.numel() else "n/a"
+
+    line = (
+        f"ALD beats the normal by AIC in {share(gof.daic_normal)} of classes, the Laplace in "
+        f"{share(gof.daic_laplace)}; median kappa {float(fit.ald.kappa.nanmedian()):.3f}, "
+        f"median KS {float(gof.ks.nanmedian()):.3f}"
+    )
+    if fit.null:
+        plus = {name: h.r2[:, h.nodes.index("+")].nanmedian() for name, h in [("trained", fit), *fit.null.items()]}
+        line += "; median R^2 of +: " + ", ".join(f"{name} {float(v):.3f}" for name, v in plus.items())
+    return line
+
+
 def print_summary(fit: HeadFit, ks: Sequence[int], label: str, seconds: float) -> None:
     """What ``fit`` and ``demo`` print: the head, median R^2 per node, and the chosen classes."""
     K, D = fit.shape
@@ -249,6 +270,7 @@ def print_summary(fit: HeadFit, ks: Sequence[int], label: str, seconds: float) -
     chain = fit.config.tree == "chain"
     medians = [f"{s.side * s.level if chain else f'L{s.level}{s.side}'} {s.median:.3f}" for s in level_stats(fit)]
     print("  median R^2 per node: " + ", ".join(medians))
+    print("  " + gof_line(fit))
     for k in ks:
         plus, minus = fit.column("+"), fit.column("-")
         deepest = {side: fit.nodes[fit.column(side + "*", k)] for side in "+-"} if chain else {}
