@@ -138,3 +138,27 @@ def test_gradcam_baseline_is_the_oracles_smooth_grad_cam():
     maps = baselines.gradcam_smooth_maps(ours, ours[1], copies, n, k)
     assert maps.shape == (2, 12, 12) and maps.dtype == np.float32
     np.testing.assert_array_equal(maps, cam_oracle.smooth_maps(theirs, theirs[1], copies, n, k))
+
+
+def test_cam_dropin_benchmark_quick_run(tmp_path, capsys):
+    """benchmarks/bench_cam_dropin.py --quick: both GradCAMPlusPlus, equal maps, a ratio, JSON."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_cam_dropin.py"
+    if not path.is_file():
+        pytest.skip("benchmarks/ is not shipped in the sdist")
+    spec = importlib.util.spec_from_file_location("bench_cam_dropin", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--quick", "--out", str(tmp_path)]) == 0
+    assert "| resnet18 (torchvision, random init" in capsys.readouterr().out
+    (written,) = tmp_path.glob("cam_dropin-*.json")
+    data = json.loads(written.read_text())
+    assert data["benchmark"] == "cam_dropin" and data["config"]["quick"] is True
+    records = {r["method"]: r for r in data["records"]}
+    assert set(records) == {"fcinterp_fast.cam.GradCAMPlusPlus", "pytorch_grad_cam.GradCAMPlusPlus"}
+    ours, theirs = records.values()
+    assert ours["max_abs_diff"] <= 1e-5 and ours["seconds"] > 0 and theirs["seconds"] > 0
+    assert ours["speedup"] == pytest.approx(theirs["seconds"] / ours["seconds"])

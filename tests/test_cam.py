@@ -114,8 +114,8 @@ def test_gradcampp_equals_pytorch_grad_cam(case, images):
 
 def test_efficientnet_lite0_equals_pytorch_grad_cam(lite0, hopper_path):
     k = fcinterp_fast.classes.find_class(fcinterp_fast.classes.class_names(lite0), "military uniform")
-    maps = fcinterp_fast.explain(lite0, hopper_path, [("military uniform", None)], method="gradcam++", weights="fc")
     x = fcinterp_fast.models.transform(lite0)(Image.open(hopper_path).convert("RGB"))[None]
+    maps = fcinterp_fast.explain(lite0, x, [("military uniform", None)], method="gradcam++", weights="fc")
     assert maps.shape == (1, 1, *x.shape[-2:])
     assert_within("map", maps[:, 0], cam_oracle.gradcampp(lite0, lite0.bn2, x, k), ATOL)
 
@@ -264,13 +264,40 @@ def test_float16_model_gives_float32_maps_close_to_float32_model(images):
 
 
 # ------------------------------------------------------------------- inputs and resolution
-def test_images_as_paths_and_pil_equal_preprocessed_tensor(lite0, hopper_path):
-    x = fcinterp_fast.models.transform(lite0)(Image.open(hopper_path).convert("RGB"))[None]
+def test_images_as_paths_and_pil_give_maps_at_the_original_size(lite0, hopper_path):
+    """A photo's maps come back on the photo: the crop's maps resampled onto the original pixels,
+    NaN on the border the centre crop cut away (and only there)."""
+    picture = Image.open(hopper_path).convert("RGB")
+    x = fcinterp_fast.models.transform(lite0)(picture)[None]
     targets = [("military uniform", "+"), (652, None)]
     with GradCAMPlusPlus(lite0) as cam:
-        from_tensor = cam.maps(x, targets)
-        torch.testing.assert_close(cam.maps([hopper_path], targets), from_tensor)
-        torch.testing.assert_close(cam.maps(Image.open(hopper_path), targets), from_tensor)
+        crop_maps = cam.maps(x, targets)
+        from_path = cam.maps([hopper_path], targets)
+        torch.testing.assert_close(cam.maps(picture, targets), from_path, equal_nan=True)
+    H0, W0 = picture.height, picture.width
+    assert from_path.shape == (1, 2, H0, W0)
+    # timm: shorter side (W0 = 512) to round(224 / 0.875) = 256, then the centre 224 x 224
+    resized_h = int(256 * H0 / W0)
+    s = W0 / 256
+    top, left = round((resized_h - 224) / 2) * s, 16 * s
+    rows = (torch.arange(H0) + 0.5 >= top) & (torch.arange(H0) + 0.5 <= top + 224 * s)
+    cols = (torch.arange(W0) + 0.5 >= left) & (torch.arange(W0) + 0.5 <= left + 224 * s)
+    seen = rows[:, None] & cols[None, :]
+    assert torch.equal(~torch.isnan(from_path[0, 0]), seen) and 0 < seen.float().mean() < 1
+    # resampling the original-size maps back onto the crop's pixel centres gives the crop's maps
+    ys = (top + (torch.arange(224) + 0.5) * s - 0.5).round().long()
+    xs = (left + (torch.arange(224) + 0.5) * s - 0.5).round().long()
+    back = from_path[0][:, ys][:, :, xs]
+    assert (back - crop_maps[0]).abs().max() < 0.05  # nearest original pixel of each crop pixel
+    assert np.corrcoef(back.flatten(), crop_maps[0].flatten())[0, 1] > 0.999
+
+
+def test_images_of_different_sizes_give_a_list(hopper_path, tmp_path):
+    model = _random_model("resnet18")
+    small = tmp_path / "small.png"
+    Image.open(hopper_path).convert("RGB").resize((300, 200)).save(small)
+    maps = explain(model, [hopper_path, small], [(1, None)], method="gradcam++")
+    assert isinstance(maps, list) and [tuple(m.shape) for m in maps] == [(1, 600, 512), (1, 200, 300)]
 
 
 def test_deepest_node_and_class_names_resolve(resnet18, resnet18_fit, images):
@@ -329,10 +356,64 @@ def test_concurrent_calls_on_one_model_equal_serial_calls(resnet18, resnet18_fit
         torch.testing.assert_close(maps, serial, atol=1e-6, rtol=0)
 
 
-def test_custom_model_needs_target_layer(images):
+def test_torchvision_model_finds_its_target_layer(images):
     model = torchvision.models.resnet18(num_classes=10).eval()
-    with pytest.raises(ValueError, match="target_layer"):
-        explain(model, images, [(1, None)])
+    assert fcinterp_fast.cam.find_target_layer(model) is model.layer4[-1]
+    found = explain(model, images, [(1, None)], method="gradcam++")
+    torch.testing.assert_close(found, explain(model, images, [(1, None)], method="gradcam++", target_layer="layer4"))
+
+
+def test_targets_none_explains_each_images_top_class(resnet18, images):
+    with torch.no_grad():
+        top = resnet18(images).argmax(dim=-1).tolist()
+    assert len(set(top)) == 2  # the two images disagree, so per-image choice is tested
+    maps = explain(resnet18, images, method="gradcam++", weights="fc")
+    want = explain(resnet18, images, [[(k, None)] for k in top], method="gradcam++", weights="fc")
+    assert maps.shape == (2, 1, 64, 64)
+    torch.testing.assert_close(maps, want, atol=0, rtol=0)
+    for b, k in enumerate(top):
+        alone = explain(resnet18, images[b : b + 1], [(k, None)], method="gradcam++", weights="fc")
+        torch.testing.assert_close(maps[b], alone[0], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("layer", [None, "layer3"])
+def test_targets_per_image(resnet18, resnet18_fit, images, layer):
+    per_image = [[(3, "+"), (8, None)], [(5, "-*"), (3, "+")]]
+    options = dict(method="gradcam++", fit=resnet18_fit, target_layer=layer)
+    maps = explain(resnet18, images, per_image, **options)
+    assert maps.shape == (2, 2, 64, 64)
+    for b, targets in enumerate(per_image):
+        alone = explain(resnet18, images[b : b + 1], targets, **options)
+        torch.testing.assert_close(maps[b], alone[0], atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="same number of targets"):
+        explain(resnet18, images, [[(3, "+")], [(5, None), (3, None)]], **options)
+    with pytest.raises(ValueError, match="2 lists .* but there are 1 images"):
+        explain(resnet18, images[:1], per_image, **options)
+
+
+def test_target_layer_found_for_timm_torchvision_and_hugging_face():
+    transformers = pytest.importorskip("transformers")
+    find = fcinterp_fast.cam.find_target_layer
+    lite = _random_model("efficientnet_lite0")
+    assert find(lite) is lite.bn2
+    vit = _random_vit()
+    assert find(vit) is vit.blocks[-1].norm1
+    tv = torchvision.models.mobilenet_v3_small(num_classes=10).eval()
+    assert find(tv) is tv.features[-1]
+    torch.manual_seed(0)
+    config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=5)
+    hf = transformers.ResNetForImageClassification(config).eval()
+    assert find(hf) is hf.resnet.encoder.stages[-1]
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    assert explain(hf, x, method="gradcam++").shape == (2, 1, 64, 64)
+    vit_config = transformers.ViTConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, image_size=32, patch_size=8
+    )
+    hf_vit = transformers.ViTForImageClassification(vit_config).eval()
+    with pytest.raises(ValueError, match="pass target_layer="):
+        find(hf_vit)
+    with pytest.raises(ValueError, match="training mode"):
+        find(torchvision.models.resnet18(num_classes=10))
 
 
 # --------------------------------------------------------------------------------- errors
@@ -447,17 +528,27 @@ def test_class_by_name_needs_class_names(images):
 
 # ------------------------------------------------------- the chain figure and its command line
 @pytest.mark.slow
-def test_chain_figure_draws_every_level(lite0, hopper_path, tmp_path):
-    """Every panel of the paper's Fig. 5 shows the map of its node, titled with the node's size."""
+@pytest.mark.parametrize("scale", ["shared", "panel"])
+def test_chain_figure_draws_every_level(lite0, hopper_path, tmp_path, scale):
+    """Every panel of the paper's Fig. 5 shows the map of its node on the whole photo, titled with
+    the node's size, on one colour scale for all panels ("shared") or its own ("panel")."""
     fit = fcinterp_fast.fit(lite0, depth=3)
     k = fit.class_index("military uniform")
-    figure = chain_figure(
-        lite0, hopper_path, k, fit=fit, options=CamOptions(n_samples=2), generator=torch.Generator().manual_seed(0)
-    )
+    options = CamOptions(n_samples=2, scale=scale)
+    figure = chain_figure(lite0, hopper_path, k, fit=fit, options=options, generator=torch.Generator().manual_seed(0))
     chains = [[n for j, n in enumerate(fit.nodes) if set(n) == {sign} and fit.count[k, j] > 0] for sign in "+-"]
     assert [len(chain) for chain in chains] == [3, 3]  # depth=3: both chains reach level 3
     targets = [(k, None)] + [(k, node) for chain in chains for node in chain]
-    maps = explain(lite0, hopper_path, targets, n_samples=2, fit=fit, generator=torch.Generator().manual_seed(0))[0]
+    with SmoothGradCAMPlusPlus(lite0, n_samples=2, fit=fit) as cam:
+        raw = cam.maps(hopper_path, targets, generator=torch.Generator().manual_seed(0), scaled=False)[0]
+    assert raw.shape == (len(targets), 600, 512) and torch.isnan(raw).any()  # the whole photo, crop border NaN
+    seen = ~torch.isnan(raw)
+    if scale == "panel":
+        lo = torch.stack([m[ok].min() for m, ok in zip(raw, seen, strict=True)])[:, None, None]
+        hi = torch.stack([m[ok].max() for m, ok in zip(raw, seen, strict=True)])[:, None, None]
+    else:
+        lo, hi = raw[seen].min(), raw[seen].max()
+    maps = (raw - lo) / (1e-7 + hi - lo)
     panels = {ax.get_title(): ax for ax in figure.axes if ax.images}
     titles = ["whole class\n1280 neurons"] + [
         f"{node}\n{int(fit.count[k, fit.nodes.index(node)])} neurons" for chain in chains for node in chain
@@ -467,12 +558,28 @@ def test_chain_figure_draws_every_level(lite0, hopper_path, tmp_path):
         picture, overlay = panels[title].images
         assert picture.get_array().shape == (*expected.shape, 3)
         np.testing.assert_allclose(overlay.get_array(), expected.numpy(), atol=1e-6)
-    assert (
-        "'military uniform'" in figure.get_suptitle() and "Smooth Grad-CAM++ (2 noisy copies" in figure.get_suptitle()
-    )
+    peaks = [float(np.nanmax(panels[t].images[1].get_array())) for t in titles]
+    if scale == "shared":
+        assert max(peaks) == pytest.approx(1.0, abs=1e-6) and min(peaks) < 0.9  # nodes differ in strength
+    else:
+        assert all(p == pytest.approx(1.0, abs=1e-5) for p in peaks)
+    suptitle = figure.get_suptitle()
+    assert "'military uniform'" in suptitle and "Smooth Grad-CAM++ (2 noisy copies" in suptitle
+    assert f"{scale} colour scale" in suptitle
     out = save_figure(figure, tmp_path / "sub" / "fig.png")
     picture = matplotlib.image.imread(out)
     assert picture.shape[1] > 2 * picture.shape[0]  # input column, label column and three levels side by side
+
+
+@pytest.mark.slow
+def test_chain_figure_says_why_a_panel_is_empty(lite0, hopper_path):
+    """Under weights="fc" a - node's weights are all negative: its map is zero, and the panel says why."""
+    fit = fcinterp_fast.fit(lite0, depth=2)
+    options = CamOptions(method="gradcam++", weights="fc")
+    figure = chain_figure(lite0, hopper_path, "military uniform", fit=fit, options=options)
+    notes = {ax.get_title().split("\n")[0]: [t.get_text() for t in ax.texts] for ax in figure.axes if ax.images}
+    assert all("a - node\nare negative" in " ".join(notes[node]) for node in ("-", "--"))
+    assert not any(notes[node] for node in ("+", "++", "whole class"))
 
 
 def _parse(*argv):
@@ -485,7 +592,12 @@ def test_cli_defaults_are_the_libraries():
     args = _parse()
     assert (args.model, args.seed, args.cls) == (fcinterp_fast.models.DEFAULT_MODEL, 0, None)
     options = CamOptions(
-        method=args.method, n_samples=args.n_samples, noise=args.noise, smooth=args.smooth, weights=args.weights
+        method=args.method,
+        n_samples=args.n_samples,
+        noise=args.noise,
+        smooth=args.smooth,
+        weights=args.weights,
+        scale=args.scale,
     )
     assert options == CamOptions()
     assert (args.min_size, args.depth) == (fcinterp_fast.FitConfig.min_size, fcinterp_fast.FitConfig.depth)
@@ -500,3 +612,30 @@ def test_cli_run_writes_the_figure(hopper_path, tmp_path, capsys):
     picture = matplotlib.image.imread(out)
     assert picture.shape[1] > 2 * picture.shape[0]  # input, labels and two levels side by side
     assert picture[..., :3].std() > 0.05  # not a blank canvas
+
+
+# ------------------------------------------------------------------------------- overlay
+def test_overlay_blends_like_show_cam_on_image_and_greys_unseen_pixels():
+    from fcinterp_fast.cam import overlay
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    values = rng.random((20, 30))
+    values[:, :5] = np.nan  # cropped away
+    out = overlay(image, values, alpha=0.4)
+    assert out.shape == (20, 30, 3) and out.dtype == np.uint8
+    colour = matplotlib.colormaps["jet"](values[:, 5:])[..., :3]
+    want = 0.6 * image[:, 5:] / 255 + 0.4 * colour
+    np.testing.assert_allclose(out[:, 5:] / 255, want, atol=1 / 255)
+    grey = out[:, :5].astype(int)
+    assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()  # no colour
+    # PIL image and a smaller map (resized), tensor image; bad input names the problem
+    small = overlay(Image.fromarray(image), torch.rand(10, 15), alpha=0.5, colormap="viridis")
+    assert small.shape == (20, 30, 3)
+    assert overlay(torch.rand(3, 8, 8), np.zeros((8, 8))).shape == (8, 8, 3)
+    with pytest.raises(ValueError, match=r"map values must lie in \[0, 1\]"):
+        overlay(image, values * 3)
+    with pytest.raises(ValueError, match="unknown colormap"):
+        overlay(image, np.zeros((20, 30)), colormap="nope")
+    with pytest.raises(ValueError, match="alpha"):
+        overlay(image, np.zeros((20, 30)), alpha=2)

@@ -26,7 +26,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["EPS", "SCALE_GUARD", "TRITON_MAX_HW", "combine_torch", "upsample_and_scale", "check_combine_args"]
+__all__ = [
+    "EPS",
+    "SCALE_GUARD",
+    "TRITON_MAX_HW",
+    "channel_weights",
+    "combine_torch",
+    "upsample",
+    "min_max_scale",
+    "upsample_and_scale",
+    "check_combine_args",
+]
 
 #: Grad-CAM++'s eps in the denominator of alpha (pytorch-grad-cam's value).
 EPS = 1e-6
@@ -37,6 +47,29 @@ SCALE_GUARD = 1e-7
 TRITON_MAX_HW = 4096
 
 
+def channel_weights(
+    A: torch.Tensor, g: torch.Tensor, g2: torch.Tensor | None = None, g3: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Grad-CAM++'s channel weights w_c = sum_ij alpha_cij relu(g_cij): (T, N, C) float32.
+
+    Args:
+        A: (N, C, h, w) activations, any float dtype.
+        g: (T, N, C, h, w) gradients; dimensions broadcast with zero strides (expanded views) are
+            computed once.
+        g2, g3: Omeiza's averaged g^2 and g^3, shaped like g; None computes them from g.
+    """
+    N, C, h, w = A.shape
+    T = g.shape[0]
+    g = _compact(g).float()
+    g2 = g * g if g2 is None else _compact(g2).float()
+    g3 = g2 * g if g3 is None else _compact(g3).float()
+    S = A.float().sum(dim=(2, 3), keepdim=True)  # (N, C, 1, 1)
+    alpha = g2 / (2 * g2 + S * g3 + EPS)  # (T, N or 1, C, h or 1, w or 1)
+    alpha = torch.where(g != 0, alpha, 0.0)
+    # Summing an expanded view reads the compacted values with zero strides: no copy is made.
+    return (alpha * g.clamp(min=0)).expand(T, N, C, h, w).sum(dim=(3, 4))
+
+
 def combine_torch(
     A: torch.Tensor,
     g: torch.Tensor,
@@ -45,35 +78,39 @@ def combine_torch(
     size: tuple[int, int],
     g2: torch.Tensor | None = None,
     g3: torch.Tensor | None = None,
+    scaled: bool = True,
 ) -> torch.Tensor:
-    """``base.combine`` in plain PyTorch (any device); the reference the Triton kernel is tested against."""
+    """``base.combine`` in plain PyTorch (any device); the reference the Triton kernel is tested against.
+
+    ``scaled=False`` leaves out the final min-max scaling: the relu'd maps, upsampled, in the units
+    of the target score times activations (what a shared colour scale across maps needs).
+    """
     check_combine_args(A, g, copies, size, g2, g3)
     N, C, h, w = A.shape
     T = g.shape[0]
-    A = A.float()
-    g = _compact(g).float()
-    g2 = g * g if g2 is None else _compact(g2).float()
-    g3 = g2 * g if g3 is None else _compact(g3).float()
-
-    S = A.sum(dim=(2, 3), keepdim=True)  # (N, C, 1, 1)
-    alpha = g2 / (2 * g2 + S * g3 + EPS)  # (T, N or 1, C, h or 1, w or 1)
-    alpha = torch.where(g != 0, alpha, 0.0)
-    # Summing an expanded view reads the compacted values with zero strides: no copy is made.
-    weights = (alpha * g.clamp(min=0)).expand(T, N, C, h, w).sum(dim=(3, 4))  # (T, N, C)
-    cam = torch.einsum("tnc,nchw->tnhw", weights, A).clamp(min=0)  # (T, N, h, w)
+    weights = channel_weights(A, g, g2, g3)  # (T, N, C)
+    cam = torch.einsum("tnc,nchw->tnhw", weights, A.float()).clamp(min=0)  # (T, N, h, w)
     cam = cam.reshape(T, N // copies, copies, h, w).mean(dim=2).transpose(0, 1)  # (B, T, h, w)
-    return upsample_and_scale(cam, size)
+    return upsample_and_scale(cam, size) if scaled else upsample(cam, size)
+
+
+def upsample(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, T, h, w) maps -> (B, T, H, W) float32, bilinear (align_corners=False)."""
+    if cam.shape[-2:] == (1, 1):  # F.interpolate leaves one-ulp noise on a constant map; scaling would amplify it
+        return cam.float().expand(*cam.shape[:2], *size)
+    return F.interpolate(cam.float(), size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def min_max_scale(cam: torch.Tensor) -> torch.Tensor:
+    """Each map (the last two dimensions) scaled to [0, 1]: (m - min m) / (1e-7 + max m - min m)."""
+    lo = cam.amin(dim=(-2, -1), keepdim=True)
+    hi = cam.amax(dim=(-2, -1), keepdim=True)
+    return (cam - lo) / (SCALE_GUARD + (hi - lo))
 
 
 def upsample_and_scale(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(B, T, h, w) maps -> (B, T, H, W) float32: bilinear (align_corners=False), then min-max."""
-    if cam.shape[-2:] == (1, 1):  # F.interpolate leaves one-ulp noise on a constant map; scaling would amplify it
-        cam = cam.float().expand(*cam.shape[:2], *size)
-    else:
-        cam = F.interpolate(cam.float(), size=tuple(size), mode="bilinear", align_corners=False)
-    lo = cam.amin(dim=(2, 3), keepdim=True)
-    hi = cam.amax(dim=(2, 3), keepdim=True)
-    return (cam - lo) / (SCALE_GUARD + (hi - lo))
+    return min_max_scale(upsample(cam, size))
 
 
 def check_combine_args(A, g, copies, size, g2, g3) -> None:

@@ -13,20 +13,27 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import BaseCAM, Reshape, TargetLayers, combine
+from .base import BaseCAM, LayerTerms, Reshape, Score, TargetLayers
 from .options import CamOptions
 
 __all__ = ["GradCAMPlusPlus", "SmoothGradCAMPlusPlus", "METHOD_CLASSES", "cam_for", "explain", "noisy_copies"]
 
 
 class GradCAMPlusPlus(BaseCAM):
-    """Grad-CAM++ maps of targets ``(class, node)``; see ``BaseCAM`` for the arguments.
+    """Grad-CAM++ maps; see ``BaseCAM`` for the arguments and the two ways to call it.
+
+    A drop-in for pytorch-grad-cam's ``GradCAMPlusPlus`` (same constructor and call, equal maps):
+    ``from fcinterp_fast.cam import GradCAMPlusPlus`` instead of ``from pytorch_grad_cam import
+    GradCAMPlusPlus``.
 
     Args:
-        weights: omega in the target score: ``"abs"`` |W| (default), ``"fc"`` W (the masked logit
-            without bias), ``"ones"`` 1.
+        weights: omega in the score of ``maps``' targets: ``"abs"`` |W| (default), ``"fc"`` W (the
+            masked logit without bias), ``"ones"`` 1. (The call's ``ClassifierOutputTarget`` is the
+            logit; ``NodeTarget`` carries its own weights.)
 
     Example:
+        >>> with GradCAMPlusPlus(model, target_layers=[model.layer4]) as cam:       # doctest: +SKIP
+        ...     grayscale = cam(input_tensor, [ClassifierOutputTarget(281)] * len(input_tensor))
         >>> model = fcinterp_fast.models.load("efficientnet_lite0")                  # doctest: +SKIP
         >>> with GradCAMPlusPlus(model) as cam:                                      # doctest: +SKIP
         ...     maps = cam.maps(["dog.jpg"], [("tricycle", "+*"), ("tricycle", "-*")])
@@ -60,6 +67,7 @@ class SmoothGradCAMPlusPlus(BaseCAM):
         noise: noise level: sigma = noise * (max(x) - min(x)) per image (>= 0).
         smooth: ``"maps"`` averages the relu'd per-copy maps, each with its copy's own activations;
             ``"derivatives"`` averages g, g^2, g^3 over the copies and uses the clean activations.
+        generator: ``torch.Generator`` of the noise of calls that pass none (``cam(...)``).
         weights: as for ``GradCAMPlusPlus``.
     """
 
@@ -74,12 +82,15 @@ class SmoothGradCAMPlusPlus(BaseCAM):
         n_samples: int = CamOptions.n_samples,
         noise: float = CamOptions.noise,
         smooth: str = CamOptions.smooth,
+        generator: torch.Generator | None = None,
         weights: str = CamOptions.weights,
         fit=None,
         head: nn.Module | str | None = None,
     ):
         options = CamOptions(method=self.method, n_samples=n_samples, noise=noise, smooth=smooth, weights=weights)
-        super().__init__(model, target_layers, reshape_transform, options=options, fit=fit, head=head)
+        super().__init__(
+            model, target_layers, reshape_transform, options=options, fit=fit, head=head, generator=generator
+        )
 
     @classmethod
     def from_options(cls, model: nn.Module, options: CamOptions, **kwargs) -> BaseCAM:
@@ -96,20 +107,24 @@ class SmoothGradCAMPlusPlus(BaseCAM):
         n = self.options.n_samples
         return noisy_copies(x, n, self.options.noise, generator), n
 
-    def _maps(self, x: torch.Tensor, V: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def _layer_terms(self, x: torch.Tensor, score: Score, generator: torch.Generator | None) -> list[LayerTerms]:
         if self.options.smooth == "maps":
-            return super()._maps(x, V, generator)
+            return super()._layer_terms(x, score, generator)
         # Omeiza's definition: g, g^2, g^3 averaged over the noisy copies, A of the clean image.
         size = (x.shape[-2], x.shape[-1])
-        A_raw, _ = self._reach.forward(x, graph=False)
-        if self._feeds_mean_pool(A_raw, x):  # g does not depend on the input: plain Grad-CAM++
-            A, g = self._closed_form(A_raw, V, size)
-            return combine(A, g, copies=1, size=size)
+        clean = self._reach.forward(x, graph=False)
+        if all(self._feeds_mean_pool(i, A, x) for i, A in enumerate(clean.activations)):
+            V = score(clean, 1)
+            if V.ndim == 3:  # g does not depend on the input: plain Grad-CAM++ of the clean images
+                return [LayerTerms(*self._closed_form(A, V, size), None, None, 1) for A in clean.activations]
         n = self.options.n_samples
-        _, g = self._gradients(noisy_copies(x, n, self.options.noise, generator), V, size)
-        g = g.unflatten(1, (x.shape[0], n))  # (T, B, n, C, h, w)
-        g1, g2, g3 = ((g**p).mean(dim=2) for p in (1, 2, 3))
-        return combine(self._grid(A_raw, size), g1, copies=1, size=size, g2=g2, g3=g3)
+        terms = []
+        copies = noisy_copies(x, n, self.options.noise, generator)
+        for A, (_, g) in zip(clean.activations, self._gradients(copies, score, n, size), strict=True):
+            g = g.unflatten(1, (x.shape[0], n))  # (T, B, n, C, h, w)
+            g1, g2, g3 = ((g**p).mean(dim=2) for p in (1, 2, 3))
+            terms.append(LayerTerms(self._grid(A, size), g1, g2, g3, 1))
+        return terms
 
 
 #: The method classes by ``CamOptions.method`` name.
@@ -125,7 +140,7 @@ def cam_for(model: nn.Module, options: CamOptions, **kwargs) -> BaseCAM:
 def explain(
     model: nn.Module,
     images,
-    targets,
+    targets=None,
     *,
     method: str = CamOptions.method,
     n_samples: int = CamOptions.n_samples,
@@ -137,22 +152,26 @@ def explain(
     generator: torch.Generator | None = None,
     head: nn.Module | str | None = None,
     reshape_transform: Reshape | None = None,
-) -> torch.Tensor:
+) -> torch.Tensor | list[torch.Tensor]:
     """Smooth Grad-CAM++ maps of what the neurons of split nodes see (docs/spec.md section 5).
 
     Args:
         model: a timm classifier, or any model with ``target_layer`` (and ``head``); in eval mode.
-        images: (B, C, H, W) preprocessed float tensor, or PIL image(s) / path(s).
-        targets: list of ``(class, node)``, class an index or name, node ``"+++"``, ``"-*"`` ... or None.
+        images: (B, C, H, W) preprocessed float tensor, or PIL image(s) / path(s) (maps come back
+            at the original size, NaN where the preprocessing's crop cut the image away).
+        targets: list of ``(class, node)`` for every image, class an index or name, node
+            ``"+++"``, ``"-*"`` ... or None; one such list per image; or None (default): each
+            image's top-1 class, every neuron.
         method: ``"smooth"`` (``SmoothGradCAMPlusPlus``) or ``"gradcam++"`` (``GradCAMPlusPlus``).
         n_samples, noise, smooth: Smooth Grad-CAM++'s options (see ``SmoothGradCAMPlusPlus``).
         weights: omega in the target score (see ``GradCAMPlusPlus``).
         fit, target_layer, head, reshape_transform: see ``BaseCAM`` (``target_layer`` is its
-            ``target_layers``: a submodule of ``model`` or its name, e.g. ``"layer4"``).
+            ``target_layers``: a submodule of ``model`` or its name, e.g. ``"layer4"``; None finds
+            one: timm's features, else ``find_target_layer(model)``).
         generator: ``torch.Generator`` making the noise reproducible.
 
     Returns:
-        (B, T, H, W) float32 maps in [0, 1].
+        (B, T, H, W) float32 maps in [0, 1] (see ``BaseCAM.maps`` for PIL images / paths).
 
     Example:
         >>> model = fcinterp_fast.models.load("efficientnet_lite0")                     # doctest: +SKIP

@@ -10,7 +10,7 @@ import math
 
 from ..config import check_choice
 
-__all__ = ["CamOptions", "METHODS", "SMOOTHS", "WEIGHTS", "WEIGHT_LABELS"]
+__all__ = ["CamOptions", "METHODS", "SMOOTHS", "WEIGHTS", "WEIGHT_LABELS", "SCALES"]
 
 #: ``"gradcam++"``: the clean image only; ``"smooth"``: Smooth Grad-CAM++ over noisy copies.
 METHODS = ("gradcam++", "smooth")
@@ -18,6 +18,9 @@ METHODS = ("gradcam++", "smooth")
 SMOOTHS = ("maps", "derivatives")
 #: omega: |W| (default), W (the exact masked-FC logit without bias) or 1 (the author's notebook).
 WEIGHTS = ("abs", "fc", "ones")
+#: Colour scale of a figure's maps: ``"shared"`` one scale for all maps of the figure (nodes can be
+#: compared), ``"panel"`` each map min-max scaled on its own (docs/spec.md section 5's maps).
+SCALES = ("shared", "panel")
 #: How figures and reports write each omega.
 WEIGHT_LABELS = {"abs": "|W|", "fc": "W", "ones": "1"}
 
@@ -32,6 +35,8 @@ class CamOptions:
         noise: sigma = noise * (max(x) - min(x)) per image (finite, >= 0).
         smooth: one of ``SMOOTHS``.
         weights: omega in the target score, one of ``WEIGHTS``.
+        scale: colour scale of figures, one of ``SCALES`` (``explain`` returns each map scaled on
+            its own whatever this says).
     """
 
     method: str = "smooth"
@@ -39,11 +44,13 @@ class CamOptions:
     noise: float = 0.15
     smooth: str = "maps"
     weights: str = "abs"
+    scale: str = "shared"
 
     def __post_init__(self) -> None:
         check_choice("method", self.method, METHODS)
         check_choice("smooth", self.smooth, SMOOTHS)
         check_choice("weights", self.weights, WEIGHTS)
+        check_choice("scale", self.scale, SCALES)
         if isinstance(self.n_samples, bool) or not isinstance(self.n_samples, int) or self.n_samples < 1:
             raise ValueError(f"n_samples must be an int >= 1, got {self.n_samples!r}")
         noise = self.noise

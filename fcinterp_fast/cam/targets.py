@@ -16,9 +16,17 @@ import torch
 from ..classes import resolve_class
 from ..config import check_choice
 from ..result import HeadFit
-from .options import WEIGHTS
+from .options import WEIGHTS, CamOptions
 
-__all__ = ["Target", "parse_targets", "score_vectors", "check_fit"]
+__all__ = [
+    "Target",
+    "NodeTarget",
+    "parse_targets",
+    "parse_targets_per_image",
+    "score_vectors",
+    "check_fit",
+    "classifier_output_category",
+]
 
 # omega of every ``WEIGHTS`` choice, from the class's row of W (a fresh tensor: never a view of W).
 _OMEGA: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -45,6 +53,59 @@ class Target:
     node: str | None
     name: str | None
     size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeTarget:
+    """One image's target for the pytorch-grad-cam-style call ``cam(input_tensor, targets)``: the
+    score s = sum_{j in node} omega_kj f_j of a split node of class ``k`` (docs/spec.md section 5).
+
+    Attributes:
+        k: class index or name.
+        node: node name (``"+++"``, ``"+*"``, ``"-*"``) or None (every neuron of the class).
+        weights: omega: ``"abs"`` |W| (default), ``"fc"`` W, ``"ones"`` 1.
+    """
+
+    k: int | str
+    node: str | None = None
+    weights: str = CamOptions.weights
+
+    def __post_init__(self) -> None:
+        check_choice("weights", self.weights, WEIGHTS)
+        if not _is_class(self.k):
+            raise TypeError(f"NodeTarget's class is an int index or a class name, got {self.k!r}")
+        if self.node is not None and not isinstance(self.node, str):
+            raise TypeError(f"NodeTarget's node is a name such as '+++', '-*' or None, got {self.node!r}")
+
+
+def classifier_output_category(target) -> int | None:
+    """The class of pytorch-grad-cam's ``ClassifierOutputTarget`` (recognised by its class name and
+    ``category`` attribute, without importing pytorch-grad-cam); None for any other target."""
+    if type(target).__name__ != "ClassifierOutputTarget" or not hasattr(target, "category"):
+        return None
+    try:
+        return operator.index(target.category)
+    except TypeError:
+        raise TypeError(f"ClassifierOutputTarget's category must be an int, got {target.category!r}") from None
+
+
+def parse_targets_per_image(targets) -> list[list[tuple[object, str | None]]] | None:
+    """One list of ``(class, node)`` pairs per image when ``targets`` has that form (a list of
+    lists, none of which is itself a single ``(class, node)`` pair), else None.
+
+    Every image must have the same number of targets.
+    """
+    if isinstance(targets, (str, bytes)) or not isinstance(targets, Sequence) or not targets:
+        return None
+    if not all(isinstance(item, list) for item in targets):
+        return None
+    if any(len(item) == 2 and _is_class(item[0]) and _is_node(item[1]) for item in targets):
+        return None  # a list of [class, node] pairs written as lists
+    per_image = [parse_targets(item) for item in targets]
+    lengths = {len(pairs) for pairs in per_image}
+    if len(lengths) != 1:
+        raise ValueError(f"each image needs the same number of targets, got {[len(p) for p in per_image]}")
+    return per_image
 
 
 def parse_targets(targets) -> list[tuple[object, str | None]]:

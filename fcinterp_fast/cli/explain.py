@@ -11,7 +11,7 @@ import torch
 
 from .. import models
 from ..api import fit
-from ..cam.options import METHODS, SMOOTHS, WEIGHTS, CamOptions
+from ..cam.options import METHODS, SCALES, SMOOTHS, WEIGHTS, CamOptions
 from ..classes import class_names
 from ..config import FitConfig
 from ..figures.cam import chain_figure
@@ -51,6 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--noise", type=float, default=CamOptions.noise, help="noise / (max - min) of the image; default %(default)s"
     )
+    parser.add_argument(
+        "--scale",
+        choices=SCALES,
+        default=CamOptions.scale,
+        help="colour scale: one for all panels (shared, nodes comparable) or min-max per panel; default %(default)s",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise; default %(default)s")
     parser.add_argument(
         "--min-size",
@@ -67,7 +73,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Write the figure; bad input raises (``fcinterp`` prints it and exits 2)."""
     options = CamOptions(
-        method=args.method, n_samples=args.n_samples, noise=args.noise, smooth=args.smooth, weights=args.weights
+        method=args.method,
+        n_samples=args.n_samples,
+        noise=args.noise,
+        smooth=args.smooth,
+        weights=args.weights,
+        scale=args.scale,
     )
     model = models.load(args.model, device=args.device)
     cls = None
