@@ -96,11 +96,12 @@ T* output_array(py::array& a, const char* name, const std::vector<int64_t>& shap
     return static_cast<T*>(a.mutable_data());
 }
 
-int64_t fit_rows_py(const py::array& head, const std::string& dtype_name, const std::string& tree_name,
-                    const std::string& root_name, const std::string& grid_name, int64_t min_size, int levels,
-                    py::array count, py::array mean, py::array lo, py::array hi, py::array slope, py::array intercept,
-                    py::array r2, py::array loc, py::array scale, py::array kappa, py::array loglik, int threads,
-                    const py::object& loglik_laplace, const py::object& loglik_normal, const py::object& ks) {
+int64_t fit_rows_checked(const py::array& head, const std::string& dtype_name, const std::string& tree_name,
+                         const std::string& root_name, const std::string& grid_name, int64_t min_size, int levels,
+                         py::array count, py::array mean, py::array lo, py::array hi, py::array slope,
+                         py::array intercept, py::array r2, py::array loc, py::array scale, py::array kappa,
+                         py::array loglik, int threads, int64_t counting_from, const py::object& loglik_laplace,
+                         const py::object& loglik_normal, const py::object& ks, PhaseTimes* times) {
     const DType dtype = parse_dtype(dtype_name);
     FitOptions options;
     options.tree = parse_choice<Tree>("tree", tree_name, {{"chain", Tree::Chain}, {"full", Tree::Full}});
@@ -113,7 +114,9 @@ int64_t fit_rows_py(const py::array& head, const std::string& dtype_name, const 
                               "', got " + std::to_string(levels));
     }
     if (threads < 0) throw py::value_error("threads must be >= 0 (0: the OpenMP default)");
+    if (counting_from < 0) throw py::value_error("counting_from must be >= 0 (0: the default lengths)");
     options.min_size = min_size;
+    options.counting_from = counting_from;
     options.levels = levels;
 
     const HeadView view = head_view(head, dtype, dtype_name);
@@ -159,17 +162,49 @@ int64_t fit_rows_py(const py::array& head, const std::string& dtype_name, const 
 
     Workspace workspace(view.cols, threads);
     py::gil_scoped_release release;
-    return fit_rows(view, options, out, workspace);
+    return fit_rows(view, options, out, workspace, times);
+}
+
+int64_t fit_rows_py(const py::array& head, const std::string& dtype_name, const std::string& tree_name,
+                    const std::string& root_name, const std::string& grid_name, int64_t min_size, int levels,
+                    py::array count, py::array mean, py::array lo, py::array hi, py::array slope, py::array intercept,
+                    py::array r2, py::array loc, py::array scale, py::array kappa, py::array loglik, int threads,
+                    int64_t counting_from, const py::object& loglik_laplace, const py::object& loglik_normal,
+                    const py::object& ks) {
+    return fit_rows_checked(head, dtype_name, tree_name, root_name, grid_name, min_size, levels, count, mean, lo, hi,
+                            slope, intercept, r2, loc, scale, kappa, loglik, threads, counting_from, loglik_laplace,
+                            loglik_normal, ks, nullptr);
+}
+
+// fit_rows, also returning the seconds each phase took (summed over threads).
+py::tuple fit_rows_profiled_py(const py::array& head, const std::string& dtype_name, const std::string& tree_name,
+                               const std::string& root_name, const std::string& grid_name, int64_t min_size, int levels,
+                               py::array count, py::array mean, py::array lo, py::array hi, py::array slope,
+                               py::array intercept, py::array r2, py::array loc, py::array scale, py::array kappa,
+                               py::array loglik, int threads, int64_t counting_from, const py::object& loglik_laplace,
+                               const py::object& loglik_normal, const py::object& ks) {
+    PhaseTimes times;
+    const int64_t needed = fit_rows_checked(head, dtype_name, tree_name, root_name, grid_name, min_size, levels, count,
+                                            mean, lo, hi, slope, intercept, r2, loc, scale, kappa, loglik, threads,
+                                            counting_from, loglik_laplace, loglik_normal, ks, &times);
+    py::dict phases;
+    phases["sort"] = times.sort;
+    phases["logs"] = times.logs;
+    phases["tree"] = times.tree;
+    phases["ald"] = times.ald;
+    return py::make_tuple(needed, phases);
 }
 
 // Sort and ALD only (the benchmark's "ALD part"): same kernel, no logs and no tree.
 void ald_rows_py(const py::array& head, const std::string& dtype_name, py::array loc, py::array scale, py::array kappa,
-                 py::array loglik, int threads) {
+                 py::array loglik, int threads, int64_t counting_from) {
     const DType dtype = parse_dtype(dtype_name);
     if (threads < 0) throw py::value_error("threads must be >= 0 (0: the OpenMP default)");
+    if (counting_from < 0) throw py::value_error("counting_from must be >= 0 (0: the default lengths)");
     const HeadView view = head_view(head, dtype, dtype_name);
     FitOptions options;
     options.ald_only = true;
+    options.counting_from = counting_from;
     FitOutput out;
     out.loc = output_array<double>(loc, "loc", {view.rows});
     out.scale = output_array<double>(scale, "scale", {view.rows});
@@ -200,6 +235,17 @@ py::array_t<double> log_abs_py(const py::array& values) {
     return y;
 }
 
+py::array_t<double> log_abs_float32_py(const py::array& values) {
+    if (values.ndim() != 1 || !values.dtype().is(py::dtype::of<float>()) || !(values.flags() & py::array::c_style)) {
+        throw py::type_error("_log_abs_float32 takes a contiguous 1-D float32 array");
+    }
+    const auto v = py::array_t<float>::ensure(values);
+    std::vector<double> x(v.data(), v.data() + v.size());
+    py::array_t<double> y(v.size());
+    log_abs_float32(x.data(), y.mutable_data(), v.size());
+    return y;
+}
+
 py::dict build_info() {
     py::dict info;
     info["simd_target"] = simd_target();
@@ -225,8 +271,8 @@ PYBIND11_MODULE(_cpu, m) {
           py::arg("mean").noconvert(), py::arg("lo").noconvert(), py::arg("hi").noconvert(),
           py::arg("slope").noconvert(), py::arg("intercept").noconvert(), py::arg("r2").noconvert(),
           py::arg("loc").noconvert(), py::arg("scale").noconvert(), py::arg("kappa").noconvert(),
-          py::arg("loglik").noconvert(), py::arg("threads") = 0, py::arg("loglik_laplace") = py::none(),
-          py::arg("loglik_normal") = py::none(), py::arg("ks") = py::none(),
+          py::arg("loglik").noconvert(), py::arg("threads") = 0, py::arg("counting_from") = 0,
+          py::arg("loglik_laplace") = py::none(), py::arg("loglik_normal") = py::none(), py::arg("ks") = py::none(),
           R"doc(Fit every row of ``head`` (R, D) into the output arrays, in place; returns the number of
 node columns the results need (larger than N when some node did not fit into the outputs).
 
@@ -241,16 +287,31 @@ Args:
         loc, scale, kappa, loglik: (R,) float64. All C-contiguous and writeable; every entry is
         written.
     threads: OpenMP threads (0: the OpenMP default).
+    counting_from: float16 / bfloat16 rows of at least this many values take the counting fit
+        (fit.h, "Counting fits of 16-bit heads"); 0: the measured default lengths. A test hook: both
+        paths give the same results.
     loglik_laplace, loglik_normal, ks: (R,) float64 for the goodness of fit (docs/spec.md section 7), all
         three or none (None: the sweep is skipped).)doc");
+    m.def("_fit_rows_profiled", &fit_rows_profiled_py, py::arg("head").noconvert(), py::arg("dtype"), py::arg("tree"),
+          py::arg("root"), py::arg("grid"), py::arg("min_size"), py::arg("levels"), py::arg("count").noconvert(),
+          py::arg("mean").noconvert(), py::arg("lo").noconvert(), py::arg("hi").noconvert(),
+          py::arg("slope").noconvert(), py::arg("intercept").noconvert(), py::arg("r2").noconvert(),
+          py::arg("loc").noconvert(), py::arg("scale").noconvert(), py::arg("kappa").noconvert(),
+          py::arg("loglik").noconvert(), py::arg("threads") = 0, py::arg("counting_from") = 0,
+          py::arg("loglik_laplace") = py::none(), py::arg("loglik_normal") = py::none(), py::arg("ks") = py::none(),
+          "fit_rows, returning (columns needed, {phase: seconds}) with the time of each phase of the row kernel "
+          "(sort, logs, tree, ald: the goodness-of-fit sweep counts in ald) summed over rows and threads; for the "
+          "benchmark's breakdown.");
     m.def("_ald_rows", &ald_rows_py, py::arg("head").noconvert(), py::arg("dtype"), py::arg("loc").noconvert(),
           py::arg("scale").noconvert(), py::arg("kappa").noconvert(), py::arg("loglik").noconvert(),
-          py::arg("threads") = 0,
+          py::arg("threads") = 0, py::arg("counting_from") = 0,
           "The ALD fit alone (sort + docs/spec.md section 4) of every row of ``head``, into (R,) float64 arrays; for "
           "timing the ALD part against scipy.");
     m.def("_exact_sum", &exact_sum_py, py::arg("values").noconvert(),
           "Correctly rounded sum of a 1-D float64 array (the kernel's math.fsum).");
     m.def("_log_abs", &log_abs_py, py::arg("values").noconvert(),
           "ln|x| of a 1-D float64 array with the kernel's vectorised log.");
+    m.def("_log_abs_float32", &log_abs_float32_py, py::arg("values").noconvert(),
+          "ln|x| of a 1-D float32 array (as float64) with the kernel's table-driven float32 log.");
     m.def("build_info", &build_info, "How the extension was built and what it runs on here.");
 }

@@ -1,16 +1,23 @@
 // Kernels of fcinterp_fast._cpu; see fit.h for the contract.
 //
-// Per row (all in the calling thread's scratch; rows are taken kGroup at a time):
+// Per row (all in the calling thread's scratch; rows are taken kGroup at a time, threads take
+// kGroupsPerChunk groups at a time):
 //   load     the row's bit patterns, turned into unsigned keys that sort like the values
-//   sort     LSD radix sort of the keys: 2 passes of 8 bits for 16-bit types; float32 / float64 keys
-//            sorted on their top 22 / 33 bits (2 / 3 passes of 11 bits), then one insertion pass
-//            (full radix sort if that pass meets too many near-ties)
-//   decode   x = sorted values as float64, y = ln|x| (vectorised log, fdlibm's polynomial)
+//   sort     LSD radix sort of the keys: 2 passes of 8 bits for 16-bit types; float32 keys sorted on
+//            their top 24 bits (3 passes of 8 bits) in rows of <= 1024 values, else on their top 22
+//            (2 passes of 11 bits), float64 keys on their top 33 bits (3 of 11), then one insertion
+//            pass (full radix sort if that pass meets too many near-ties). Long 16-bit rows are
+//            counted instead (fit.h, "Counting fits of 16-bit heads").
+//   decode   x = sorted values as float64
+//   logs     y = ln|x|: a table of every 16-bit pattern (float16 / bfloat16), a table-driven log
+//            without divisions (float32), fdlibm's polynomial vectorised (float64)
 //   tree     every node is a run [s, e) of x; per node: count, sum (mean), min, max, and the line
 //            fit from three sums over its members in magnitude order; the split point of a node is
 //            found by binary search for its mean, made exact where the fast sum cannot decide
-//   ALD      two prefix sums of weighted gaps (the group's rows interleaved), then the first minimum
-//            of sqrt(alpha) + sqrt(beta) with provably safe pruning of blocks
+//   ALD      two prefix sums of weighted gaps (the group's rows interleaved; a counted row's over its
+//            runs), then the first minimum of sqrt(alpha) + sqrt(beta) with provably safe pruning of
+//            blocks
+// `fit_rows_profiled` (PhaseTimes) times sort (load + sort + decode), logs, tree and ALD.
 //
 // Build notes: the file must be compiled with -ffp-contract=off (see fit.h: bitwise agreement of
 // the ALD with the reference), and without -ffast-math (the exact sum and the error bounds rely on
@@ -20,6 +27,7 @@
 #include "gof.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -46,6 +54,25 @@
 
 namespace fcinterp {
 namespace {
+
+// Laps of one thread's work into PhaseTimes fields; does nothing (not even read the clock) when
+// there is nowhere to record them.
+class PhaseClock {
+  public:
+    explicit PhaseClock(PhaseTimes* times) : times_(times) {
+        if (times_ != nullptr) last_ = std::chrono::steady_clock::now();
+    }
+    FCI_INLINE void lap(double PhaseTimes::* phase) {
+        if (times_ == nullptr) return;
+        const auto now = std::chrono::steady_clock::now();
+        times_->*phase += std::chrono::duration<double>(now - last_).count();
+        last_ = now;
+    }
+
+  private:
+    PhaseTimes* times_;
+    std::chrono::steady_clock::time_point last_;
+};
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kUnitRoundoff = 0x1p-53;
@@ -127,18 +154,22 @@ struct Float64Traits {
 // ------------------------------------------------------------------------------------------------
 // Radix sort
 // ------------------------------------------------------------------------------------------------
-// LSD radix sort with 11-bit digits (8-bit for 16-bit keys). float32 and float64 keys are first
-// sorted on their high digits only (the top 22 / 33 bits: sign, exponent and the leading mantissa
-// bits), which leaves only keys that agree in all those bits out of order; one insertion pass
-// finishes them. Weight rows rarely have such near-ties (~0.01 moves per element on Laplace rows),
-// so this saves a scatter pass; when the insertion pass exceeds a budget of n moves, the keys get the
-// full radix sort instead, which keeps the worst case linear.
-template <typename Key>
+// LSD radix sort. 16-bit keys: two passes of 8-bit digits. float32 and float64 keys are first sorted
+// on their high digits only (sign, exponent and the leading mantissa bits: the top 24 bits of a
+// float32 in three 8-bit digits for rows of at most kShortRow (1024) values, else its top 22 in two 11-bit
+// digits; the top 33 bits of a float64 in three 11-bit digits), which leaves only keys that agree in
+// all those bits out of order; one insertion pass finishes them. Weight rows rarely have such
+// near-ties (~0.01 moves per element on Laplace rows), so this saves scatter passes; when the
+// insertion pass exceeds a budget of n moves, the keys get the full radix sort instead, which keeps
+// the worst case linear. Short rows take 8-bit digits because clearing and scanning 2048-bucket
+// histograms costs more than the data on them (a 512-value row: 4096 buckets for 512 keys).
+constexpr int64_t kShortRow = 1024;
+
+template <typename Key, int kDigits>
 struct RadixPlan {
     static constexpr int kKeyBits = 8 * static_cast<int>(sizeof(Key));
-    static constexpr int kDigitBits = sizeof(Key) == 2 ? 8 : 11;
+    static constexpr int kDigitBits = kDigits;
     static constexpr int kPasses = (kKeyBits + kDigitBits - 1) / kDigitBits;
-    static constexpr int kLowPasses = sizeof(Key) == 2 ? 0 : (sizeof(Key) == 4 ? 1 : 3);
     static constexpr uint32_t kBuckets = 1u << kDigitBits;
     // Digits are counted from the top; the lowest one may overlap the next (harmless for LSD).
     static constexpr int shift(int pass) {
@@ -146,13 +177,13 @@ struct RadixPlan {
     }
 };
 
-constexpr int64_t kMaxHistogram = RadixPlan<uint64_t>::kPasses * RadixPlan<uint64_t>::kBuckets;
+constexpr int64_t kMaxHistogram = RadixPlan<uint64_t, 11>::kPasses * RadixPlan<uint64_t, 11>::kBuckets;
 
 // Sorts a[0..n) on the digits kFirst.. (all histograms from one read); returns the buffer holding
 // the result (a or b).
-template <typename Key, int kFirst>
+template <typename Key, int kDigits, int kFirst>
 FCI_INLINE Key* lsd_radix(Key* a, Key* b, int64_t n, uint32_t* histogram) {
-    using Plan = RadixPlan<Key>;
+    using Plan = RadixPlan<Key, kDigits>;
     constexpr int kCount = Plan::kPasses - kFirst;
     constexpr uint32_t kMask = Plan::kBuckets - 1;
     std::memset(histogram, 0, sizeof(uint32_t) * kCount * Plan::kBuckets);
@@ -197,17 +228,26 @@ FCI_INLINE bool insertion_sort(Key* a, int64_t n, int64_t budget) {
     return true;
 }
 
+// Radix sort on the high digits from kFirst on, finished by insertion (or, past its budget, by the
+// remaining digits).
+template <typename Key, int kDigits, int kFirst>
+FCI_INLINE Key* sort_high_digits(Key* a, Key* b, int64_t n, uint32_t* histogram) {
+    Key* sorted = lsd_radix<Key, kDigits, kFirst>(a, b, n, histogram);
+    if (kFirst == 0 || insertion_sort(sorted, n, n)) return sorted;
+    return lsd_radix<Key, kDigits, 0>(sorted, sorted == a ? b : a, n, histogram);
+}
+
 // Sorts a[0..n) ascending using b as the second buffer; returns the buffer holding the result.
 template <typename Key>
 FCI_INLINE Key* sort_keys(Key* a, Key* b, int64_t n, uint32_t* histogram) {
-    using Plan = RadixPlan<Key>;
     if (n <= kInsertionSortMax) {
         insertion_sort(a, n, n * n);
         return a;
     }
-    Key* sorted = lsd_radix<Key, Plan::kLowPasses>(a, b, n, histogram);
-    if (Plan::kLowPasses == 0 || insertion_sort(sorted, n, n)) return sorted;
-    return lsd_radix<Key, 0>(sorted, sorted == a ? b : a, n, histogram);
+    if (sizeof(Key) == 2) return sort_high_digits<Key, 8, 0>(a, b, n, histogram);
+    if (sizeof(Key) == 8) return sort_high_digits<Key, 11, 3>(a, b, n, histogram);
+    if (n <= kShortRow) return sort_high_digits<Key, 8, 1>(a, b, n, histogram);
+    return sort_high_digits<Key, 11, 1>(a, b, n, histogram);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -264,6 +304,76 @@ FCI_INLINE double log_abs_one(double v) {
 FCI_INLINE void log_abs_block(const double* x, double* y, int64_t n) {
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) y[i] = log_abs_one(x[i]);
+}
+
+// ln|x| of float32 values (held as doubles, so never subnormal), table-driven and without a division:
+// x = 2^k m, m in [1, 2); j = the top 7 bits of m's fraction picks the centre c_j = 1 + (j + 1/2) / 128
+// of m's interval, inv_j = 1 / c_j rounded to 29 significant bits, so that r = m inv_j - 1 is exact
+// (24 + 29 bits of product; Sterbenz for the subtraction) with |r| < 2^-8, and
+//     ln|x| = k ln 2 + ln(1 / inv_j) + ln(1 + r),
+// ln(1 + r) by its Taylor series to r^7 (truncation < 2^-64 / 8). Error: about 1 ulp of the sum's
+// largest term. The tables are built once, with the correctly rounded std::log of exact numbers.
+struct Float32LogTable {
+    double inv[128];
+    double log_c[128];  // -ln(inv[j])
+    Float32LogTable() {
+        for (int j = 0; j < 128; ++j) {
+            const double centre = 1.0 + (j + 0.5) / 128.0;
+            inv[j] = std::nearbyint(0x1p29 / centre) * 0x1p-29;  // in (0.5, 1): 29 significant bits
+            log_c[j] = -std::log(inv[j]);
+        }
+    }
+};
+const Float32LogTable kFloat32Log;
+
+FCI_INLINE double log_abs_float32(double v) {
+    uint64_t bits;
+    std::memcpy(&bits, &v, sizeof bits);
+    bits &= 0x7fffffffffffffffull;
+    const uint64_t j = (bits >> 45) & 127u;
+    const uint64_t m_bits = (bits & 0x000fffffffffffffull) | 0x3ff0000000000000ull;
+    double m;
+    std::memcpy(&m, &m_bits, sizeof m);
+    const uint64_t magic_bits = 0x4330000000000000ull | (bits >> 52);  // k as a double: 2^52 + e - 2^52
+    double magic;
+    std::memcpy(&magic, &magic_bits, sizeof magic);
+    const double dk = (magic - 0x1p52) - 1023.0;
+    const double r = m * kFloat32Log.inv[j] - 1.0;
+    const double q =
+        -0.5 + r * (1.0 / 3.0 + r * (-0.25 + r * (0.2 + r * (-1.0 / 6.0 + r * (1.0 / 7.0)))));  // (ln(1+r) - r) / r^2
+    return (dk * kLn2Hi + kFloat32Log.log_c[j]) + (r + (r * r * q + dk * kLn2Lo));
+}
+
+FCI_INLINE void log_abs_float32_block(const double* x, double* y, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) y[i] = log_abs_float32(x[i]);
+}
+
+// ln|x| of every 16-bit pattern's magnitude (index: the pattern without its sign bit), so that the
+// logs of a float16 / bfloat16 row are table lookups, no log evaluations at all. Built once per
+// dtype on first use (256 KiB each) with the kernel's float64 log of the exact value; entries of
+// zero, inf and NaN patterns are never read for finite non-zero values.
+struct HalfLogTable {
+    double log_abs[1 << 15];
+    template <typename Traits>
+    explicit HalfLogTable(Traits) {
+        for (uint32_t bits = 0; bits < (1u << 15); ++bits) {
+            log_abs[bits] = log_abs_one(Traits::decode(static_cast<uint16_t>(bits)));
+        }
+    }
+};
+
+template <typename Traits>
+const HalfLogTable& half_log_table() {
+    static const HalfLogTable table{Traits{}};  // thread-safe initialisation (C++11)
+    return table;
+}
+
+// y[i] = ln|x| of 16-bit values given by their order keys (see to_key).
+FCI_INLINE void log_abs_half_keys(const uint16_t* keys, const HalfLogTable& table, double* y, int64_t n) {
+    const double* logs = table.log_abs;  // (a plain pointer: GCC gathers from it, not from the member array)
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) y[i] = logs[static_cast<int32_t>(from_key(keys[i]) & 0x7fffu)];
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -469,8 +579,22 @@ FCI_INLINE NodeMean run_mean(const double* x, Run run, double* partials) {
     return {exact_sum_impl(x + run.s, run.size(), partials) / n, abs_sum, true};
 }
 
+// First index in [s, e) with x >= value (e if none; with `upper`: x > value). Branch-free: the
+// halving steps are conditional moves, not branches that mispredict half of the time (a short row
+// spends more on those than on its node sums).
+template <bool upper = false>
 FCI_INLINE int64_t lower_bound(const double* x, int64_t s, int64_t e, double value) {
-    return std::lower_bound(x + s, x + e, value) - x;  // first index with x >= value
+    int64_t n = e - s;
+    if (n <= 0) return s;
+    const double* base = x + s;
+    while (n > 1) {
+        const int64_t half = n / 2;
+        const bool before = upper ? base[half] <= value : base[half] < value;
+        base = before ? base + half : base;
+        n -= half;
+    }
+    const bool before = upper ? *base <= value : *base < value;
+    return (base - x) + before;
 }
 
 // Split a run at its spec mean: returns the first index of the upper child (x >= mean). A fast mean
@@ -603,6 +727,9 @@ FCI_INLINE void walk_full(const SortedRow& row, Run plus, Run minus, const FitOp
 // the stored sums (relative (n+2)u, sums of non-negative terms) and of the bound itself, so a skipped
 // block provably holds no value <= the minimum and the result is the reference's, bit for bit.
 constexpr int kGroup = 4;
+// Threads take rows kGroupsPerChunk * kGroup (32) at a time: few enough trips to the shared counter,
+// small enough chunks that no thread is left with a long serial tail.
+constexpr int64_t kGroupsPerChunk = 8;
 constexpr int64_t kAldBlock = 16;
 
 // below[k][i] = B_i (n beta at x[k][i + 1]), above[k][i] = A_i (n alpha at x[k][i]), i < n - 1.
@@ -632,8 +759,28 @@ FCI_INLINE void ald_prefix_sums(const double* const* x, int64_t n, double* const
     }
 }
 
-FCI_INLINE double ald_objective(const double* below, const double* above, int64_t p, double n) {
-    return std::sqrt(above[p] / n) + std::sqrt(below[p - 1] / n);
+// The candidates of the search: order statistics p_q (q = 0 .. m-1, ascending) with A = n alpha and
+// B = n beta there. Every interior order statistic (the sorted row's own prefix sums), or the first
+// interior one of each run of equal values (a counted 16-bit row: the objective is constant on a
+// run, so its first member is the only one the first minimum can pick).
+struct EveryOrderStatistic {  // p_q = q + 1, A = above[p], B = below[p - 1]
+    const double* above;
+    const double* below;
+    FCI_INLINE double a(int64_t q) const { return above[q + 1]; }
+    FCI_INLINE double b(int64_t q) const { return below[q]; }
+    FCI_INLINE int64_t position(int64_t q) const { return q + 1; }
+};
+struct RunStarts {  // explicit arrays
+    const double* a_;
+    const double* b_;
+    const int64_t* position_;
+    FCI_INLINE double a(int64_t q) const { return a_[q]; }
+    FCI_INLINE double b(int64_t q) const { return b_[q]; }
+    FCI_INLINE int64_t position(int64_t q) const { return position_[q]; }
+};
+
+FCI_INLINE double ald_objective(double a, double b, double n) {
+    return std::sqrt(a / n) + std::sqrt(b / n);
 }
 
 // Per-block scratch for the search: 4 arrays of ald_blocks(n) doubles.
@@ -641,25 +788,27 @@ FCI_INLINE int64_t ald_blocks(int64_t n) {
     return (n + kAldBlock - 1) / kAldBlock;
 }
 
-// The fit from one row's prefix sums (n >= 3); `scratch` holds 4 * ald_blocks(n) doubles.
-FCI_INLINE void ald_from_sums(const double* x, int64_t n, const double* below, const double* above, double* scratch,
-                              double* loc, double* scale, double* kappa, double* loglik) {
+// The first minimum of the objective over m >= 1 candidates of a row of n values; `b_total` is B at
+// the row's last gap (the largest B, for the rounding margin); `scratch` holds 4 * ald_blocks(m)
+// doubles. Returns the candidate's index q.
+template <typename Candidates>
+FCI_INLINE int64_t ald_search(const Candidates& c, int64_t m, int64_t n, double b_total, double* scratch) {
     const double nd = static_cast<double>(n);
-    const int64_t first = 1, last = n - 2;  // interior order statistics
-    const int64_t blocks = (last - first) / kAldBlock + 1;
-    double* a0 = scratch;                // A_p0
-    double* b0 = a0 + ald_blocks(n);     // B_{p0-1}
-    double* a1 = b0 + ald_blocks(n);     // A_p1
-    double* ratio = a1 + ald_blocks(n);  // r, rounded down
+    const int64_t blocks = ald_blocks(m);
+    double* a0 = scratch;                // A at the block's first candidate
+    double* b0 = a0 + ald_blocks(m);     // B there
+    double* a1 = b0 + ald_blocks(m);     // A at its last
+    double* ratio = a1 + ald_blocks(m);  // r, rounded down
     for (int64_t k = 0; k < blocks; ++k) {
-        const int64_t p0 = first + k * kAldBlock, p1 = std::min(p0 + kAldBlock - 1, last);
-        a0[k] = above[p0];
-        b0[k] = below[p0 - 1];
-        a1[k] = above[p1];
+        const int64_t q0 = k * kAldBlock, q1 = std::min(q0 + kAldBlock - 1, m - 1);
+        const int64_t p0 = c.position(q0);
+        a0[k] = c.a(q0);
+        b0[k] = c.b(q0);
+        a1[k] = c.a(q1);
         ratio[k] = static_cast<double>(p0 + 1) / static_cast<double>(n - 1 - p0) * (1.0 - 4.0 * kUnitRoundoff);
     }
     // Bounds in units of sqrt(n) f (no divisions; the scaling's rounding is in the margin below).
-    double bound = std::numeric_limits<double>::infinity();  // sqrt(n) f at some p0: >= the minimum
+    double bound = std::numeric_limits<double>::infinity();  // sqrt(n) f at some candidate: >= the minimum
 #pragma omp simd reduction(min : bound)
     for (int64_t k = 0; k < blocks; ++k) {
         const double start = std::sqrt(a0[k]) + std::sqrt(b0[k]);                             // h(0)
@@ -669,39 +818,185 @@ FCI_INLINE void ald_from_sums(const double* x, int64_t n, const double* below, c
     }
     const double eps = (nd + 2.0) * kUnitRoundoff;  // relative error of a stored prefix sum
     const double relative = 2.0 * eps + 32.0 * kUnitRoundoff;
-    const double absolute = 2.0 * std::sqrt(eps * below[n - 2]);
+    const double absolute = 2.0 * std::sqrt(eps * b_total);
     const double cutoff = bound * (1.0 + relative);
 
     double best = std::numeric_limits<double>::infinity();
-    int64_t best_p = first;
+    int64_t best_q = 0;
     for (int64_t k = 0; k < blocks; ++k) {
         if (a0[k] * (1.0 - relative) - absolute > cutoff) continue;  // cannot hold the minimum
-        const int64_t p0 = first + k * kAldBlock, p1 = std::min(p0 + kAldBlock - 1, last);
+        const int64_t q0 = k * kAldBlock, q1 = std::min(q0 + kAldBlock - 1, m - 1);
         double values[kAldBlock];
 #pragma omp simd
-        for (int64_t j = 0; j < kAldBlock; ++j) values[j] = ald_objective(below, above, std::min(p0 + j, p1), nd);
-        for (int64_t j = 0; j <= p1 - p0; ++j) {
+        for (int64_t j = 0; j < kAldBlock; ++j) {
+            const int64_t q = std::min(q0 + j, q1);
+            values[j] = ald_objective(c.a(q), c.b(q), nd);
+        }
+        for (int64_t j = 0; j <= q1 - q0; ++j) {
             if (values[j] < best) {  // strict: the first minimum wins
                 best = values[j];
-                best_p = p0 + j;
+                best_q = q0 + j;
             }
         }
     }
-    const int64_t p = best_p;
+    return best_q;
+}
+
+// loc, scale, kappa, loglik from the chosen order statistic's value and its A, B (docs/spec.md section 4).
+FCI_INLINE void ald_parameters(double value_at, double a, double b, int64_t n, double* loc, double* scale,
+                               double* kappa, double* loglik) {
+    const double nd = static_cast<double>(n);
     // Fourth roots from the square roots (docs/spec.md section 4): alpha * beta itself would overflow
     // or underflow for rows scaled by 1e+-155, while sqrt(alpha) sqrt(beta) stays in range.
-    const double root_alpha = std::sqrt(above[p] / nd), root_beta = std::sqrt(below[p - 1] / nd);
-    const double value = root_alpha + root_beta;  // ald_objective(below, above, p, nd)
-    *loc = x[p];
+    const double root_alpha = std::sqrt(a / nd), root_beta = std::sqrt(b / nd);
+    const double value = root_alpha + root_beta;  // ald_objective(a, b, nd)
+    *loc = value_at;
     *kappa = std::sqrt(root_beta / root_alpha);
     *scale = std::sqrt(root_alpha) * std::sqrt(root_beta) * value;
     *loglik = -nd * (1.0 + 2.0 * std::log(value));
+}
+
+// The fit from one sorted row's prefix sums (n >= 3); `scratch` holds 4 * ald_blocks(n) doubles.
+FCI_INLINE void ald_from_sums(const double* x, int64_t n, const double* below, const double* above, double* scratch,
+                              double* loc, double* scale, double* kappa, double* loglik) {
+    const EveryOrderStatistic candidates{above, below};
+    const int64_t q = ald_search(candidates, n - 2, n, below[n - 2], scratch);
+    ald_parameters(x[candidates.position(q)], candidates.a(q), candidates.b(q), n, loc, scale, kappa, loglik);
+}
+
+// The same fit from a counted row (n >= 3): its runs of equal values value[i] at ranks
+// first[i] .. first[i + 1] - 1, i < runs. Only the gaps between runs are non-zero, and adding the
+// zero terms of the other gaps changes no sequential sum, so the prefix sums over runs are the
+// per-element ones bit for bit: B before run i = sum_{j<i} first[j+1] (value[j+1] - value[j]),
+// A at run i = sum_{j>=i} (n - first[j+1]) (value[j+1] - value[j]) (summed from the top down).
+// `a`, `b` and `position` hold `runs` entries each; scratch as for ald_from_sums.
+FCI_INLINE void ald_from_runs(const double* value, const int64_t* first, int64_t runs, int64_t n, double* a, double* b,
+                              int64_t* position, double* scratch, double* loc, double* scale, double* kappa,
+                              double* loglik) {
+    // A at every run, from the top down (in place in `a`, read off below before it is overwritten).
+    double above = 0.0;
+    a[runs - 1] = 0.0;
+    for (int64_t i = runs - 2; i >= 0; --i) {
+        above += static_cast<double>(n - first[i + 1]) * (value[i + 1] - value[i]);
+        a[i] = above;
+    }
+    // Candidates: the first interior rank of each run that has one (m <= i: a[i] is read first).
+    int64_t m = 0;
+    double below = 0.0;
+    for (int64_t i = 0; i < runs; ++i) {
+        if (i > 0) below += static_cast<double>(first[i]) * (value[i] - value[i - 1]);
+        const int64_t p = std::max<int64_t>(first[i], 1);
+        if (p <= std::min<int64_t>(first[i + 1] - 1, n - 2)) {
+            a[m] = a[i];
+            b[m] = below;
+            position[m] = p;
+            ++m;
+        }
+    }
+    const double b_total = below;
+    const RunStarts candidates{a, b, position};
+    const int64_t best = ald_search(candidates, m, n, b_total, scratch);
+    // The value at the chosen rank: its run is the last one starting at or before it.
+    const int64_t p = position[best];
+    const int64_t run = std::upper_bound(first, first + runs, p) - first - 1;
+    ald_parameters(value[run], a[best], b[best], n, loc, scale, kappa, loglik);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Counting fits of 16-bit rows (fit.h, "Counting fits of 16-bit heads")
+// ------------------------------------------------------------------------------------------------
+constexpr int64_t kKeys16 = int64_t(1) << 16;
+// Rows at least this long are counted; shorter ones are radix sorted (two 8-bit passes). Measured
+// (one thread, Laplace rows): the buckets between a row's smallest and largest key number 2-8 per
+// value at n = 16384-4096 (weight rows span many binades), and scanning them costs more than two
+// scatter passes until the rows are long; bfloat16 (7 fraction bits) rows repeat values sooner than
+// float16 (10 bits) rows, so their runs, which the expansion and the ALD walk, are fewer earlier.
+// bfloat16 wins from 8192 values (4.4 vs 4.8 ns per value; 3.1 vs 4.9 at 16384), float16 from 32768
+// (4.0 vs 4.9; at 16384 it still loses, 5.6 vs 4.9).
+constexpr int64_t kCountingRowBFloat16 = 8192;
+constexpr int64_t kCountingRowFloat16 = 32768;
+
+FCI_INLINE bool counted_rows(const HeadView& head, const FitOptions& options) {
+    if (head.dtype != DType::Float16 && head.dtype != DType::BFloat16) return false;
+    if (options.counting_from > 0) return head.cols >= options.counting_from;
+    return head.cols >= (head.dtype == DType::BFloat16 ? kCountingRowBFloat16 : kCountingRowFloat16);
+}
+
+// Counts the keys of one 16-bit row into `counts` (kKeys16 buckets, all zero on entry and again on
+// return) and lists its runs of equal keys in ascending order: run_key[i], first rank first[i]
+// (first[runs] = n). Returns the number of runs. Only the buckets between the row's smallest and
+// largest key are read, 16 at a time, skipping empty groups.
+FCI_INLINE int64_t count_row(const unsigned char* src, int64_t n, int64_t col_stride, uint16_t* keys, uint32_t* counts,
+                             uint16_t* run_key, int64_t* first) {
+    if (col_stride == 2) {
+        std::memcpy(keys, src, 2 * n);
+    } else {
+        for (int64_t j = 0; j < n; ++j) std::memcpy(keys + j, src + j * col_stride, 2);
+    }
+    uint32_t smallest = 0xffffu, largest = 0;
+#pragma omp simd reduction(min : smallest) reduction(max : largest)
+    for (int64_t j = 0; j < n; ++j) {
+        const uint16_t key = to_key(keys[j]);
+        keys[j] = key;
+        smallest = std::min<uint32_t>(smallest, key);
+        largest = std::max<uint32_t>(largest, key);
+    }
+    for (int64_t j = 0; j < n; ++j) ++counts[keys[j]];
+    int64_t runs = 0, rank = 0;
+    for (uint32_t k0 = smallest & ~15u; k0 <= largest; k0 += 16) {
+        uint32_t any = 0;
+        for (uint32_t i = 0; i < 16; ++i) any |= counts[k0 + i];
+        if (any == 0) continue;
+        for (uint32_t i = 0; i < 16; ++i) {  // branch-free: an empty bucket's entry is overwritten
+            const uint32_t c = counts[k0 + i];
+            run_key[runs] = static_cast<uint16_t>(k0 + i);
+            first[runs] = rank;
+            rank += c;
+            runs += c != 0;
+            counts[k0 + i] = 0;
+        }
+    }
+    first[runs] = rank;
+    return runs;
+}
+
+// Writes `value` at out[0 .. count) in blocks of kExpandBlock, so possibly up to out[count + 7]: the
+// arrays expanded into have kExpandBlock spare entries, and later runs overwrite the excess. Runs
+// of weight rows are short (1-10 values), so one block per run is the rule and the loop's branch
+// is predictable, unlike a fill of exactly `count` values.
+constexpr int64_t kExpandBlock = 8;
+FCI_INLINE void expand_run(double* out, int64_t count, double value) {
+    int64_t at = 0;
+    do {
+#pragma omp simd
+        for (int64_t i = 0; i < kExpandBlock; ++i) out[at + i] = value;
+        at += kExpandBlock;
+    } while (at < count);
+}
+
+// The runs' values, and (unless x is null) the sorted row x[0..n) expanded from them.
+template <typename Traits>
+FCI_INLINE void decode_runs(const uint16_t* run_key, const int64_t* first, int64_t runs, double* value, double* x) {
+#pragma omp simd
+    for (int64_t i = 0; i < runs; ++i) value[i] = Traits::decode(from_key(run_key[i]));
+    if (x == nullptr) return;
+    for (int64_t i = 0; i < runs; ++i) expand_run(x + first[i], first[i + 1] - first[i], value[i]);
+}
+
+// y[0..n) = ln|x| expanded from the runs (one table lookup per run).
+FCI_INLINE void log_abs_runs(const uint16_t* run_key, const int64_t* first, int64_t runs, const HalfLogTable& table,
+                             double* y) {
+    for (int64_t i = 0; i < runs; ++i) {
+        expand_run(y + first[i], first[i + 1] - first[i], table.log_abs[from_key(run_key[i]) & 0x7fffu]);
+    }
 }
 
 // Offsets of one thread's scratch arrays inside its block.
 struct Layout {
     int64_t keys_a, keys_b, y, histogram, partials, runs, ald_search, total;
     int64_t x[kGroup], below[kGroup], above[kGroup];
+    // Counted 16-bit rows: the key counts (zero between rows) and the runs of equal values.
+    int64_t counts, run_key, run_first, run_value, run_a, run_b, run_position;
 
     explicit Layout(int64_t cols) {
         int64_t at = 0;
@@ -712,9 +1007,9 @@ struct Layout {
         };
         keys_a = take(8 * cols);
         keys_b = take(8 * cols);
-        y = take(8 * cols);
+        y = take(8 * (cols + kExpandBlock));
         for (int k = 0; k < kGroup; ++k) {
-            x[k] = take(8 * cols);
+            x[k] = take(8 * (cols + kExpandBlock));
             below[k] = take(8 * cols);
             above[k] = take(8 * cols);
         }
@@ -722,6 +1017,13 @@ struct Layout {
         partials = take(8 * kFsumPartials);
         runs = take(2 * sizeof(Run) * kFullRuns);
         ald_search = take(8 * 4 * ald_blocks(cols));
+        counts = take(4 * kKeys16);
+        run_key = take(2 * (cols + 16));
+        run_first = take(8 * (cols + 16));
+        run_value = take(8 * cols);
+        run_a = take(8 * cols);
+        run_b = take(8 * cols);
+        run_position = take(8 * cols);
         total = at;
     }
 };
@@ -732,10 +1034,10 @@ FCI_INLINE RowOut row_out(const FitOutput& out, int64_t r) {
             out.intercept + at, out.r2 + at};
 }
 
-// Load one row, sort it, and decode it into x (float64, ascending) and, unless y is null, y = ln|x|.
+// Load one row, sort it, and decode it into x (float64, ascending); returns the sorted keys.
 template <typename Traits>
-FCI_INLINE void load_sorted(const unsigned char* src, int64_t cols, int64_t col_stride, unsigned char* block,
-                            const Layout& layout, double* x, double* y) {
+FCI_INLINE const void* load_sorted(const unsigned char* src, int64_t cols, int64_t col_stride, unsigned char* block,
+                                   const Layout& layout, double* x) {
     using Bits = typename Traits::Bits;
     Bits* keys = reinterpret_cast<Bits*>(block + layout.keys_a);
     Bits* spare = reinterpret_cast<Bits*>(block + layout.keys_b);
@@ -749,33 +1051,46 @@ FCI_INLINE void load_sorted(const unsigned char* src, int64_t cols, int64_t col_
     const Bits* sorted = sort_keys(keys, spare, cols, reinterpret_cast<uint32_t*>(block + layout.histogram));
 #pragma omp simd
     for (int64_t j = 0; j < cols; ++j) x[j] = Traits::decode(from_key(sorted[j]));
-    if (y != nullptr) log_abs_block(x, y, cols);
+    return sorted;
 }
 
-// Sort row r into x, then record its whole split tree; returns one past its deepest node's column.
-FCI_INLINE int64_t fit_tree(const HeadView& head, int64_t r, const FitOptions& options, const FitOutput& out,
-                            unsigned char* block, const Layout& layout, double* x) {
+FCI_INLINE const void* sort_row(const HeadView& head, int64_t r, unsigned char* block, const Layout& layout,
+                                double* x) {
     const unsigned char* src = head.data + r * head.row_stride;
-    const int64_t n = head.cols;
-    double* y = options.ald_only ? nullptr : reinterpret_cast<double*>(block + layout.y);
     switch (head.dtype) {
         case DType::Float16:
-            load_sorted<Float16Traits>(src, n, head.col_stride, block, layout, x, y);
-            break;
+            return load_sorted<Float16Traits>(src, head.cols, head.col_stride, block, layout, x);
         case DType::BFloat16:
-            load_sorted<BFloat16Traits>(src, n, head.col_stride, block, layout, x, y);
-            break;
+            return load_sorted<BFloat16Traits>(src, head.cols, head.col_stride, block, layout, x);
         case DType::Float32:
-            load_sorted<Float32Traits>(src, n, head.col_stride, block, layout, x, y);
-            break;
+            return load_sorted<Float32Traits>(src, head.cols, head.col_stride, block, layout, x);
         case DType::Float64:
-            load_sorted<Float64Traits>(src, n, head.col_stride, block, layout, x, y);
-            break;
+            return load_sorted<Float64Traits>(src, head.cols, head.col_stride, block, layout, x);
     }
-    if (options.ald_only) return 0;
+    return nullptr;  // unreachable: every dtype is handled above
+}
+
+// y = ln|x| of a sorted row: x (float64) and its sorted keys in the row's own dtype.
+FCI_INLINE void log_abs_row(DType dtype, const double* x, const void* keys, double* y, int64_t n) {
+    switch (dtype) {
+        case DType::Float16:
+            return log_abs_half_keys(static_cast<const uint16_t*>(keys), half_log_table<Float16Traits>(), y, n);
+        case DType::BFloat16:
+            return log_abs_half_keys(static_cast<const uint16_t*>(keys), half_log_table<BFloat16Traits>(), y, n);
+        case DType::Float32:
+            return log_abs_float32_block(x, y, n);
+        case DType::Float64:
+            return log_abs_block(x, y, n);
+    }
+}
+
+// Record the whole split tree of row r from its sorted values x and logs y; returns one past its
+// deepest node's column.
+FCI_INLINE int64_t fit_tree(int64_t r, int64_t n, const FitOptions& options, const FitOutput& out, unsigned char* block,
+                            const Layout& layout, const double* x, const double* y) {
     SortedRow row{x, y, n, 0, 0};
     row.z0 = lower_bound(x, 0, n, 0.0);
-    row.z1 = std::upper_bound(x + row.z0, x + n, 0.0) - x;
+    row.z1 = lower_bound<true>(x, row.z0, n, 0.0);
     double* partials = reinterpret_cast<double*>(block + layout.partials);
 
     RowOut o = row_out(out, r);
@@ -803,20 +1118,99 @@ FCI_INLINE int64_t fit_tree(const HeadView& head, int64_t r, const FitOptions& o
     return o.needed;
 }
 
+// The runs of a counted 16-bit row (see count_row), in the thread's scratch.
+struct CountedRow {
+    uint16_t* key;
+    int64_t* first;
+    double* value;
+    int64_t runs = 0;
+
+    CountedRow(unsigned char* block, const Layout& layout)
+        : key(reinterpret_cast<uint16_t*>(block + layout.run_key)),
+          first(reinterpret_cast<int64_t*>(block + layout.run_first)),
+          value(reinterpret_cast<double*>(block + layout.run_value)) {}
+};
+
+// Count row r into its runs and (unless x is null) expand the sorted row x[0..n) from them.
+FCI_INLINE void count_sorted(const HeadView& head, int64_t r, unsigned char* block, const Layout& layout,
+                             CountedRow& row, double* x) {
+    row.runs = count_row(head.data + r * head.row_stride, head.cols, head.col_stride,
+                         reinterpret_cast<uint16_t*>(block + layout.keys_a),
+                         reinterpret_cast<uint32_t*>(block + layout.counts), row.key, row.first);
+    if (head.dtype == DType::Float16) {
+        decode_runs<Float16Traits>(row.key, row.first, row.runs, row.value, x);
+    } else {
+        decode_runs<BFloat16Traits>(row.key, row.first, row.runs, row.value, x);
+    }
+}
+
+// The ALD of a counted row from its runs (docs/spec.md section 4).
+FCI_INLINE void ald_counted(const CountedRow& row, int64_t n, int64_t r, const FitOutput& out, unsigned char* block,
+                            const Layout& layout) {
+    if (n < 3) {
+        out.loc[r] = out.scale[r] = out.kappa[r] = out.loglik[r] = kNaN;
+        return;
+    }
+    ald_from_runs(row.value, row.first, row.runs, n, reinterpret_cast<double*>(block + layout.run_a),
+                  reinterpret_cast<double*>(block + layout.run_b),
+                  reinterpret_cast<int64_t*>(block + layout.run_position),
+                  reinterpret_cast<double*>(block + layout.ald_search), out.loc + r, out.scale + r, out.kappa + r,
+                  out.loglik + r);
+}
+
+// The goodness of fit (docs/spec.md section 7) of row r, sorted in x[0..n), once its ALD is stored.
+FCI_INLINE void store_gof(const double* x, int64_t n, int64_t r, const FitOutput& out) {
+    const RowGof gof = row_gof(x, n, out.loc[r], out.scale[r], out.kappa[r]);
+    out.loglik_laplace[r] = gof.loglik_laplace;
+    out.loglik_normal[r] = gof.loglik_normal;
+    out.ks[r] = gof.ks;
+}
+
 // Rows r0 .. r0 + rows - 1 (rows <= kGroup); returns one past the deepest node column.
 FCI_ROW_KERNEL int64_t fit_group(const HeadView& head, int64_t r0, int rows, const FitOptions& options,
-                                 const FitOutput& out, unsigned char* block, const Layout& layout) {
+                                 const FitOutput& out, unsigned char* block, const Layout& layout, PhaseTimes* times) {
+    PhaseClock clock(times);
     double* x[kGroup];
     double* below[kGroup];
     double* above[kGroup];
     int64_t needed = 0;
+    const int64_t n = head.cols;
+    double* y = reinterpret_cast<double*>(block + layout.y);
+    const bool counted = counted_rows(head, options);
+    CountedRow runs(block, layout);
     for (int k = 0; k < rows; ++k) {
         x[k] = reinterpret_cast<double*>(block + layout.x[k]);
         below[k] = reinterpret_cast<double*>(block + layout.below[k]);
         above[k] = reinterpret_cast<double*>(block + layout.above[k]);
-        needed = std::max(needed, fit_tree(head, r0 + k, options, out, block, layout, x[k]));
+        const void* keys = nullptr;
+        if (counted) {
+            count_sorted(head, r0 + k, block, layout, runs, options.ald_only ? nullptr : x[k]);
+        } else {
+            keys = sort_row(head, r0 + k, block, layout, x[k]);
+        }
+        clock.lap(&PhaseTimes::sort);
+        if (!options.ald_only) {
+            if (counted) {
+                const HalfLogTable& table =
+                    head.dtype == DType::Float16 ? half_log_table<Float16Traits>() : half_log_table<BFloat16Traits>();
+                log_abs_runs(runs.key, runs.first, runs.runs, table, y);
+            } else {
+                log_abs_row(head.dtype, x[k], keys, y, n);
+            }
+            clock.lap(&PhaseTimes::logs);
+            needed = std::max(needed, fit_tree(r0 + k, n, options, out, block, layout, x[k], y));
+            clock.lap(&PhaseTimes::tree);
+            // The whole sorted row is at hand here: x[k][0..n) ascending, y = ln|x|, and for a counted
+            // row also its runs (value, first rank). The goodness of fit (csrc/gof.h) sweeps it once
+            // the row's ALD is known: below for a counted row, after the group's ALD otherwise.
+        }
+        if (counted) {  // a counted row's runs are overwritten by the next row: its ALD now
+            ald_counted(runs, n, r0 + k, out, block, layout);
+            if (out.ks != nullptr && !options.ald_only) store_gof(x[k], n, r0 + k, out);
+            clock.lap(&PhaseTimes::ald);
+        }
     }
-    const int64_t n = head.cols;
+    if (counted) return needed;
     if (n < 3) {
         for (int k = 0; k < rows; ++k) {
             out.loc[r0 + k] = out.scale[r0 + k] = out.kappa[r0 + k] = out.loglik[r0 + k] = kNaN;
@@ -842,13 +1236,9 @@ FCI_ROW_KERNEL int64_t fit_group(const HeadView& head, int64_t r0, int rows, con
         const int64_t r = r0 + k;
         ald_from_sums(x[k], n, below[k], above[k], reinterpret_cast<double*>(block + layout.ald_search), out.loc + r,
                       out.scale + r, out.kappa + r, out.loglik + r);
-        if (out.ks != nullptr) {  // the goodness of fit: one more sweep of the sorted row
-            const RowGof gof = row_gof(x[k], n, out.loc[r], out.scale[r], out.kappa[r]);
-            out.loglik_laplace[r] = gof.loglik_laplace;
-            out.loglik_normal[r] = gof.loglik_normal;
-            out.ks[r] = gof.ks;
-        }
+        if (out.ks != nullptr) store_gof(x[k], n, r, out);  // one more sweep of the sorted row
     }
+    clock.lap(&PhaseTimes::ald);
     return needed;
 }
 
@@ -887,7 +1277,8 @@ Workspace::~Workspace() {
     ::operator delete(base_, std::align_val_t(kAlign));
 }
 
-int64_t fit_rows(const HeadView& head, const FitOptions& options, const FitOutput& out, Workspace& workspace) {
+int64_t fit_rows(const HeadView& head, const FitOptions& options, const FitOutput& out, Workspace& workspace,
+                 PhaseTimes* times) {
     const Layout layout(head.cols);
     // Waking a thread costs more than fitting a few thousand values: small blocks use fewer threads.
     const int64_t useful = std::max<int64_t>(1, head.rows * head.cols / kMinValuesPerThread);
@@ -901,12 +1292,24 @@ int64_t fit_rows(const HeadView& head, const FitOptions& options, const FitOutpu
 #else
         unsigned char* block = workspace.thread_block(0);
 #endif
+        if (counted_rows(head, options)) std::memset(block + layout.counts, 0, 4 * kKeys16);
+        PhaseTimes mine;
         const int64_t groups = (head.rows + kGroup - 1) / kGroup;
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(dynamic, kGroupsPerChunk) nowait
         for (int64_t g = 0; g < groups; ++g) {
             const int64_t r0 = g * kGroup;
             const int rows = static_cast<int>(std::min<int64_t>(kGroup, head.rows - r0));
-            needed = std::max(needed, fit_group(head, r0, rows, options, out, block, layout));
+            needed = std::max(
+                needed, fit_group(head, r0, rows, options, out, block, layout, times != nullptr ? &mine : nullptr));
+        }
+        if (times != nullptr) {
+#pragma omp critical(fcinterp_phase_times)
+            {
+                times->sort += mine.sort;
+                times->logs += mine.logs;
+                times->tree += mine.tree;
+                times->ald += mine.ald;
+            }
         }
     }
     return needed;
@@ -918,6 +1321,10 @@ double exact_sum(const double* values, int64_t n, double* partials) {
 
 FCI_ROW_KERNEL void log_abs(const double* x, double* y, int64_t n) {
     log_abs_block(x, y, n);
+}
+
+FCI_ROW_KERNEL void log_abs_float32(const double* x, double* y, int64_t n) {
+    log_abs_float32_block(x, y, n);
 }
 
 const char* simd_target() {

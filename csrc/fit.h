@@ -1,10 +1,12 @@
 // fcinterp_fast C++ kernels: docs/spec.md sections 2-4 and 7 for every row of a classifier head, on raw pointers.
 //
 // One call fits a block of R rows of a (R, D) head. Per row, in one pass over per-thread scratch:
-// load the row in its own dtype (float16 / bfloat16 / float32 / float64, any strides), radix sort the
-// float bit patterns, decode to float64 and take ln|x|, walk the split tree (chain or full, root at
-// zero or at the row mean) writing every node's count / mean / min / max / line fit, fit the ALD
-// by maximum likelihood, and sweep the sorted row once more for its goodness of fit (csrc/gof.h). Rows run in parallel
+// load the row in its own dtype (float16 / bfloat16 / float32 / float64, any strides), radix sort
+// the float bit patterns (or count them: "Counting fits of 16-bit heads" below and in
+// docs/spec.md), decode to float64 and take ln|x| (a table for 16-bit dtypes, no log calls), walk
+// the split tree (chain or full, root at zero or at the row mean) writing every node's count /
+// mean / min / max / line fit, fit the ALD by maximum likelihood, and sweep the sorted row once
+// more for its goodness of fit (csrc/gof.h, docs/spec.md section 7). Rows run in parallel
 // (OpenMP); nothing is allocated per row.
 //
 // Exactness (the two readings fixed in fcinterp_fast/backends/reference.py):
@@ -22,6 +24,29 @@
 //   is the reference's bit for bit, even on likelihoods flat to the last bit. kappa and scale come
 //   from the square roots (sqrt(rb / ra), sqrt(ra) sqrt(rb) (ra + rb)): finite for rows scaled by
 //   1e+-155 and beyond, where (alpha beta)^(1/4) over- or underflows.
+//
+// Counting fits of 16-bit heads
+// -----------------------------
+// The algorithm is written down once, for every backend, in docs/spec.md ("Counting fits of 16-bit
+// heads", end of section 4): count the order-preserving keys of a float16 / bfloat16 row, list the
+// occupied keys as runs (value v_i, count c_i, first rank s_i), and take every statistic from them.
+// What this kernel does with it (fit.cpp, count_row .. ald_from_runs):
+// * Keys: to_key keeps -0.0 as its own key just below +0.0 (equal values; the order is harmless).
+// * Count: a per-thread 2^16-bucket histogram that stays zero between rows; only the buckets between
+//   the row's smallest and largest key are scanned, 16 at a time (empty groups skipped, the rest
+//   compacted without branches) and cleared. Weight rows span many binades (2-8 buckets per value
+//   at n = 16384-4096, 60 at 512), so short rows radix sort their keys instead: counted are
+//   bfloat16 rows of >= 8192 values and float16 rows of >= 32768 (measured; float16's 3 more
+//   fraction bits make shorter runs). FitOptions::counting_from moves the threshold (tests compare
+//   the two paths bit for bit).
+// * Logs: ln|v| of every pattern from a 2^15-entry float64 table per dtype (no log calls). The
+//   sorted row x and y = ln|x| are the runs expanded, so the split tree (exact means as above) walks
+//   exactly the arrays a sort gives, and a per-row sweep over the sorted row reads x or the runs.
+// * ALD: the prefix sums over the runs, B before run i = sum_{j<i} s_{j+1} (v_{j+1} - v_j) from the
+//   bottom and A at run i = sum_{j>=i} (n - s_{j+1}) (v_{j+1} - v_j) from the top, are the
+//   per-element sequential sums bit for bit (a zero term changes no float64 sum), so loc equals the
+//   reference's; the candidates are the first interior rank p = max(s_i, 1) <= min(s_{i+1} - 1,
+//   n - 2) of each run, searched with the same block bounds as a sorted row's order statistics.
 #pragma once
 
 #include <cstdint>
@@ -50,6 +75,8 @@ struct FitOptions {
     int64_t min_size = 20;         // split a node only when it has at least this many members
     int levels = kMaxChainLevels;  // deepest level produced (1-based)
     bool ald_only = false;         // sort and ALD only, no logs and no tree (timing the ALD part alone)
+    int64_t counting_from = 0;     // 16-bit rows of at least this many values are counted; 0: the measured
+                                   // defaults (see "Counting fits of 16-bit heads"); tests set 1
 };
 
 // The (rows, cols) head, read in place. Element (r, j) lies at data + r * row_stride + j * col_stride
@@ -103,6 +130,16 @@ class Workspace {
     int threads_ = 1;
 };
 
+// Seconds spent in each phase of the row kernel, summed over rows and threads (CPU time): sort (load,
+// sort, decode to float64), logs (ln|x|), tree (split walk and node statistics), ald (prefix sums and
+// the search). For the benchmark's breakdown; reading the clock costs ~4 calls per row.
+struct PhaseTimes {
+    double sort = 0.0;
+    double logs = 0.0;
+    double tree = 0.0;
+    double ald = 0.0;
+};
+
 // Fit every row of `head` into `out`; returns the number of node columns the results need (one past
 // the deepest node any row has), which exceeds out.columns when nodes were left out. Preconditions
 // (checked by the bindings): rows >= 1, 1 <= cols < 2^31, 1 <= levels <= kMaxChainLevels
@@ -110,7 +147,9 @@ class Workspace {
 // (with ald_only: out.columns == 0 and no node arrays),
 // `workspace` built for `cols`; rows run on the workspace's threads. Non-finite values do not crash
 // the kernel but give meaningless results (the Python layer rejects them first).
-int64_t fit_rows(const HeadView& head, const FitOptions& options, const FitOutput& out, Workspace& workspace);
+// With `times`, also adds each phase's seconds to it.
+int64_t fit_rows(const HeadView& head, const FitOptions& options, const FitOutput& out, Workspace& workspace,
+                 PhaseTimes* times = nullptr);
 
 // Test hooks for the building blocks.
 // Correctly rounded sum of n doubles (Shewchuk's algorithm exactly as CPython's math.fsum); NaN if
@@ -119,6 +158,8 @@ constexpr int64_t kFsumPartials = 2112;
 double exact_sum(const double* values, int64_t n, double* partials);
 // y[i] = ln|x[i]| for finite non-zero x (within 1 ulp); the vectorised log the kernel uses.
 void log_abs(const double* x, double* y, int64_t n);
+// The same for float32 values (held as doubles): the table-driven log of float32 rows.
+void log_abs_float32(const double* x, double* y, int64_t n);
 // Name of the instruction set the dispatcher picked on this CPU ("x86-64-v4", "x86-64-v3",
 // "default" (baseline) or "native").
 const char* simd_target();

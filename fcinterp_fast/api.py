@@ -41,8 +41,9 @@ def fit(
     Args:
         W: the head: a (K, D) or (K, D, 1, 1) tensor or numpy array (float16, bfloat16, float32 or
             float64, any device, any strides), an ``nn.Linear`` / conv 1x1 module, a model (its head
-            is found by ``head_weight``), or a ``.safetensors`` / ``.pth`` path (read a block of
-            rows at a time: memory stays within ``max_memory`` whatever the size of the file).
+            is found by ``head_weight``), or a ``.safetensors`` / ``.pth`` / ``.npy`` path, a
+            Hugging Face folder or a sharded checkpoint's ``*.index.json`` (read a block of rows at
+            a time: memory stays within ``max_memory`` whatever the size of the file).
         backend: ``"auto"`` (fastest available for the fitting device), ``"reference"``,
             ``"torch"``, ``"cpu"`` or ``"triton"``.
         tree: ``"chain"`` (only ``+ -> ++ -> ...`` and ``- -> -- -> ...``) or ``"full"``.
@@ -52,7 +53,8 @@ def fit(
         grid: ``"paper"`` (x_i = i / L) or ``"linspace"`` (x_i = i / (L - 1)).
         name: which tensor or submodule holds the head (files and models; see ``head_weight``).
         max_memory: bytes of working memory for one block of rows, the backend's scratch space
-            and the read-ahead buffers together (default ``config.DEFAULT_MAX_MEMORY``, 512 MiB).
+            and the read-ahead buffers together (default ``config.DEFAULT_MAX_MEMORY``, 512 MiB);
+            less than one row needs raises ``ValueError`` giving the smallest that works.
         progress: show a progress bar in rows/s (None: on a terminal, for fits lasting over a
             second; True: always; False: never).
         device: where the blocks are fitted (beyond the signature in docs/spec.md section 6). None: on the head's own
@@ -109,6 +111,7 @@ class FitPlan:
         config: the validated options; backend: the registry entry that fits the blocks.
         device: where blocks are fitted; results are kept on ``source.device``.
         block_rows: rows per block, from the memory budget.
+        row_bytes: working memory one row takes (the smallest ``max_memory`` that fits this head).
     """
 
     source: HeadSource
@@ -117,20 +120,29 @@ class FitPlan:
     backend: registry.Backend
     device: torch.device
     block_rows: int
+    row_bytes: int
 
     def fit_rows(self, start: int, stop: int, progress: bool | None = None, desc: str | None = None) -> RowFit:
-        """Fit rows ``start:stop`` block by block; (stop - start) rows on ``source.device``."""
-        cfg, parts = self.config, []
+        """Fit rows ``start:stop`` block by block; (stop - start) rows on ``source.device``.
+
+        The results are allocated once, when the first block is fitted, and each block's are
+        copied in: memory holds the results, one block and the read-ahead buffers, never a list of
+        block results and their concatenation too.
+        """
+        cfg, results = self.config, None
         desc = desc or f"fit [{self.backend.name} on {self.device.type}]"
         with _progress_bar(stop - start, progress, desc) as bar:
             for first, block in iter_blocks(self.source, start, stop, self.block_rows, self.device):
                 check_block(block, first)
-                part = settle_ambiguous(block, self.backend.fit_rows(block, cfg), cfg)
-                parts.append(_trim(part, cfg).to(self.source.device))
+                part = _trim(settle_ambiguous(block, self.backend.fit_rows(block, cfg), cfg), cfg)
+                if results is None:
+                    results = RowFit.empty(stop - start, part.columns, self.source.device)
+                results.put_rows(first - start, part)
+                del part  # before the next block is fitted
                 bar.update(block.shape[0])
-        if not parts:  # an empty shard of a distributed fit
+        if results is None:  # an empty shard of a distributed fit
             return _trim(RowFit.empty(0, cfg.n_columns, self.source.device), cfg)
-        return RowFit.cat(parts)
+        return results
 
     def head_fit(self, rows: RowFit) -> HeadFit:
         """The ``HeadFit`` of all K rows fitted under this plan."""
@@ -158,9 +170,15 @@ def plan_fit(
     source, class_names = open_head(W, name=name)
     where = _fitting_device(device, source, backend)
     chosen = registry.resolve(backend, where)
-    per_element = chosen.bytes_per_element + staging_bytes_per_element(source, where)
-    block_rows = _block_rows(source.shape[1], per_element, max_memory or DEFAULT_MAX_MEMORY)
-    return FitPlan(source, class_names, cfg, chosen, where, block_rows)
+    row_bytes = source.shape[1] * (chosen.bytes_per_element + staging_bytes_per_element(source, where))
+    budget = max_memory or DEFAULT_MAX_MEMORY
+    if row_bytes > budget:
+        raise ValueError(
+            f"max_memory={budget} bytes{' (the default)' if max_memory is None else ''} cannot hold one row of "
+            f"this head: a row of {source.shape[1]} {source.dtype} weights needs {row_bytes} bytes on backend "
+            f"{chosen.name!r} ({where.type}); pass max_memory={row_bytes} or more"
+        )
+    return FitPlan(source, class_names, cfg, chosen, where, budget // row_bytes, row_bytes)
 
 
 def settle_ambiguous(block: torch.Tensor, part: RowFit, cfg: FitConfig) -> RowFit:
@@ -202,10 +220,6 @@ def _fitting_device(device, source: HeadSource, backend: str) -> torch.device:
         if device.index is None:  # compare equal to tensors on the current GPU
             device = torch.device("cuda", torch.cuda.current_device())
     return device
-
-
-def _block_rows(D: int, bytes_per_element: int, max_memory: int) -> int:
-    return max(1, max_memory // (D * bytes_per_element))
 
 
 class _NoBar:

@@ -110,6 +110,25 @@ class RowFit:
         for name, t in self.fields().items():
             t[rows] = getattr(other, name).to(t.device)
 
+    def put_rows(self, first: int, part: RowFit) -> None:
+        """Copy ``part`` into rows ``first:first + part.rows``, in place. Node columns beyond
+        ``part``'s stay as they are (absent); a ``part`` with more columns widens this fit first,
+        one field at a time (so widening holds one field twice, never the whole fit)."""
+        if part.columns > self.columns:
+            extra = part.columns - self.columns
+            pad = RowFit.empty(1, extra, self.count.device)
+            for name in NODE_FIELDS:
+                old = getattr(self, name)
+                wide = torch.empty((old.shape[0], part.columns), dtype=old.dtype, device=old.device)
+                wide[:, : old.shape[1]] = old
+                wide[:, old.shape[1] :] = getattr(pad, name)
+                del old
+                setattr(self, name, wide)
+        rows = slice(first, first + part.rows)
+        for name, values in part.fields().items():
+            target = getattr(self, name)[rows]
+            (target[:, : part.columns] if name in NODE_FIELDS else target).copy_(values)
+
     @staticmethod
     def cat(parts: list[RowFit]) -> RowFit:
         columns = max(p.columns for p in parts)

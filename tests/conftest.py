@@ -57,6 +57,12 @@ class BackendCase:
             W = self.put(W)
         return fcinterp_fast.fit(W, backend=self.name, **options)
 
+    def one_row(self, W) -> int:
+        """The ``max_memory`` that fits ``W`` (a tensor or a file) one row per block on this backend."""
+        from fcinterp_fast.api import plan_fit
+
+        return plan_fit(self.put(W) if isinstance(W, torch.Tensor) else W, backend=self.name).row_bytes
+
     def __str__(self) -> str:
         return f"{self.name}-{self.device}"
 

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import torch
 
+import fcinterp_fast
+
 stats = pytest.importorskip("scipy.stats")
 
 RTOL = 1e-9  # docs/spec.md section 7
@@ -92,7 +94,7 @@ def test_gof_of_float32_head_reads_the_values_fitted(backend):
 
 def test_backends_agree_with_reference(backend):
     W = torch.from_numpy(_rows(101))
-    want = __import__("fcinterp_fast").fit(W, backend="reference").gof.columns()
+    want = fcinterp_fast.fit(W, backend="reference").gof.columns()
     got = backend.fit(W).gof.columns()
     for name in want:
         np.testing.assert_allclose(got[name], want[name], rtol=RTOL, atol=1e-12, err_msg=name)
@@ -100,8 +102,6 @@ def test_backends_agree_with_reference(backend):
 
 def test_ald_nests_laplace():
     """lr_asym >= 0 up to rounding on real-looking rows, and a symmetric sample gives a small one."""
-    import fcinterp_fast
-
     rng = np.random.default_rng(5)
     W = torch.from_numpy(rng.laplace(0, 1, (50, 400)))
     gof = fcinterp_fast.fit(W, backend="torch").gof
@@ -142,8 +142,6 @@ def test_ks_p_is_kstest_pvalue_for_long_rows():
 
 
 def test_gof_table():
-    import fcinterp_fast
-
     pd = pytest.importorskip("pandas")
     fit = fcinterp_fast.fit(torch.from_numpy(_rows(64)), backend="torch")
     frame = fit.gof.to_pandas()
@@ -175,3 +173,20 @@ def test_native_goodness_of_fit_outputs_are_checked():
     for k in range(3):
         want = stats.kstest(head[k], "laplace_asymmetric", args=(out["kappa"][k], out["loc"][k], out["scale"][k]))
         assert gof["ks"][k] == pytest.approx(want.statistic, rel=RTOL)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_native_counted_rows_have_the_goodness_of_fit_of_sorted_rows(dtype):
+    """16-bit rows the cpu kernel counts instead of sorting (csrc/fit.h) get the same sweep."""
+    from fcinterp_fast.backends import cpu
+    from fcinterp_fast.config import FitConfig
+
+    if cpu.unavailable() is not None:
+        pytest.skip("the cpu backend is not built")
+    W = torch.from_numpy(_rows(300)[:5]).to(dtype)
+    W[4] = torch.round(W[4] * 2)  # many ties: long runs
+    counted = cpu._fit_rows(W, FitConfig(), None, counting_from=16)
+    sorted_rows = cpu._fit_rows(W, FitConfig(), None)
+    for name in ("loglik_laplace", "loglik_normal", "ks"):
+        torch.testing.assert_close(getattr(counted, name), getattr(sorted_rows, name), rtol=1e-12, atol=0)
+    _check(fcinterp_fast.fit(W, backend="cpu"), W.to(torch.float64).numpy())

@@ -97,8 +97,8 @@ def test_blocks_keep_only_their_trimmed_columns(monkeypatch):
     from fcinterp_fast.result import RowFit
 
     held = []
-    cat = RowFit.cat
-    monkeypatch.setattr(RowFit, "cat", staticmethod(lambda parts: held.extend(parts) or cat(parts)))
+    put_rows = RowFit.put_rows
+    monkeypatch.setattr(RowFit, "put_rows", lambda self, first, part: held.append(part) or put_rows(self, first, part))
     W = random_head(300, 64)
     result = fcinterp_fast.fit(W, backend="torch", max_memory=budget_for(100, W))
     assert len(held) == 3 and len(result.nodes) < 20
@@ -321,3 +321,67 @@ def test_cpu_tensor_fitted_on_gpu_keeps_results_on_cpu():
     assert result.count.device.type == "cpu"
     torch.testing.assert_close(result.count, reference.count, rtol=0, atol=0)
     torch.testing.assert_close(result.lo, reference.lo, rtol=0, atol=0, equal_nan=True)
+
+
+# ------------------------------------------------------------------------------ memory budget
+def test_row_larger_than_the_budget_is_refused_with_the_smallest_budget_that_works(tmp_path):
+    """A 4 KB file declaring a (2, 2**24) float32 head, max_memory=8M: refused before any allocation
+    (the read of one such row grew RSS by 630 MB); a real head says which budget fits it."""
+    header = json.dumps({"lm_head.weight": {"dtype": "F32", "shape": [2, 2**24], "data_offsets": [0, 2**27]}})
+    declared = tmp_path / "declared.safetensors"
+    declared.write_bytes(len(header).to_bytes(8, "little") + header.encode() + bytes(4000))
+    with pytest.raises(ValueError, match=str(declared)):
+        fcinterp_fast.fit(declared, max_memory=8 * 2**20, device="cpu")
+
+    W = random_head(4, 2**16, torch.float32)
+    path = save_head(tmp_path / "wide.safetensors", W)
+    per_element = registry.get_backend("torch").bytes_per_element
+    needed = 2**16 * (per_element + 2 * 4)  # with the two read-ahead buffers of a file
+    for source, smallest in ((path, needed), (W, 2**16 * per_element)):
+        with pytest.raises(
+            ValueError, match=rf"max_memory=8388608 bytes cannot hold one row .* max_memory={smallest} "
+        ):
+            fcinterp_fast.fit(source, backend="torch", max_memory=8 * 2**20, device="cpu")
+    fits = fcinterp_fast.fit(path, backend="torch", max_memory=needed, device="cpu")
+    assert_same_fit(fits, fcinterp_fast.fit(W, backend="torch"))
+    assert plan_fit(path, backend="torch", max_memory=needed, device="cpu").block_rows == 1
+
+
+_PEAK_SCRIPT = """
+import json, sys
+import torch
+import fcinterp_fast
+from fcinterp_fast import bench
+path, budget = sys.argv[1], int(sys.argv[2])
+fcinterp_fast.fit(torch.randn(50, 64), backend="cpu")  # load what a fit loads
+with bench.PeakMemory("cpu") as peak:
+    fit = fcinterp_fast.fit(path, backend="cpu", max_memory=budget, device="cpu")
+    results = sum(t.numel() * t.element_size() for t in (fit.count, fit.mean, fit.lo, fit.hi, fit.slope,
+                  fit.intercept, fit.r2, fit.ald.loc, fit.ald.scale, fit.ald.kappa, fit.ald.loglik))
+print(json.dumps({"peak_mib": peak.mib, "results_mib": results / 2**20, "columns": len(fit.nodes)}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's resettable peak RSS")
+def test_streamed_fit_holds_its_results_once(tmp_path):
+    """Peak memory above the start of a streamed fit stays within the results it returns plus twice
+    the budget (and a few MB for the allocator): block results used to be kept in a list and then
+    concatenated, about twice the results."""
+    import subprocess
+    import sys
+
+    from fcinterp_fast.backends import cpu
+
+    if cpu.unavailable() is not None:
+        pytest.skip(f"backend 'cpu': {cpu.unavailable()}")
+    path = save_head(tmp_path / "tall.safetensors", random_head(100_000, 64, torch.float32, seed=5))
+    budget = 2**20
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK_SCRIPT, str(path), str(budget)], capture_output=True, text=True, check=True
+    )
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    if measured["peak_mib"] is None:
+        pytest.skip("peak resident memory cannot be reset here")
+    results = measured["results_mib"]
+    assert results > 30  # the results dominate the budget, so holding them twice would show
+    assert measured["peak_mib"] <= results + 2 * budget / 2**20 + 12, measured

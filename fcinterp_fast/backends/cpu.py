@@ -1,7 +1,8 @@
 """``backend="cpu"``: docs/spec.md sections 2-4 in C++ (``csrc/``), rows in parallel with OpenMP.
 
 The extension ``fcinterp_fast._cpu`` reads the head in place (float16, bfloat16, float32 or float64,
-any strides: no upcast copy), and per row sorts it with a radix sort on the bit patterns, walks the
+any strides: no upcast copy), and per row sorts it with a radix sort on the bit patterns (long
+float16 / bfloat16 rows are counted instead: docs/spec.md, "Counting fits of 16-bit heads"), walks the
 whole split tree, fits the ALD and sweeps the sorted row for its goodness of fit (docs/spec.md
 section 7, ``csrc/gof.h``) in one pass over per-thread scratch, with the GIL released. Split
 thresholds are decided exactly (an exact sum is taken whenever the fast sum's error bound could
@@ -12,6 +13,8 @@ The extension is optional: if it was not built or cannot be imported, this backe
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
@@ -32,7 +35,10 @@ except ImportError as error:  # not built (no compiler, optional build failed) o
 else:
     _IMPORT_ERROR = None
 
-__all__ = ["fit_rows", "ald_only", "build_info"]
+__all__ = ["fit_rows", "fit_rows_profiled", "ald_only", "build_info", "PHASES"]
+
+#: Phases of the row kernel that ``fit_rows_profiled`` times, in the order they run.
+PHASES = ("sort", "logs", "tree", "ald")
 
 # Chains without a depth may go 64 levels deep but rarely pass ~10; the outputs are first sized for
 # this many levels and the block is refitted at full width only when some row went deeper.
@@ -80,6 +86,32 @@ def fit_rows(W: torch.Tensor, cfg: FitConfig, gof: bool = True) -> RowFit:
         there the first 16 levels when no row goes deeper (the rest would be absent; ``fit`` trims
         unused levels anyway). ``ambiguous`` is all False.
     """
+    return _fit_rows(W, cfg, None, gof=gof)
+
+
+def fit_rows_profiled(
+    W: torch.Tensor, cfg: FitConfig, *, threads: int | None = None
+) -> tuple[RowFit, dict[str, float]]:
+    """``fit_rows``, also returning the seconds each phase of the row kernel took (``PHASES``: sort =
+    load, sort and decode; logs = ln|x|; tree = the split walk and node statistics; ald = prefix sums
+    and the search), summed over rows and threads. ``threads`` defaults to ``torch.get_num_threads()``.
+    Reading the clock costs a few calls per row: time the plain ``fit_rows`` for totals."""
+    phases: dict[str, float] = {}
+    fit = _fit_rows(W, cfg, phases, threads)
+    return fit, phases
+
+
+def _fit_rows(
+    W: torch.Tensor,
+    cfg: FitConfig,
+    phases: dict[str, float] | None,
+    threads: int | None = None,
+    counting_from: int = 0,
+    gof: bool = True,
+) -> RowFit:
+    """``fit_rows`` with the phase times written into ``phases`` (unless None); ``counting_from`` is the
+    extension's test hook (16-bit rows of at least that many values take the counting fit; 0: the
+    default lengths); ``gof`` as for ``fit_rows``."""
     _require_extension()
     if not isinstance(W, torch.Tensor) or W.dim() != 2 or W.device.type != "cpu":
         raise ValueError(f"backend 'cpu' fits a 2-D CPU tensor, got {_describe(W)}")
@@ -94,37 +126,53 @@ def fit_rows(W: torch.Tensor, cfg: FitConfig, gof: bool = True) -> RowFit:
     columns = cfg.n_columns
     if cfg.tree == "chain" and cfg.depth is None:
         columns = min(columns, 2 * _FIRST_CHAIN_LEVELS)
+    threads = torch.get_num_threads() if threads is None else threads
+    hook = _counting_hook(counting_from)
     stats = {name: torch.full((rows,), float("nan"), dtype=torch.float64) for name in GOF_FIELDS}
     while True:
         out = _allocate(rows, columns)
-        needed = _cpu.fit_rows(
-            head,
-            dtype,
-            cfg.tree,
-            cfg.root,
-            cfg.grid,
-            cfg.min_size,
-            cfg.levels,
-            **{name: t.numpy() for name, t in out.items()},
-            threads=torch.get_num_threads(),
-            **({name: t.numpy() for name, t in stats.items()} if gof else {}),
-        )
+        keywords: dict[str, Any] = {name: t.numpy() for name, t in out.items()} | {"threads": threads} | hook
+        if gof:
+            keywords |= {name: t.numpy() for name, t in stats.items()}
+        tree, root, grid, min_size, levels = cfg.tree, cfg.root, cfg.grid, cfg.min_size, cfg.levels
+        if phases is None:
+            needed = _cpu.fit_rows(head, dtype, tree, root, grid, min_size, levels, **keywords)
+        else:
+            needed, times = _cpu._fit_rows_profiled(head, dtype, tree, root, grid, min_size, levels, **keywords)
+            phases.clear()
+            phases.update(times)
         if needed <= columns:
             break
         columns = cfg.n_columns
     return RowFit(**out, **stats, ambiguous=torch.zeros(rows, dtype=torch.bool))
 
 
-def ald_only(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def ald_only(
+    W: torch.Tensor, *, counting_from: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The ALD part alone (sort + docs/spec.md section 4 for every row, no split tree), for timing it against
-    ``scipy.stats.laplace_asymmetric.fit``. Returns loc, scale, kappa, loglik: (R,) float64."""
+    ``scipy.stats.laplace_asymmetric.fit``. Returns loc, scale, kappa, loglik: (R,) float64.
+    ``counting_from``: as for ``_fit_rows`` (a test hook)."""
     _require_extension()
     loc, scale, kappa, loglik = (torch.empty(W.shape[0], dtype=torch.float64) for _ in ALD_FIELDS)
     head, dtype = head_array(W.detach())
     _cpu._ald_rows(
-        head, dtype, loc.numpy(), scale.numpy(), kappa.numpy(), loglik.numpy(), threads=torch.get_num_threads()
+        head,
+        dtype,
+        loc.numpy(),
+        scale.numpy(),
+        kappa.numpy(),
+        loglik.numpy(),
+        threads=torch.get_num_threads(),
+        **_counting_hook(counting_from),
     )
     return loc, scale, kappa, loglik
+
+
+def _counting_hook(counting_from: int) -> dict[str, int]:
+    """The extension's test hook as keyword arguments, left out at its default (0) so that this
+    module still runs on an extension built before the hook existed."""
+    return {"counting_from": counting_from} if counting_from else {}
 
 
 def _allocate(rows: int, columns: int) -> dict[str, torch.Tensor]:

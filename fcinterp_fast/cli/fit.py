@@ -56,7 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument(
         "--model", choices=models.list_models(), help=f"a bundled model (default {models.DEFAULT_MODEL})"
     )
-    where.add_argument("--weights", type=Path, metavar="FILE", help="a .safetensors or .pth file holding the head")
+    where.add_argument(
+        "--weights",
+        type=Path,
+        metavar="FILE",
+        help="a .safetensors / .pth / .npy file holding the head, a Hugging Face checkpoint folder or a sharded "
+        "checkpoint's *.index.json",
+    )
     head.add_argument(
         "--name",
         metavar="TENSOR",
@@ -234,9 +240,7 @@ def _open_head(args):
     """What to pass to ``fit`` (object and tensor name), a label, the shape and the class names."""
     if args.weights is not None:  # opened once, checked up front, streamed in row blocks by fit
         source, _ = open_head(args.weights, args.name)
-        tensor = getattr(source, "name", args.name)
-        label = f"{args.weights}" + (f", tensor {tensor}" if tensor else "")
-        return source, None, label, tuple(source.shape), None
+        return source, None, str(source), tuple(source.shape), None
     name = args.model or models.DEFAULT_MODEL
     model = models.load(name, device=args.device or "cpu")
     label = f"{name} (bundled ImageNet weights)"

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from ..classes import class_names as model_class_names
-from .files import HEAD_FILE_SUFFIXES, HEAD_MODULE_NAMES, open_file_head, read_file_head
+from .files import HEAD_FILE_SUFFIXES, open_file_head, read_file_head
+from .names import HEAD_MODULE_NAMES, head_candidates, module_path
 from .source import HeadSource, TensorSource, check_head_tensor
 
 __all__ = ["head_weight", "head_module", "open_head"]
@@ -25,7 +26,8 @@ def head_weight(obj, name: str | None = None) -> torch.Tensor:
         obj: a tensor or numpy array (K, D) / (K, D, 1, 1); an ``nn.Linear`` or conv 1x1 module; a
             timm model (``get_classifier()``, the first of tuple heads such as DeiT's
             ``(head, head_dist)``), a torchvision classifier, a Hugging Face model (its output
-            embeddings, e.g. ``lm_head``); or a path to a ``.safetensors`` / ``.pth`` file.
+            embeddings, e.g. ``lm_head``); or a path to a ``.safetensors`` / ``.pth`` / ``.npy``
+            file, a Hugging Face folder or a sharded checkpoint's ``*.index.json``.
         name: for modules, the dotted name of the head submodule or parameter (``"head_dist"``,
             ``"classifier.weight"``); for files, the tensor name (``"lm_head.weight"``).
 
@@ -82,7 +84,33 @@ def head_module(model: nn.Module, name: str | None = None) -> nn.Module:
     for attribute in HEAD_MODULE_NAMES:  # torchvision and friends
         if isinstance(getattr(model, attribute, None), nn.Module):
             return _last_head_like(getattr(model, attribute), f"{type(model).__name__}.{attribute}")
-    return _last_head_like(model, type(model).__name__)
+    return _named_head(model)
+
+
+def _named_head(model: nn.Module) -> nn.Module:
+    """The one linear / conv 1x1 layer of ``model`` in a module named like a head (whole names:
+    ``fc`` is not ``c_fc``), its only such layer, or the last layer of a bare ``Sequential`` (whose
+    layers have only indices for names); otherwise a ``ValueError`` listing them."""
+    layers = {name: m for name, m in model.named_modules() if _is_head_like(m)}
+    if not layers:
+        return _last_head_like(model, type(model).__name__)  # raises: no layer at all
+    heads = head_candidates(list(layers), HEAD_MODULE_NAMES)
+    if len(heads) == 1:
+        return layers[heads[0]]
+    if not heads and (len(layers) == 1 or all(not module_path(n) for n in layers)):
+        return list(layers.values())[-1]  # the only layer, or the last of a bare Sequential
+    listed = heads or list(layers)
+    shown = ", ".join(f"{n} {tuple(layers[n].weight.shape)}" for n in listed[-12:])
+    raise ValueError(
+        f"{type(model).__name__} has "
+        + (
+            f"{len(heads)} possible heads"
+            if heads
+            else "no classifier head (no module named " + ", ".join(HEAD_MODULE_NAMES) + ")"
+        )
+        + f"; it holds {len(layers)} linear / conv 1x1 layers ({'the last: ' if len(listed) > 12 else ''}{shown}); "
+        f"choose one with name=..."
+    )
 
 
 def _is_head_like(module: nn.Module) -> bool:

@@ -29,6 +29,8 @@ class HeadSource:
         on_disk: True when every block is read from storage (``fit`` then reads one block ahead
             into buffers it reuses); False when ``rows`` returns views of memory already held.
         fingerprint: the head's state when the source was opened (``check_unchanged``).
+        description: what the head is, for people (``str(source)``): for a file, which tensor of
+            which file, and why it was chosen when it is not stored as a head (a tied embedding).
     """
 
     shape: tuple[int, int]
@@ -36,6 +38,10 @@ class HeadSource:
     device: torch.device
     on_disk: bool = False
     fingerprint: Fingerprint
+    description: str = "a head"
+
+    def __str__(self) -> str:
+        return self.description
 
     def check_unchanged(self) -> None:
         """Raise (naming what changed) if the head is no longer what this source opened; every
@@ -61,6 +67,7 @@ class TensorSource(HeadSource):
         self.dtype = self.weight.dtype
         self.device = self.weight.device
         self.fingerprint = TensorFingerprint(self.weight)
+        self.description = f"a {K}x{D} {str(self.dtype).replace('torch.', '')} tensor on {self.device}"
 
     def rows(self, start: int, stop: int) -> torch.Tensor:
         self.check_unchanged()
