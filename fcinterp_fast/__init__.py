@@ -11,15 +11,21 @@ Example:
     >>> fit.members("tricycle", "+*")                              # doctest: +SKIP
 """
 
+import logging
+
 from . import models
 from ._version import __version__
 from .api import fit
 from .backends.registry import available as available_backends
 from .cam.methods import explain
 from .config import FitConfig
+from .diagnostics import FitWarning
 from .heads.find import head_weight
 from .nulls import null_head
 from .result import AldFit, HeadFit
+
+# The library logs to "fcinterp_fast" and prints nothing unless the application configures logging.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "fit",
@@ -30,6 +36,7 @@ __all__ = [
     "HeadFit",
     "AldFit",
     "FitConfig",
+    "FitWarning",
     "models",
     "__version__",
 ]

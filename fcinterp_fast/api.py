@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import sys
 
 import torch
 
 from .backends import registry
+from .classes import config_class_names, resolve_class_names
 from .config import DEFAULT_BACKEND, DEFAULT_MAX_MEMORY, DEFAULT_NULL_SEED, FitConfig, check_int
+from .devices import parse_device
+from .diagnostics import check_fit, check_orientation, logger
 from .heads.find import open_head
 from .heads.source import HeadSource, check_block
 from .heads.stream import iter_blocks, staging_bytes_per_element
 from .nulls import NullSource, check_null_kinds
+from .progress import progress_bar
 from .result import HeadFit, RowFit
 
 __all__ = ["fit", "plan_fit", "FitPlan", "settle_ambiguous"]
@@ -33,6 +35,7 @@ def fit(
     max_memory: int | None = None,
     progress: bool | None = None,
     device: str | torch.device | None = None,
+    class_names=None,
     null: str | tuple[str, ...] | list[str] | None = None,
     null_seed: int = DEFAULT_NULL_SEED,
 ) -> HeadFit:
@@ -61,6 +64,11 @@ def fit(
             device for tensors and modules; for files (which have no device), on the current CUDA
             device when CUDA is available and the backend runs there, else on the CPU. Results stay
             on the head's device (the CPU for files) either way.
+        class_names: the K class names (``fit.class_names``, used by tables, reports and lookups
+            by name): a list of str, a ``{index: name}`` mapping, a text file with one name a line,
+            an ImageNet subset name (``"imagenet-1k"``) or torchvision weights (see
+            ``classes.resolve_class_names``). None: the names the head carries (a Hugging Face
+            ``id2label``, torchvision's or timm's ImageNet names; ``fcinterp_fast.classes``).
         null: null heads to fit beside the head with the same options (docs/spec.md section 7):
             None, or kinds among ``"normal"``, ``"laplace"``, ``"ald"`` (see ``null_head``). Each is
             drawn block by block as the head is read (a file head's nulls are streamed too).
@@ -92,6 +100,7 @@ def fit(
         name=name,
         max_memory=max_memory,
         device=device,
+        class_names=class_names,
     )
     result = plan.head_fit(plan.fit_rows(0, plan.source.shape[0], progress=progress))
     for kind in kinds:
@@ -131,7 +140,7 @@ class FitPlan:
         """
         cfg, results = self.config, None
         desc = desc or f"fit [{self.backend.name} on {self.device.type}]"
-        with _progress_bar(stop - start, progress, desc) as bar:
+        with progress_bar(stop - start, progress, desc) as bar:
             for first, block in iter_blocks(self.source, start, stop, self.block_rows, self.device):
                 check_block(block, first)
                 part = _trim(settle_ambiguous(block, self.backend.fit_rows(block, cfg), cfg), cfg)
@@ -147,7 +156,9 @@ class FitPlan:
     def head_fit(self, rows: RowFit) -> HeadFit:
         """The ``HeadFit`` of all K rows fitted under this plan."""
         nodes = self.config.nodes[: rows.columns]
-        return HeadFit(rows, nodes, self.config, self.source, backend=self.backend.name, class_names=self.class_names)
+        fit = HeadFit(rows, nodes, self.config, self.source, backend=self.backend.name, class_names=self.class_names)
+        check_fit(fit)
+        return fit
 
 
 def plan_fit(
@@ -162,23 +173,44 @@ def plan_fit(
     name: str | None = None,
     max_memory: int | None = None,
     device: str | torch.device | None = None,
+    class_names=None,
 ) -> FitPlan:
     """Validate the options, open the head and choose backend, device and block size (see ``fit``)."""
     cfg = FitConfig(tree=tree, root=root, grid=grid, min_size=min_size, depth=depth)
     if max_memory is not None:
         max_memory = check_int("max_memory", max_memory, 1, None)
-    source, class_names = open_head(W, name=name)
+    names: list[str] | None
+    source, found_names = open_head(W, name=name, with_names=class_names is None)
+    K, D = source.shape
+    if class_names is not None:
+        names = resolve_class_names(class_names, K)
+    elif isinstance(W, (str, os.PathLike)):
+        names = config_class_names(W, K)
+    else:
+        names = found_names
+    check_orientation((K, D), getattr(source, "name", None) or name)
     where = _fitting_device(device, source, backend)
     chosen = registry.resolve(backend, where)
-    row_bytes = source.shape[1] * (chosen.bytes_per_element + staging_bytes_per_element(source, where))
+    row_bytes = D * (chosen.bytes_per_element + staging_bytes_per_element(source, where))
     budget = max_memory or DEFAULT_MAX_MEMORY
     if row_bytes > budget:
         raise ValueError(
             f"max_memory={budget} bytes{' (the default)' if max_memory is None else ''} cannot hold one row of "
-            f"this head: a row of {source.shape[1]} {source.dtype} weights needs {row_bytes} bytes on backend "
+            f"this head: a row of {D} {source.dtype} weights needs {row_bytes} bytes on backend "
             f"{chosen.name!r} ({where.type}); pass max_memory={row_bytes} or more"
         )
-    return FitPlan(source, class_names, cfg, chosen, where, budget // row_bytes, row_bytes)
+    block_rows = budget // row_bytes
+    logger.info(
+        "fitting a %d x %d %s head (%s) with backend %s on %s, %d rows per block",
+        K,
+        D,
+        str(source.dtype).replace("torch.", ""),
+        getattr(source, "path", None) or type(source).__name__,
+        chosen.name,
+        where,
+        block_rows,
+    )
+    return FitPlan(source, names, cfg, chosen, where, block_rows, row_bytes)
 
 
 def settle_ambiguous(block: torch.Tensor, part: RowFit, cfg: FitConfig) -> RowFit:
@@ -208,36 +240,4 @@ def _fitting_device(device, source: HeadSource, backend: str) -> torch.device:
         # A file has no device of its own: use the GPU when there is one the backend can use.
         on_gpu = torch.cuda.is_available() and (backend == "auto" or "cuda" in registry.get_backend(backend).devices)
         device = "cuda" if on_gpu else "cpu"
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(f"device must be None, 'cpu', 'cuda', 'cuda:N' or a torch.device, got {device!r}") from error
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(
-                f"device={str(device)!r} was asked for, but CUDA is not available here; use device='cpu'"
-            )
-        if device.index is None:  # compare equal to tensors on the current GPU
-            device = torch.device("cuda", torch.cuda.current_device())
-    return device
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-
-def _progress_bar(rows: int, progress: bool | None, desc: str):
-    """A tqdm bar counting rows (rows/s), or a silent stand-in; a context manager either way."""
-    if progress is not None and not isinstance(progress, bool):
-        raise TypeError(f"progress must be True, False or None, got {progress!r}")
-    if progress is None:  # only where someone watches, and only once the fit has taken a second
-        progress = sys.stderr.isatty() and not os.environ.get("CI")
-        delay = 1.0
-    else:
-        delay = 0.0
-    if not progress:
-        return contextlib.nullcontext(_NoBar())
-    from tqdm.auto import tqdm
-
-    return tqdm(total=rows, unit="rows", unit_scale=True, desc=desc, delay=delay, leave=False, smoothing=0.1)
+    return parse_device(device)

@@ -2,7 +2,8 @@
 
 ``write_report(fit, out, classes)`` writes into ``out``:
 
-* ``nodes.csv``: every class and present node (``HeadFit.to_csv``);
+* ``nodes.csv``: every class and present node (``HeadFit.to_csv``), or ``nodes.parquet``
+  (``HeadFit.to_parquet``) for heads of more than ``PARQUET_MIN_CLASSES`` classes (``tables``);
 * ``ald.csv``: one row per class, the ALD maximum likelihood fit;
 * ``gof.csv``: one row per class, its goodness of fit (``HeadFit.gof``, docs/spec.md section 7);
 * ``summary.csv``: the trained head against its null heads (``HeadFit.summary``);
@@ -45,17 +46,37 @@ import torch
 from matplotlib.figure import Figure
 
 from . import report_html
+from ._deps import require
 from .cam.options import CamOptions
+from .diagnostics import fit_problems, logger
 from .figures import fits as plot
 from .figures import gof as gof_plot
 from .result import HeadFit
 from .summary import SUMMARY_COLUMNS, summary_rows
 
-__all__ = ["write_report", "save_figure", "check_folder", "Explanation", "LevelStats", "level_stats", "DPI"]
+__all__ = [
+    "write_report",
+    "save_figure",
+    "check_folder",
+    "table_format",
+    "Explanation",
+    "LevelStats",
+    "level_stats",
+    "DPI",
+    "TABLE_FORMATS",
+    "PARQUET_MIN_CLASSES",
+]
 
 #: Figure resolution; 150 dpi keeps text sharp in a browser without multi-megabyte files.
 DPI = 150
-# Full trees list nodes down to this level in the markdown (deeper ones are in nodes.csv).
+#: ``tables="auto"`` writes the node table as Parquet above this many classes (a CSV of an LLM head
+#: of 150k classes and their nodes is gigabytes of text, slow to write and to read back).
+PARQUET_MIN_CLASSES = 100_000
+#: What ``write_report(tables=...)`` and ``fcinterp fit --tables`` take.
+TABLE_FORMATS = ("auto", "csv", "parquet")
+# The node table's file name in each format.
+_NODE_TABLES = {"csv": "nodes.csv", "parquet": "nodes.parquet"}
+# Full trees list nodes down to this level in the markdown (deeper ones are in the node table).
 _FULL_TREE_TABLE_LEVELS = 3
 # Figures a report draws for its chosen classes or explanation: one left by an earlier report that
 # this one does not draw again would sit beside an index that does not link it, so it is removed.
@@ -121,6 +142,29 @@ def check_folder(out: str | os.PathLike) -> Path:
     return out
 
 
+def table_format(tables: str, n_classes: int) -> str:
+    """The node table's format, ``"csv"`` or ``"parquet"``, for a head of ``n_classes`` classes.
+
+    ``"auto"`` is Parquet above ``PARQUET_MIN_CLASSES`` classes when pyarrow is installed (else
+    CSV, logged as a warning); ``"parquet"`` without pyarrow raises ``MissingDependency``. Call it
+    before a long fit, so that a missing package stops the run first.
+    """
+    if tables not in TABLE_FORMATS:
+        raise ValueError(f"unknown table format {tables!r}; choose one of {', '.join(map(repr, TABLE_FORMATS))}")
+    if tables == "parquet":
+        require("pyarrow.parquet", "writing the node table as Parquet", install="pyarrow")
+    if tables != "auto":
+        return tables
+    if n_classes <= PARQUET_MIN_CLASSES:
+        return "csv"
+    try:
+        require("pyarrow.parquet", "writing the node table as Parquet", install="pyarrow")
+    except ImportError as error:
+        logger.warning("%d classes: writing nodes.csv, since %s", n_classes, error)
+        return "csv"
+    return "parquet"
+
+
 def level_stats(fit: HeadFit) -> list[LevelStats]:
     """Median and quartiles of R^2 (and the median node size) per level and side, level by level."""
     stats = []
@@ -144,8 +188,10 @@ def write_report(
     head: str = "head",
     seconds: float | None = None,
     explanation: Explanation | None = None,
+    tables: str = TABLE_FORMATS[0],
+    progress: bool | None = None,
 ) -> Path:
-    """Write the tables, figures and ``index.md`` of ``fit`` into the folder ``out``.
+    """Write the tables, figures, ``index.html`` and ``index.md`` of ``fit`` into the folder ``out``.
 
     Args:
         fit: a ``HeadFit``.
@@ -156,6 +202,9 @@ def write_report(
         head: what was fitted, for the summary (e.g. ``"efficientnet_lite0 (bundled)"``).
         seconds: how long ``fit`` took, for the summary.
         explanation: an explanation figure to add (``fcinterp demo`` adds the paper's Fig. 5).
+        tables: the node table's format, one of ``TABLE_FORMATS`` (see ``table_format``); a node
+            table of the other format left by an earlier report is removed.
+        progress: a bar while the node table is written (None: on a terminal, after a second).
 
     Returns:
         The path of ``index.html``.
@@ -163,6 +212,7 @@ def write_report(
     out = Path(out)
     with _naming(out, "cannot create the folder"):
         out.mkdir(parents=True, exist_ok=True)
+    table = _NODE_TABLES[table_format(tables, len(fit))]
     ks = list(dict.fromkeys(fit.class_index(c) for c in classes))  # unique, in the order given
     captions = {
         "r2_by_node.png": "R\u00b2 of Algorithm 1 over all classes, per node",
@@ -187,22 +237,28 @@ def write_report(
         figures[explanation.filename] = explanation.figure
         captions[explanation.filename] = f"{explanation.class_name}: Smooth Grad-CAM++ per node"
     summary = summary_rows(fit)
-    markdown = _markdown(fit, ks, head, seconds, explanation, summary)
+    markdown = _markdown(fit, ks, head, seconds, explanation, table, summary)
     index, index_md = out / "index.html", out / "index.md"
+    logger.info("writing %s: %d classes, %d nodes", out / table, len(fit), int((fit.count > 0).sum()))
     pngs: dict[str, bytes] = {}
     with _staging() as stage:
-        stage(out / "nodes.csv", fit.to_csv)
+        if table == "nodes.csv":
+            stage(out / table, functools.partial(fit.to_csv, progress=progress))
+        else:
+            stage(out / table, functools.partial(fit.to_parquet, progress=progress))
         stage(out / "ald.csv", lambda path: _write_ald_csv(fit, path))
         stage(out / "gof.csv", lambda path: _write_gof_csv(fit, path))
         stage(out / "summary.csv", lambda path: _write_summary_csv(summary, path))
         for name, figure in figures.items():
             stage(out / name, functools.partial(_savefig_keeping, figure, name, pngs))
-        page = _page(fit, ks, head, seconds, explanation, summary, pngs, captions)
+        page = _page(fit, ks, head, seconds, explanation, summary, pngs, captions, table)
         for old in (index, index_md):  # from here until the new index, visibly incomplete
             with _naming(old, "cannot remove"):
                 old.unlink(missing_ok=True)
+    stale_tables = set(_NODE_TABLES.values()) - {table}
     for path in out.iterdir():
-        if _CHOSEN_FIGURES.fullmatch(path.name) and path.name not in figures and path.is_file():
+        stale = _CHOSEN_FIGURES.fullmatch(path.name) and path.name not in figures or path.name in stale_tables
+        if stale and path.is_file():
             with _naming(path, "cannot remove"):
                 path.unlink()
     with _staging() as stage:
@@ -214,7 +270,7 @@ def write_report(
 
 #: The tables a report links, and what each holds.
 _TABLES = (
-    ("nodes.csv", "every class and present node: count, mean (split threshold), min, max, slope, intercept, "
+    ("nodes", "every class and present node: count, mean (split threshold), min, max, slope, intercept, "
      "R\u00b2, the derived k_est, lam_est, mean_est, and the class's ALD fit"),
     ("ald.csv", "the ALD maximum likelihood fit of every class (scipy's laplace_asymmetric parameters; "
      "ald_lambda = 1 / scale)"),
@@ -240,6 +296,7 @@ def _page(
     summary: list[dict],
     pngs: dict[str, bytes],
     captions: dict[str, str],
+    table: str,
 ) -> str:
     def figure(name: str) -> report_html.PageFigure:
         return report_html.PageFigure(pngs[name], name, captions[name])
@@ -249,7 +306,8 @@ def _page(
     explained = None
     if explanation is not None:
         explained = (figure(explanation.filename), _explanation_sentence(explanation))
-    files = [*_TABLES, *((name, captions[name]) for name in pngs), ("index.md", "this report in short, as markdown")]
+    tables = [(table if name == "nodes" else name, what) for name, what in _TABLES]  # nodes.csv or .parquet
+    files = [*tables, *((name, captions[name]) for name in pngs), ("index.md", "this report in short, as markdown")]
     return report_html.render_page(
         fit,
         head=head,
@@ -355,6 +413,7 @@ def _markdown(
     head: str,
     seconds: float | None,
     explanation: Explanation | None,
+    table: str,
     summary: list[dict],
 ) -> str:
     K, D = fit.shape
@@ -367,6 +426,7 @@ def _markdown(
         f"- Fit: `tree={c.tree}`, `root={c.root}`, `grid={c.grid}`, `min_size={c.min_size}`, "
         f"`depth={c.depth}`; backend `{fit.backend}`{took}.",
         f"- Nodes: {', '.join(f'`{n}`' for n in fit.nodes[:12])}{' ...' if len(fit.nodes) > 12 else ''}.",
+        *[f"- **Warning**: {problem}." for problem in [fit_problems(fit)] if problem],
         "",
         "## Algorithm 1 over all classes",
         "",
@@ -409,7 +469,7 @@ def _markdown(
     lines += [
         "## Files",
         "",
-        "- [nodes.csv](nodes.csv): every class and present node: count, mean (split threshold), min, "
+        f"- [{table}]({table}): every class and present node: count, mean (split threshold), min, "
         "max, slope, intercept, R^2, the derived `k_est`, `lam_est`, `mean_est`, and the class's ALD fit.",
         "- [ald.csv](ald.csv): the ALD maximum likelihood fit of every class (scipy's "
         "`laplace_asymmetric` parameters; `ald_lambda` = 1 / scale).",
@@ -447,7 +507,7 @@ def _class_section(fit: HeadFit, k: int) -> list[str]:
             values = (float(t[k, j]) for t in (fit.mean, fit.lo, fit.hi, fit.slope, fit.intercept, fit.r2))
             lines.append(f"| `{node}` | {count} | " + " | ".join(f"{v:.4g}" for v in values) + " |")
     if fit.config.tree == "full" and any(len(n) > deepest for n in fit.nodes):
-        lines += ["", f"Levels below {deepest} are in `nodes.csv`."]
+        lines += ["", f"Levels below {deepest} are in the node table (`nodes.csv` or `nodes.parquet`)."]
     lines += ["", f"![split of class {k}](split_{k}.png)", "", f"![node fits of class {k}](nodes_{k}.png)", ""]
     return lines
 

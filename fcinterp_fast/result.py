@@ -5,22 +5,33 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import os
+import uuid
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from ._deps import require
+from ._version import __version__
 from .classes import resolve_class
 from .config import FitConfig
+from .diagnostics import logger
 from .gof import GOF_FIELDS, GofFit
+from .heads.find import open_head
+from .heads.saved import DetachedSource, VerifiedSource, row_crc32
 from .heads.source import HeadSource
+from .progress import progress_bar
 
-__all__ = ["RowFit", "NODE_FIELDS", "ALD_FIELDS", "GOF_FIELDS", "HeadFit", "AldFit", "derived_columns"]
+__all__ = ["RowFit", "NODE_FIELDS", "ALD_FIELDS", "GOF_FIELDS", "HeadFit", "AldFit", "derived_columns", "SAVE_FORMAT"]
 
 # Rows of the head read at a time when building masks or tables.
 _BLOCK_ROWS = 4096
+#: Version of the file layout ``HeadFit.save`` writes; ``HeadFit.load`` refuses later ones.
+SAVE_FORMAT = 1
 
 
 NODE_FIELDS = ("count", "mean", "lo", "hi", "slope", "intercept", "r2")
@@ -185,7 +196,13 @@ class HeadFit:
         null: ``{kind: HeadFit}``, fits of null heads with the same options (``fit(null=...)``;
             empty unless asked for).
         config: the ``FitConfig`` used; ``backend``: the backend that ran.
-        class_names: optional list of K names, used by tables and class lookup.
+        class_names: optional list of K names, used by tables and class lookup (where they come
+            from: ``fcinterp_fast.classes``).
+        source: the head, read again by ``mask`` / ``members``; ``source_description`` says what
+            it was (kind, shape, dtype, file and tensor name).
+
+    ``save(path)`` writes the fit to one ``.npz`` file and ``HeadFit.load(path, head=...)`` reads
+    it back, every array bit for bit.
 
     Membership of node n in class k is exactly ``lo[k, n] <= W[k, j] <= hi[k, n]`` (docs/spec.md section 2).
     ``mask`` and ``members`` rebuild it from the head's rows, read again from ``source``; a head
@@ -214,6 +231,8 @@ class HeadFit:
         self.backend = backend
         self.source = source
         self.class_names = list(class_names) if class_names is not None else None
+        if self.class_names is not None and len(self.class_names) != source.shape[0]:
+            raise ValueError(f"{len(self.class_names)} class names for a head of {source.shape[0]} rows (classes)")
         self.count, self.mean, self.lo, self.hi = rows.count, rows.mean, rows.lo, rows.hi
         self.slope, self.intercept, self.r2 = rows.slope, rows.intercept, rows.r2
         self.ald = AldFit(loc=rows.loc, scale=rows.scale, kappa=rows.kappa, loglik=rows.loglik)
@@ -222,6 +241,7 @@ class HeadFit:
         )
         self.null: dict[str, HeadFit] = {}
         self.null_seed: int | None = None  # the base seed of ``null`` (set by ``fit``)
+        self._source_description: dict | None = None  # a loaded fit's, as saved
 
     # ----------------------------------------------------------------------------- shape
     @property
@@ -401,19 +421,25 @@ class HeadFit:
         pd = require("pandas", "HeadFit.summary")
         return pd.DataFrame(summary_rows(self), columns=list(SUMMARY_COLUMNS))
 
-    def to_csv(self, path: str | os.PathLike) -> None:
-        """Write the long-format table to ``path``, one block of classes at a time."""
-        with open(path, "w", newline="") as f:
+    def to_csv(self, path: str | os.PathLike, progress: bool | None = None) -> None:
+        """Write the long-format table to ``path``, one block of classes at a time.
+
+        ``progress``: a bar counting classes (None: on a terminal, once writing takes a second).
+        """
+        counting = progress_bar(len(self), progress, f"write {Path(path).name}", "classes")
+        with open(path, "w", newline="") as f, counting as bar:
             writer = csv.writer(f)
             writer.writerow(self.TABLE_COLUMNS)
-            for block in self.iter_table():
+            for start, block in zip(range(0, len(self), _BLOCK_ROWS), self.iter_table(_BLOCK_ROWS), strict=True):
                 writer.writerows(zip(*(block[c] for c in self.TABLE_COLUMNS), strict=True))
+                bar.update(min(_BLOCK_ROWS, len(self) - start))
 
-    def to_parquet(self, path: str | os.PathLike, block_rows: int = _BLOCK_ROWS) -> None:
+    def to_parquet(self, path: str | os.PathLike, block_rows: int = _BLOCK_ROWS, progress: bool | None = None) -> None:
         """Write the long-format table to a Parquet file, one row group per block of classes.
 
         Only one block of the table exists at a time, so millions of classes are written without
         holding the table next to the fit. Needs ``pyarrow`` (``pip install fcinterp-fast[parquet]``).
+        ``progress``: a bar counting classes (None: on a terminal, once writing takes a second).
         """
         pa = require("pyarrow", "HeadFit.to_parquet")
         pq = require("pyarrow.parquet", "HeadFit.to_parquet", install="pyarrow")
@@ -425,6 +451,153 @@ class HeadFit:
             "count": pa.int64(),
         }
         schema = pa.schema([(name, types.get(name, pa.float64())) for name in self.TABLE_COLUMNS])
-        with pq.ParquetWriter(path, schema) as writer:
-            for block in self._table_blocks(block_rows):
+        counting = progress_bar(len(self), progress, f"write {Path(path).name}", "classes")
+        with pq.ParquetWriter(path, schema) as writer, counting as bar:
+            for start, block in zip(range(0, len(self), block_rows), self._table_blocks(block_rows), strict=True):
                 writer.write_table(pa.table(block, schema=schema), row_group_size=max(1, len(block["node"])))
+                bar.update(min(block_rows, len(self) - start))
+
+    # ---------------------------------------------------------------------- save / load
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the fit to one ``.npz`` file that ``HeadFit.load`` reads back unchanged.
+
+        The file holds every statistic (bit for bit; the goodness of fit too, not the null heads'
+        fits), the options, the backend, the class names,
+        a description of the head (shape, dtype, file and tensor name where it came from) and the
+        crc32 of every row of the head, so that a loaded fit checks the head it is given back.
+        Numbers only: no pickle, so loading runs no code. The file is written under a temporary
+        name and renamed into place (``path`` is the old file or the new one, whole).
+
+        Returns:
+            ``path``.
+        """
+        path = Path(path)
+        metadata = {
+            "format": SAVE_FORMAT,
+            "fcinterp_fast": __version__,
+            "nodes": self.nodes,
+            "config": dataclasses.asdict(self.config),
+            "backend": self.backend,
+            "class_names": self.class_names,
+            "source": self.source_description,
+        }
+        arrays = {name: getattr(self, name).cpu().numpy() for name in NODE_FIELDS}
+        arrays.update({f"ald_{name}": getattr(self.ald, name).cpu().numpy() for name in ALD_FIELDS})
+        arrays.update({f"gof_{name}": getattr(self.gof, name).cpu().numpy() for name in GOF_FIELDS})
+        arrays["row_crc32"] = row_crc32(self.source)
+        temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+        try:
+            with open(temporary, "wb") as f:
+                np.savez(f, metadata=np.array(json.dumps(metadata)), **arrays)
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+        logger.info("saved the fit of a %d x %d head to %s", *self.shape, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, head=None, *, name: str | None = None) -> HeadFit:
+        """The fit that ``HeadFit.save`` wrote to ``path``, on the CPU.
+
+        Args:
+            path: the file.
+            head: the head the fit was made on (anything ``fit`` takes), for ``mask`` / ``members``
+                and the figures that read rows: each row read must have the crc32 saved with the
+                fit. None: a fit of a file reopens that file if it is still there (checked the same
+                way); otherwise reading rows raises, saying to pass ``head``.
+            name: the tensor or submodule of ``head`` (default: the saved tensor name for files).
+
+        Raises:
+            ValueError: not a file of ``HeadFit.save``, one written in a later format (upgrade
+                fcinterp_fast), or a ``head`` of another shape or dtype than the fitted one.
+        """
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                stored = {key: data[key] for key in data.files}
+        except (ValueError, zipfile.BadZipFile, EOFError) as error:
+            raise ValueError(f"{path} is not a fit written by HeadFit.save: {error}") from None
+        if "metadata" not in stored:
+            raise ValueError(f"{path} is not a fit written by HeadFit.save (it has no metadata)")
+        try:
+            metadata = json.loads(str(stored["metadata"][()]))
+            file_format = metadata["format"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{path} is not a fit written by HeadFit.save (unreadable metadata: {error})") from None
+        if not isinstance(file_format, int) or file_format > SAVE_FORMAT:
+            raise ValueError(
+                f"{path} was written by fcinterp_fast {metadata.get('fcinterp_fast', '?')} in HeadFit format "
+                f"{file_format!r}; fcinterp_fast {__version__} reads formats up to {SAVE_FORMAT}: upgrade fcinterp_fast"
+            )
+        described = metadata["source"]
+        shape = (int(described["shape"][0]), int(described["shape"][1]))
+        nodes, crc32 = metadata["nodes"], stored["row_crc32"]
+        fields = {name: torch.from_numpy(stored[name]) for name in NODE_FIELDS}
+        fields.update({name: torch.from_numpy(stored[f"ald_{name}"]) for name in ALD_FIELDS})
+        # goodness of fit (docs/spec.md section 7): NaN in files saved before it existed
+        missing = np.full(shape[0], np.nan)
+        fields.update({name: torch.from_numpy(stored.get(f"gof_{name}", missing)) for name in GOF_FIELDS})
+        if any(t.shape != (shape[0], len(nodes)) for n, t in fields.items() if n in NODE_FIELDS) or any(
+            t.shape != (shape[0],) for n, t in fields.items() if n in (*ALD_FIELDS, *GOF_FIELDS)
+        ):
+            raise ValueError(f"{path} is corrupt: its arrays do not have the shape of a {shape[0]}-class fit")
+        rows = RowFit(**fields, ambiguous=torch.zeros(shape[0], dtype=torch.bool))
+        source = _loaded_source(path, described, shape, crc32, head, name)
+        fit = cls(
+            rows,
+            nodes,
+            FitConfig(**metadata["config"]),
+            source,
+            backend=metadata["backend"],
+            class_names=metadata["class_names"],
+        )
+        fit._source_description = described
+        logger.info("loaded the fit of a %d x %d head from %s", *shape, path)
+        return fit
+
+    @property
+    def source_description(self) -> dict:
+        """What was fitted: ``{"kind", "shape", "dtype"}`` and, for heads read from a file,
+        ``"path"`` and the tensor ``"name"`` (a loaded fit's: as saved)."""
+        if self._source_description is not None:
+            return dict(self._source_description)
+        source = self.source
+        described = {
+            "kind": type(source).__name__,
+            "shape": list(source.shape),
+            "dtype": str(source.dtype).replace("torch.", ""),
+        }
+        for attribute in ("path", "name", "description"):
+            value = getattr(source, attribute, None)
+            if value is not None:
+                described[attribute] = str(value)
+        return described
+
+
+def _loaded_source(path: Path, described: dict, shape: tuple[int, int], crc32: np.ndarray, head, name) -> HeadSource:
+    """The head of a loaded fit: ``head`` (or the file it was fitted from) checked row by row
+    against the saved checksums, or a ``DetachedSource`` saying how to give it."""
+    dtype = getattr(torch, described["dtype"])
+    if head is not None:
+        if name is None and isinstance(head, (str, os.PathLike)):
+            name = described.get("name")
+        return _verified(head, name, shape, dtype, crc32, path)
+    file = described.get("path")
+    why = f"the fit loaded from {path} has thresholds, not weights; masks and members read the head"
+    how = f"pass it as HeadFit.load({str(path)!r}, head=...)"
+    if file is None:
+        return DetachedSource(shape, dtype, crc32, f"{why}: {how}")
+    try:
+        return _verified(file, name if name is not None else described.get("name"), shape, dtype, crc32, path)
+    except (OSError, ValueError, TypeError) as error:  # gone or changed: the tables still load
+        return DetachedSource(shape, dtype, crc32, f"{why}, and its file cannot be opened again ({error}): {how}")
+
+
+def _verified(head, name, shape: tuple[int, int], dtype: torch.dtype, crc32: np.ndarray, path: Path) -> HeadSource:
+    opened, _ = open_head(head, name, with_names=False)
+    if tuple(opened.shape) != shape or opened.dtype != dtype:
+        raise ValueError(
+            f"the head given to HeadFit.load is {tuple(opened.shape)} {opened.dtype}, but the fit in {path} "
+            f"is of a {shape} {dtype} head"
+        )
+    return VerifiedSource(opened, crc32, str(path))

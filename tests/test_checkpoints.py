@@ -74,12 +74,12 @@ def test_gpt2_tied_folder_fits_the_input_embedding_and_says_so(tmp_path):
     folder = _saved(model, tmp_path / "gpt2")
     assert "lm_head.weight" not in json.dumps(sorted(files._safetensors_header(folder / "model.safetensors")[0]))
     with pytest.warns(
-        UserWarning, match=r"stores no output layer: fitting the input embedding 'transformer.wte.weight'"
+        fcinterp_fast.FitWarning, match=r"stores no output layer: fitting the input embedding 'transformer.wte.weight'"
     ):
         fit = _fit(folder)
     assert "tied output head" in str(fit.source) and "config.json: tie_word_embeddings is true" in str(fit.source)
     assert_same_fit(fit, fcinterp_fast.fit(model.lm_head.weight, **OPTIONS))  # lm_head is wte, tied
-    with pytest.warns(UserWarning, match="tied head"):
+    with pytest.warns(fcinterp_fast.FitWarning, match="tied head"):
         assert torch.equal(head_weight(folder / "model.safetensors"), model.transformer.wte.weight.detach())
 
 
@@ -91,7 +91,7 @@ def test_gpt2_tied_file_without_config_never_fits_an_mlp_weight(tmp_path):
     alone = tmp_path / "alone"
     alone.mkdir()
     shutil.copy(folder / "model.safetensors", alone / "gpt2.safetensors")  # no config.json beside it
-    with pytest.warns(UserWarning, match="no output layer is stored and there is no config.json"):
+    with pytest.warns(fcinterp_fast.FitWarning, match="no output layer is stored and there is no config.json"):
         fit = _fit(alone / "gpt2.safetensors")
     assert fit.source.name == "transformer.wte.weight"
     # name= always wins

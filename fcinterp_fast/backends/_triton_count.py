@@ -54,7 +54,7 @@ _MANTISSA = {torch.float16: 11, torch.bfloat16: 8}
 _CHUNK = 1024
 #: Bins of the key histogram (one more than the 2^16 keys: the prefix count past the last key).
 _BINS = 65537
-#: Scratch memory the programs may hold together, as a fraction of the head's bytes (issue 15:
+#: Scratch memory the programs may hold together, as a fraction of the head's bytes (the target:
 #: the fit may hold at most 10% of the head besides its results), at least ``_MIN_SCRATCH`` bytes
 #: and one program.
 _SCRATCH_FRACTION = 1 / 12

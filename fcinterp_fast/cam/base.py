@@ -46,7 +46,7 @@ from torch import nn
 
 from .. import _triton
 from ..classes import class_names as model_class_names
-from ..classes import resolve_class
+from ..classes import resolve_class, resolve_class_names
 from ..heads.find import head_module, head_weight
 from .gradcampp import (
     TRITON_MAX_HW,
@@ -137,6 +137,8 @@ class BaseCAM:
             of ``fcinterp_fast.fit`` the first time a node is asked for.
         head: the head module (``nn.Linear`` / conv 1x1) or its dotted name; its input is f. None:
             ``fcinterp_fast.heads.head_module(model)``.
+        class_names: names for classes given by name (anything ``fit(class_names=...)`` takes);
+            None: the fit's, else the model's.
         generator: ``torch.Generator`` for the noise of smoothing methods in calls that do not pass
             their own (``cam(...)`` takes none, as pytorch-grad-cam's call); None: the global RNG.
 
@@ -163,6 +165,7 @@ class BaseCAM:
         options: CamOptions,
         fit=None,
         head: nn.Module | str | None = None,
+        class_names=None,
         generator: torch.Generator | None = None,
     ):
         if not isinstance(model, nn.Module):
@@ -185,7 +188,12 @@ class BaseCAM:
         self.target_layers = layers
         self._reach = TimmForward(model, head_mod) if layers is None else LayerHooks(model, layers, head_mod)
         self._reshape = reshape_transform
-        self._class_names = (fit.class_names if fit is not None else None) or model_class_names(model)
+        K = self._W.shape[0]
+        self._class_names: list[str] | None
+        if class_names is not None:
+            self._class_names = resolve_class_names(class_names, K)
+        else:
+            self._class_names = (fit.class_names if fit is not None else None) or model_class_names(model, K)
         self._mean_pooled: dict[tuple, bool] = {}
         self._released = False
 

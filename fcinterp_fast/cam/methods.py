@@ -50,9 +50,12 @@ class GradCAMPlusPlus(BaseCAM):
         weights: str = CamOptions.weights,
         fit=None,
         head: nn.Module | str | None = None,
+        class_names=None,
     ):
         options = CamOptions(method=self.method, weights=weights)
-        super().__init__(model, target_layers, reshape_transform, options=options, fit=fit, head=head)
+        super().__init__(
+            model, target_layers, reshape_transform, options=options, fit=fit, head=head, class_names=class_names
+        )
 
     @classmethod
     def from_options(cls, model: nn.Module, options: CamOptions, **kwargs) -> BaseCAM:
@@ -86,10 +89,18 @@ class SmoothGradCAMPlusPlus(BaseCAM):
         weights: str = CamOptions.weights,
         fit=None,
         head: nn.Module | str | None = None,
+        class_names=None,
     ):
         options = CamOptions(method=self.method, n_samples=n_samples, noise=noise, smooth=smooth, weights=weights)
         super().__init__(
-            model, target_layers, reshape_transform, options=options, fit=fit, head=head, generator=generator
+            model,
+            target_layers,
+            reshape_transform,
+            options=options,
+            fit=fit,
+            head=head,
+            generator=generator,
+            class_names=class_names,
         )
 
     @classmethod
@@ -152,6 +163,7 @@ def explain(
     generator: torch.Generator | None = None,
     head: nn.Module | str | None = None,
     reshape_transform: Reshape | None = None,
+    class_names=None,
 ) -> torch.Tensor | list[torch.Tensor]:
     """Smooth Grad-CAM++ maps of what the neurons of split nodes see (docs/spec.md section 5).
 
@@ -169,6 +181,8 @@ def explain(
             ``target_layers``: a submodule of ``model`` or its name, e.g. ``"layer4"``; None finds
             one: timm's features, else ``find_target_layer(model)``).
         generator: ``torch.Generator`` making the noise reproducible.
+        class_names: names for classes given by name in ``targets`` (as ``fit(class_names=...)``
+            takes them); None: the fit's, else the model's (``fcinterp_fast.classes``).
 
     Returns:
         (B, T, H, W) float32 maps in [0, 1] (see ``BaseCAM.maps`` for PIL images / paths).
@@ -181,7 +195,13 @@ def explain(
     """
     options = CamOptions(method=method, n_samples=n_samples, noise=noise, smooth=smooth, weights=weights)
     with cam_for(
-        model, options, target_layers=target_layer, reshape_transform=reshape_transform, fit=fit, head=head
+        model,
+        options,
+        target_layers=target_layer,
+        reshape_transform=reshape_transform,
+        fit=fit,
+        head=head,
+        class_names=class_names,
     ) as cam:
         return cam.maps(images, targets, generator=generator)
 

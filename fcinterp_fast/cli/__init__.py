@@ -10,19 +10,28 @@ One error policy for every command:
   optional package) prints one line saying what was wrong and exits with status 2 (``--traceback``
   shows the traceback instead);
 * anything else is a bug or a failure of the machine: the traceback, and exit status 1.
+
+What the library logs (the ``fcinterp_fast`` logger) goes to stderr: warnings only, unless a
+command is given ``-v`` (what is done) or ``-vv`` (details). A ``FitWarning`` prints as one line,
+``fcinterp COMMAND: warning: ...``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
+import logging
 import sys
 import traceback
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 
 from .._deps import MissingDependency
 from .._version import __version__
+from ..devices import DeviceUnavailable
+from ..diagnostics import FitWarning, logger
 
 __all__ = ["main", "COMMANDS", "Command", "UsageError", "USER_ERRORS"]
 
@@ -50,7 +59,7 @@ class UsageError(Exception):
 
 #: What counts as the user's mistake: one line and exit status 2. Not RuntimeError or IndexError,
 #: which are bugs or failures unless a command turns them into a ``UsageError``.
-USER_ERRORS = (UsageError, ValueError, TypeError, OSError, MissingDependency)
+USER_ERRORS = (UsageError, ValueError, TypeError, OSError, MissingDependency, DeviceUnavailable)
 
 
 class CommandUnavailable(Exception):
@@ -68,6 +77,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--traceback", action="store_true", help="show the full traceback of an error")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands = {name: subparsers.add_parser(name, help=c.help, description=c.help) for name, c in COMMANDS.items()}
+    for command in commands.values():
+        command.add_argument(
+            "-v",
+            "--verbose",
+            action="count",
+            default=0,
+            help="say what is done (-vv: in detail); default: warnings only",
+        )
     chosen = next((a for a in argv if not a.startswith("-")), None)
     module = None
     if chosen in COMMANDS:
@@ -85,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return int(module.run(args) or 0)
+        with _reporting(args.command, args.verbose):
+            return int(module.run(args) or 0)
     except USER_ERRORS as error:
         if args.traceback:
             traceback.print_exc()
@@ -95,6 +113,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         traceback.print_exc()
         print(f"fcinterp {args.command}: internal error (traceback above)", file=sys.stderr)
         return 1
+
+
+@contextlib.contextmanager
+def _reporting(command: str, verbose: int) -> Iterator[None]:
+    """While a command runs: the library's log records on stderr (WARNING, INFO with -v, DEBUG
+    with -vv) and each ``FitWarning`` as one line; both undone afterwards (``main`` may run again
+    in the same process)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"fcinterp {command}: %(message)s"))
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    previous_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, FitWarning):
+            print(f"fcinterp {command}: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    try:
+        with warnings.catch_warnings():
+            shown = warnings.showwarning
+            warnings.showwarning = show
+            yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous_level)
 
 
 def _import_command(name: str):

@@ -1,6 +1,7 @@
 """``fcinterp explain``: the chain figure (the paper's Fig. 5) of one image and class.
 
 fcinterp explain --model efficientnet_lite0 --image PATH --class "military uniform" --out fig.png
+fcinterp explain --model resnet50 --checkpoint resnet50.pth --image PATH --target-layer layer4
 """
 
 from __future__ import annotations
@@ -12,24 +13,26 @@ import torch
 from .. import models
 from ..api import fit
 from ..cam.options import METHODS, SCALES, SMOOTHS, WEIGHTS, CamOptions
-from ..classes import class_names
+from ..classes import class_names, resolve_class_names
 from ..config import FitConfig
+from ..devices import parse_device
 from ..figures.cam import chain_figure
 from ..heads.find import head_weight
 from ..report import save_figure
 from .demo import sample_image
-from .fit import resolve_classes
+from .fit import add_model_arguments, resolve_classes
 
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``fcinterp explain`` to ``parser``."""
+    add_model_arguments(parser)
     parser.add_argument(
-        "--model",
-        default=models.DEFAULT_MODEL,
-        choices=models.list_models(),
-        help="bundled model (fcinterp_fast.models.load); default %(default)s",
+        "--target-layer",
+        metavar="MODULE",
+        help="the layer whose activations are explained, by its name in the model (e.g. layer4); default: found "
+        "for timm models, torchvision CNNs and Hugging Face image classifiers",
     )
     parser.add_argument("--image", default=None, help="image file; default: matplotlib's sample photo grace_hopper.jpg")
     parser.add_argument(
@@ -80,13 +83,18 @@ def run(args: argparse.Namespace) -> int:
         weights=args.weights,
         scale=args.scale,
     )
-    model = models.load(args.model, device=args.device)
+    device = parse_device(args.device)  # before building anything on it
+    model = models.build_model(args.model, args.checkpoint, args.random_init, device=device)
+    K = head_weight(model).shape[0]
+    names = resolve_class_names(args.class_names, K) if args.class_names is not None else class_names(model, K)
     cls = None
     if args.cls is not None:  # a bad class fails before the fit
-        (cls,) = resolve_classes([args.cls], head_weight(model).shape[0], class_names(model))
-    head_fit = fit(model, min_size=args.min_size, depth=args.depth)
-    generator = torch.Generator(device=args.device).manual_seed(args.seed)
+        (cls,) = resolve_classes([args.cls], K, names)
+    head_fit = fit(model, min_size=args.min_size, depth=args.depth, class_names=names)
+    generator = torch.Generator(device=device).manual_seed(args.seed)
     image = args.image if args.image is not None else sample_image()
-    figure = chain_figure(model, image, cls, fit=head_fit, options=options, generator=generator)
+    figure = chain_figure(
+        model, image, cls, fit=head_fit, options=options, generator=generator, target_layer=args.target_layer
+    )
     print(f"wrote {save_figure(figure, args.out)}")
     return 0

@@ -1,7 +1,9 @@
-"""``fcinterp fit``: fit the head of a bundled model or of a weights file, and write a report.
+"""``fcinterp fit``: fit the head of a model or of a weights file, and write a report.
 
 Example:
     fcinterp fit --model efficientnet_lite0 --classes tricycle "web site" whiptail --out report
+    fcinterp fit --model resnet50 --checkpoint resnet50.pth --classes tricycle
+    fcinterp fit --model path/to/hf-folder --classes 3
     fcinterp fit --weights model.safetensors --name lm_head.weight --classes 0 17 --tree full --depth 3
     torchrun --standalone --nproc-per-node 4 -m fcinterp_fast.cli fit \\
         --weights model.safetensors --name lm_head.weight --distributed
@@ -20,8 +22,9 @@ from pathlib import Path
 from .. import models
 from ..api import fit as fit_head
 from ..backends import registry
-from ..classes import class_from_text, class_names, resolve_class
+from ..classes import class_from_text, class_names, config_class_names, resolve_class, resolve_class_names
 from ..config import DEFAULT_BACKEND, DEFAULT_MAX_MEMORY, DEFAULT_NULL_SEED, GRIDS, NULL_KINDS, ROOTS, TREES, FitConfig
+from ..devices import parse_device
 from ..distributed import (
     DEFAULT_TIMEOUT,
     DIST_BACKENDS,
@@ -32,12 +35,13 @@ from ..distributed import (
 )
 from ..figures.fits import class_label
 from ..heads.find import head_weight, open_head
-from ..report import check_folder, level_stats, write_report
+from ..report import PARQUET_MIN_CLASSES, TABLE_FORMATS, check_folder, level_stats, table_format, write_report
 from ..result import HeadFit
 from . import UsageError
 
 __all__ = [
     "add_arguments",
+    "add_model_arguments",
     "run",
     "fit_and_report",
     "resolve_classes",
@@ -45,6 +49,7 @@ __all__ = [
     "parse_size",
     "parse_null_kinds",
     "gof_line",
+    "model_label",
 ]
 
 _SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -53,15 +58,13 @@ _SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     head = parser.add_argument_group("the head (a bundled model by default)")
     where = head.add_mutually_exclusive_group()
-    where.add_argument(
-        "--model", choices=models.list_models(), help=f"a bundled model (default {models.DEFAULT_MODEL})"
-    )
+    add_model_arguments(head, where)
     where.add_argument(
         "--weights",
         type=Path,
         metavar="FILE",
         help="a .safetensors / .pth / .npy file holding the head, a Hugging Face checkpoint folder or a sharded "
-        "checkpoint's *.index.json",
+        "checkpoint's *.index.json (read a block of rows at a time, whatever its size)",
     )
     head.add_argument(
         "--name",
@@ -79,10 +82,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=[],
         metavar="CLASS",
-        help='classes to draw and detail: indices or ImageNet names ("web site")',
+        help='classes to draw and detail: indices or class names ("web site")',
     )
     parser.add_argument(
         "--out", type=Path, default=Path("report"), metavar="DIR", help="report folder (default ./report)"
+    )
+    parser.add_argument(
+        "--tables",
+        choices=TABLE_FORMATS,
+        default=TABLE_FORMATS[0],
+        help=f"format of the node table: {TABLE_FORMATS[0]} (default) writes nodes.parquet for heads of more than "
+        f"{PARQUET_MIN_CLASSES} classes (pyarrow), else nodes.csv",
     )
     options = parser.add_argument_group("fit options (see fcinterp_fast.fit)")
     options.add_argument(
@@ -158,6 +168,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_model_arguments(group, where=None) -> None:
+    """``--model``, ``--checkpoint``, ``--random-init`` and ``--class-names`` (``fit`` and ``explain``);
+    ``--model`` goes into the mutually exclusive group ``where`` when given, with the default None
+    (argparse sees no conflict with a value equal to the default), meaning ``DEFAULT_MODEL``."""
+    (where or group).add_argument(
+        "--model",
+        metavar="NAME",
+        default=None if where is not None else models.DEFAULT_MODEL,
+        help=f"a bundled model ({', '.join(models.list_models())}; default {models.DEFAULT_MODEL}), any timm or "
+        "torchvision architecture (resnet50, vit_b_16, timm:convnext_tiny, torchvision:convnext_tiny) with "
+        "--checkpoint or --random-init, a Hugging Face folder (config.json + weights; needs transformers) or a "
+        "weights file",
+    )
+    group.add_argument(
+        "--checkpoint", type=Path, metavar="FILE", help="the weights of an architecture (.safetensors or .pth)"
+    )
+    group.add_argument(
+        "--random-init",
+        action="store_true",
+        help="an architecture with random weights (nothing is downloaded, so weights must be given otherwise)",
+    )
+    group.add_argument(
+        "--class-names",
+        metavar="FILE",
+        help="class names, one a line (or an ImageNet subset timm knows, e.g. imagenet-1k); default: the "
+        "model's (Hugging Face id2label, torchvision's or timm's ImageNet names)",
+    )
+
+
+def model_label(args: argparse.Namespace) -> str:
+    """What ``--model`` / ``--checkpoint`` / ``--random-init`` describe, for summaries."""
+    name = args.model or models.DEFAULT_MODEL
+    if args.checkpoint is not None:
+        return f"{name} (weights {args.checkpoint})"
+    if args.random_init:
+        return f"{name} (random init)"
+    if Path(name).is_dir():
+        return f"{name} (Hugging Face folder)"
+    return f"{name} (bundled ImageNet weights)"
+
+
 def run(args: argparse.Namespace) -> int:
     if args.distributed and args.null:
         raise UsageError("--null is not supported with --distributed: fit the null heads without --distributed")
@@ -184,6 +235,7 @@ def fit_and_report(
     """
     head, name, label, (K, _), names = _open_head(args)
     ks = resolve_classes(args.classes, K, names)  # before the fit: fail fast
+    tables = table_format(args.tables, K)  # a missing pyarrow, too
     check_out(args.out)
     start = time.perf_counter()
     nulls = dict(null=args.null, null_seed=args.null_seed) if args.null else {}
@@ -199,11 +251,12 @@ def fit_and_report(
         max_memory=args.max_memory,
         device=args.device,
         **nulls,
+        class_names=names,
     )
     if fit is None:
         return None
     seconds = time.perf_counter() - start
-    index = write_report(fit, args.out, ks, head=label, seconds=seconds)
+    index = write_report(fit, args.out, ks, head=label, seconds=seconds, tables=tables)
     print_summary(fit, ks, label, seconds)
     print(f"report: {index}")
     return fit
@@ -238,13 +291,49 @@ def parse_size(text: str) -> int:
 
 def _open_head(args):
     """What to pass to ``fit`` (object and tensor name), a label, the shape and the class names."""
-    if args.weights is not None:  # opened once, checked up front, streamed in row blocks by fit
-        source, _ = open_head(args.weights, args.name)
-        return source, None, str(source), tuple(source.shape), None
-    name = args.model or models.DEFAULT_MODEL
-    model = models.load(name, device=args.device or "cpu")
-    label = f"{name} (bundled ImageNet weights)"
-    return model, args.name, label, tuple(head_weight(model, args.name).shape), class_names(model)
+    if args.device is not None:  # before building anything on it
+        parse_device(args.device)
+    weights = args.weights
+    if weights is None and args.model is not None and _is_weights(Path(args.model)):
+        weights = Path(args.model)  # a weights file or a folder that transformers cannot build
+        if args.checkpoint is not None or args.random_init:
+            raise UsageError(f"--model {args.model} is weights already: no --checkpoint or --random-init")
+    elif weights is not None and (args.checkpoint is not None or args.random_init):
+        raise UsageError("--checkpoint and --random-init build a --model architecture; --weights is a head already")
+    if weights is not None:  # opened once, checked up front, streamed in row blocks by fit
+        source, _ = open_head(weights, args.name, with_names=False)
+        label = str(source)  # which tensor of which file, and why (a tied head says so)
+        K = source.shape[0]
+        names = _given_names(args, K)
+        if names is None:
+            names = config_class_names(weights, K)
+        return source, None, label, tuple(source.shape), names
+    model = models.build_model(
+        args.model or models.DEFAULT_MODEL, args.checkpoint, args.random_init, device=args.device or "cpu"
+    )
+    shape = tuple(head_weight(model, args.name).shape)
+    names = _given_names(args, shape[0])
+    return model, args.name, model_label(args), shape, names if names is not None else class_names(model, shape[0])
+
+
+def _given_names(args: argparse.Namespace, n_classes: int) -> list[str] | None:
+    return resolve_class_names(args.class_names, n_classes) if args.class_names is not None else None
+
+
+def _is_weights(path: Path) -> bool:
+    """A ``--model`` path to fit as weights: a file, or a folder that is not a Hugging Face model
+    transformers can build here (no config.json, or transformers not installed)."""
+    if path.is_file():
+        return True
+    if not path.is_dir():
+        return False
+    if not (path / "config.json").is_file():
+        return True
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        return True
+    return False
 
 
 def gof_line(fit: HeadFit) -> str:

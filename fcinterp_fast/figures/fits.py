@@ -114,12 +114,12 @@ def node_groups(fit: HeadFit) -> list[tuple[int, str, list[int]]]:
 
 
 # ------------------------------------------------------------------------------ the paper's figure
-def plot_fits(fit: HeadFit, classes: Sequence[int | str], nodes: Sequence[str] = ("+", "-")) -> Figure:
+def plot_fits(fit: HeadFit, classes: Sequence[int | str] | int | str, nodes: Sequence[str] = ("+", "-")) -> Figure:
     """Algorithm 1 for several classes: one row per class, one panel per node (the paper's Fig. 1/2).
 
     Args:
         fit: a ``HeadFit``.
-        classes: class indices or names.
+        classes: a class index or name (``"tricycle"``), or a list of them.
         nodes: the node of each column (default the root split ``+`` and ``-``; ``"+*"`` / ``"-*"``
             are the deepest nodes of the chains).
 
@@ -127,6 +127,9 @@ def plot_fits(fit: HeadFit, classes: Sequence[int | str], nodes: Sequence[str] =
         A figure of ``len(classes)`` x ``len(nodes)`` panels: the log of the sorted magnitudes
         (dots), the fitted line, R^2 and slope in each title.
     """
+    one = isinstance(classes, str) or (isinstance(classes, torch.Tensor) and classes.dim() == 0)
+    if one or not isinstance(classes, (Sequence, np.ndarray, torch.Tensor)):  # an int, numpy or 0-d integer
+        classes = [classes]  # type: ignore[list-item]
     ks = [fit.class_index(c) for c in classes]
     if not ks or not nodes:
         raise ValueError("plot_fits needs at least one class and one node")
@@ -389,6 +392,10 @@ def plot_r2_summary(fit: HeadFit) -> Figure:
             colors.append(SIGN_COLORS[side])
     fig = Figure(figsize=(max(6.0, 0.75 * len(data) + 1.5), 4.0), layout="constrained")
     ax = fig.subplots()
+    if not data:  # e.g. an all-zero head: matplotlib cannot draw zero boxes
+        ax.text(0.5, 0.5, "no node of any class has an $R^2$\n(fewer than 2 non-zero magnitudes)", ha="center")
+        ax.set_title(_fit_caption(fit), fontsize="medium")
+        return fig
     boxes = ax.boxplot(
         data,
         tick_labels=labels,

@@ -23,11 +23,9 @@ from __future__ import annotations
 import errno
 import io
 import json
-import logging
 import math
 import stat
 import sys
-import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -36,6 +34,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from ..diagnostics import logger, warn
 from .fingerprint import FileFingerprint
 from .names import HEAD_TENSOR_NAMES, head_candidates, is_embedding_name
 from .source import HeadSource, TensorSource, check_head_tensor
@@ -70,7 +69,6 @@ _SAFETENSORS_BITS = {
     "F6_E2M3": 6,
     "F6_E3M2": 6,
 }
-logger = logging.getLogger("fcinterp_fast")
 # The safetensors library refuses headers above 100 MB; a larger length means a corrupt file.
 _MAX_SAFETENSORS_HEADER = 100_000_000
 
@@ -592,7 +590,7 @@ def _choose(
                 f"{path} stores no output layer: fitting the input embedding {embeddings[0]!r} as the tied head "
                 f"({why}); pass name=... to fit another tensor"
             )
-            warnings.warn(message, UserWarning, stacklevel=5)
+            warn(message)  # a FitWarning at the user's line
             logger.warning(message)
             return embeddings[0], f"the input embedding, used as the tied output head: {why}"
     elif len(candidates) == 1:

@@ -136,14 +136,14 @@ def _module_weight(module: nn.Module, name: str | None) -> torch.Tensor:
     return check_head_tensor(weight, what=f"weight of {type(module).__name__}")
 
 
-def open_head(obj, name: str | None = None) -> tuple[HeadSource, list[str] | None]:
+def open_head(obj, name: str | None = None, with_names: bool = True) -> tuple[HeadSource, list[str] | None]:
     """A ``HeadSource`` for ``fit`` and the class names when the object knows them (a source
-    already opened is passed through: the command line opens a file once to check it first)."""
+    already opened is passed through: the command line opens a file once to check it first).
+    ``with_names=False`` skips looking for names (the caller has its own)."""
     if isinstance(obj, HeadSource):
         return obj, None
     if isinstance(obj, (str, os.PathLike)):
         return open_file_head(Path(obj), name), None
-    class_names = None
-    if isinstance(obj, nn.Module):
-        class_names = model_class_names(obj)
-    return TensorSource(head_weight(obj, name)), class_names
+    source = TensorSource(head_weight(obj, name))
+    names = model_class_names(obj, source.shape[0]) if with_names and isinstance(obj, nn.Module) else None
+    return source, names
