@@ -190,3 +190,11 @@ def test_native_counted_rows_have_the_goodness_of_fit_of_sorted_rows(dtype):
     for name in ("loglik_laplace", "loglik_normal", "ks"):
         torch.testing.assert_close(getattr(counted, name), getattr(sorted_rows, name), rtol=1e-12, atol=0)
     _check(fcinterp_fast.fit(W, backend="cpu"), W.to(torch.float64).numpy())
+
+
+def test_goodness_of_fit_is_saved_and_loaded(tmp_path):
+    W = torch.from_numpy(_rows(64))
+    fit = fcinterp_fast.fit(W, backend="torch")
+    loaded = fcinterp_fast.HeadFit.load(fit.save(tmp_path / "fit.npz"), head=W)
+    for name, values in fit.gof.columns().items():
+        np.testing.assert_array_equal(loaded.gof[name].numpy(), values, err_msg=name)

@@ -113,3 +113,15 @@ def test_null_head_bad_arguments():
         fcinterp_fast.null_head(torch.randn(3, 30), "cauchy")
     with pytest.raises(TypeError, match="generator must be"):
         fcinterp_fast.null_head(torch.randn(3, 30), "normal", generator=0)
+
+
+def test_degenerate_rows_warn_once_not_for_each_null():
+    import warnings
+
+    W = torch.randn(4, 50, dtype=torch.float64)
+    W[1] = 2.0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = fcinterp_fast.fit(W, null=("normal", "ald"))
+    assert len([w for w in caught if "degenerate" in str(w.message)]) == 1
+    assert torch.isnan(fit.null["normal"].gof.ks[1])  # the null of a constant row is constant
