@@ -249,15 +249,12 @@ def _verdict(fit: HeadFit, rows: list[dict]) -> str:
         f"Median \u03ba {_number(kappa['median'], 3)} (1 is symmetric), median KS distance of a row to its "
         f"fitted ALD {_number(ks['median'], 3)}."
     )
-    plus = [(h, index.get(("r2", "+", h))) for h, _ in heads_of(fit)]
-    if len(plus) > 1 and all(r is not None for _, r in plus):
-        text += " Median R\u00b2 of the <code>+</code> node: " + ", ".join(
-            f"{_esc(h)} {_number(r['median'], 3)}"
-            for h, r in plus
-            if r is not None  # for mypy
-        )
-        text += "."
-    elif len(plus) == 1:
+    heads = [head for head, _ in heads_of(fit)]
+    plus = {head: index[("r2", "+", head)]["median"] for head in heads if ("r2", "+", head) in index}
+    if len(plus) > 1:
+        text += " Median R\u00b2 of the <code>+</code> node: "
+        text += ", ".join(f"{_esc(head)} {_number(median, 3)}" for head, median in plus.items()) + "."
+    elif len(heads) == 1:
         text += " Fit null heads (<code>--null normal,ald</code>) to compare Algorithm 1 with noise."
     return f"<p>{text}</p>"
 
