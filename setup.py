@@ -23,7 +23,7 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 SOURCES = ["csrc/fit.cpp", "csrc/bindings.cpp"]
-HEADERS = ["csrc/fit.h"]
+HEADERS = ["csrc/fit.h", "csrc/gof.h"]
 
 _OPENMP_SNIPPET = """
 #include <omp.h>

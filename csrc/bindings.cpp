@@ -100,7 +100,8 @@ int64_t fit_rows_checked(const py::array& head, const std::string& dtype_name, c
                          const std::string& root_name, const std::string& grid_name, int64_t min_size, int levels,
                          py::array count, py::array mean, py::array lo, py::array hi, py::array slope,
                          py::array intercept, py::array r2, py::array loc, py::array scale, py::array kappa,
-                         py::array loglik, int threads, int64_t counting_from, PhaseTimes* times) {
+                         py::array loglik, int threads, int64_t counting_from, const py::object& loglik_laplace,
+                         const py::object& loglik_normal, const py::object& ks, PhaseTimes* times) {
     const DType dtype = parse_dtype(dtype_name);
     FitOptions options;
     options.tree = parse_choice<Tree>("tree", tree_name, {{"chain", Tree::Chain}, {"full", Tree::Full}});
@@ -140,6 +141,24 @@ int64_t fit_rows_checked(const py::array& head, const std::string& dtype_name, c
     out.scale = output_array<double>(scale, "scale", {rows});
     out.kappa = output_array<double>(kappa, "kappa", {rows});
     out.loglik = output_array<double>(loglik, "loglik", {rows});
+    const int gof_given = int(!loglik_laplace.is_none()) + int(!loglik_normal.is_none()) + int(!ks.is_none());
+    if (gof_given != 0 && gof_given != 3) {
+        throw py::value_error("pass all of loglik_laplace, loglik_normal and ks, or none of them");
+    }
+    std::vector<py::array> gof_arrays;  // held until the kernel is done
+    auto gof_output = [&](const py::object& given, const char* name) {
+        if (!py::isinstance<py::array>(given)) {
+            throw py::type_error(std::string("output '") + name + "' must be a numpy array (R,) float64");
+        }
+        gof_arrays.push_back(py::reinterpret_borrow<py::array>(given));
+        return output_array<double>(gof_arrays.back(), name, {rows});
+    };
+    if (gof_given == 3) {
+        gof_arrays.reserve(3);
+        out.loglik_laplace = gof_output(loglik_laplace, "loglik_laplace");
+        out.loglik_normal = gof_output(loglik_normal, "loglik_normal");
+        out.ks = gof_output(ks, "ks");
+    }
 
     Workspace workspace(view.cols, threads);
     py::gil_scoped_release release;
@@ -150,9 +169,11 @@ int64_t fit_rows_py(const py::array& head, const std::string& dtype_name, const 
                     const std::string& root_name, const std::string& grid_name, int64_t min_size, int levels,
                     py::array count, py::array mean, py::array lo, py::array hi, py::array slope, py::array intercept,
                     py::array r2, py::array loc, py::array scale, py::array kappa, py::array loglik, int threads,
-                    int64_t counting_from) {
+                    int64_t counting_from, const py::object& loglik_laplace, const py::object& loglik_normal,
+                    const py::object& ks) {
     return fit_rows_checked(head, dtype_name, tree_name, root_name, grid_name, min_size, levels, count, mean, lo, hi,
-                            slope, intercept, r2, loc, scale, kappa, loglik, threads, counting_from, nullptr);
+                            slope, intercept, r2, loc, scale, kappa, loglik, threads, counting_from, loglik_laplace,
+                            loglik_normal, ks, nullptr);
 }
 
 // fit_rows, also returning the seconds each phase took (summed over threads).
@@ -160,11 +181,12 @@ py::tuple fit_rows_profiled_py(const py::array& head, const std::string& dtype_n
                                const std::string& root_name, const std::string& grid_name, int64_t min_size, int levels,
                                py::array count, py::array mean, py::array lo, py::array hi, py::array slope,
                                py::array intercept, py::array r2, py::array loc, py::array scale, py::array kappa,
-                               py::array loglik, int threads, int64_t counting_from) {
+                               py::array loglik, int threads, int64_t counting_from, const py::object& loglik_laplace,
+                               const py::object& loglik_normal, const py::object& ks) {
     PhaseTimes times;
-    const int64_t needed =
-        fit_rows_checked(head, dtype_name, tree_name, root_name, grid_name, min_size, levels, count, mean, lo, hi,
-                         slope, intercept, r2, loc, scale, kappa, loglik, threads, counting_from, &times);
+    const int64_t needed = fit_rows_checked(head, dtype_name, tree_name, root_name, grid_name, min_size, levels, count,
+                                            mean, lo, hi, slope, intercept, r2, loc, scale, kappa, loglik, threads,
+                                            counting_from, loglik_laplace, loglik_normal, ks, &times);
     py::dict phases;
     phases["sort"] = times.sort;
     phases["logs"] = times.logs;
@@ -243,13 +265,14 @@ py::dict build_info() {
 }  // namespace
 
 PYBIND11_MODULE(_cpu, m) {
-    m.doc() = "fcinterp_fast C++ kernels (docs/spec.md sections 2-4 per row, OpenMP over rows); see csrc/fit.h";
+    m.doc() = "fcinterp_fast C++ kernels (docs/spec.md sections 2-4 and 7 per row, OpenMP over rows); see csrc/fit.h";
     m.def("fit_rows", &fit_rows_py, py::arg("head").noconvert(), py::arg("dtype"), py::arg("tree"), py::arg("root"),
           py::arg("grid"), py::arg("min_size"), py::arg("levels"), py::arg("count").noconvert(),
           py::arg("mean").noconvert(), py::arg("lo").noconvert(), py::arg("hi").noconvert(),
           py::arg("slope").noconvert(), py::arg("intercept").noconvert(), py::arg("r2").noconvert(),
           py::arg("loc").noconvert(), py::arg("scale").noconvert(), py::arg("kappa").noconvert(),
           py::arg("loglik").noconvert(), py::arg("threads") = 0, py::arg("counting_from") = 0,
+          py::arg("loglik_laplace") = py::none(), py::arg("loglik_normal") = py::none(), py::arg("ks") = py::none(),
           R"doc(Fit every row of ``head`` (R, D) into the output arrays, in place; returns the number of
 node columns the results need (larger than N when some node did not fit into the outputs).
 
@@ -266,15 +289,19 @@ Args:
     threads: OpenMP threads (0: the OpenMP default).
     counting_from: float16 / bfloat16 rows of at least this many values take the counting fit
         (fit.h, "Counting fits of 16-bit heads"); 0: the measured default lengths. A test hook: both
-        paths give the same results.)doc");
+        paths give the same results.
+    loglik_laplace, loglik_normal, ks: (R,) float64 for the goodness of fit (docs/spec.md section 7), all
+        three or none (None: the sweep is skipped).)doc");
     m.def("_fit_rows_profiled", &fit_rows_profiled_py, py::arg("head").noconvert(), py::arg("dtype"), py::arg("tree"),
           py::arg("root"), py::arg("grid"), py::arg("min_size"), py::arg("levels"), py::arg("count").noconvert(),
           py::arg("mean").noconvert(), py::arg("lo").noconvert(), py::arg("hi").noconvert(),
           py::arg("slope").noconvert(), py::arg("intercept").noconvert(), py::arg("r2").noconvert(),
           py::arg("loc").noconvert(), py::arg("scale").noconvert(), py::arg("kappa").noconvert(),
           py::arg("loglik").noconvert(), py::arg("threads") = 0, py::arg("counting_from") = 0,
+          py::arg("loglik_laplace") = py::none(), py::arg("loglik_normal") = py::none(), py::arg("ks") = py::none(),
           "fit_rows, returning (columns needed, {phase: seconds}) with the time of each phase of the row kernel "
-          "(sort, logs, tree, ald) summed over rows and threads; for the benchmark's breakdown.");
+          "(sort, logs, tree, ald: the goodness-of-fit sweep counts in ald) summed over rows and threads; for the "
+          "benchmark's breakdown.");
     m.def("_ald_rows", &ald_rows_py, py::arg("head").noconvert(), py::arg("dtype"), py::arg("loc").noconvert(),
           py::arg("scale").noconvert(), py::arg("kappa").noconvert(), py::arg("loglik").noconvert(),
           py::arg("threads") = 0, py::arg("counting_from") = 0,

@@ -24,6 +24,7 @@
 // IEEE rounding). The row kernel is compiled for several instruction sets and picked at load time
 // when FCI_TARGET_CLONES is defined (x86-64 with GCC / Clang).
 #include "fit.h"
+#include "gof.h"
 
 #include <algorithm>
 #include <chrono>
@@ -1157,6 +1158,14 @@ FCI_INLINE void ald_counted(const CountedRow& row, int64_t n, int64_t r, const F
                   out.loglik + r);
 }
 
+// The goodness of fit (docs/spec.md section 7) of row r, sorted in x[0..n), once its ALD is stored.
+FCI_INLINE void store_gof(const double* x, int64_t n, int64_t r, const FitOutput& out) {
+    const RowGof gof = row_gof(x, n, out.loc[r], out.scale[r], out.kappa[r]);
+    out.loglik_laplace[r] = gof.loglik_laplace;
+    out.loglik_normal[r] = gof.loglik_normal;
+    out.ks[r] = gof.ks;
+}
+
 // Rows r0 .. r0 + rows - 1 (rows <= kGroup); returns one past the deepest node column.
 FCI_ROW_KERNEL int64_t fit_group(const HeadView& head, int64_t r0, int rows, const FitOptions& options,
                                  const FitOutput& out, unsigned char* block, const Layout& layout, PhaseTimes* times) {
@@ -1191,19 +1200,22 @@ FCI_ROW_KERNEL int64_t fit_group(const HeadView& head, int64_t r0, int rows, con
             clock.lap(&PhaseTimes::logs);
             needed = std::max(needed, fit_tree(r0 + k, n, options, out, block, layout, x[k], y));
             clock.lap(&PhaseTimes::tree);
-            // The one place where the whole sorted row is at hand: x[k][0..n) ascending, y = ln|x|, and
-            // for a counted row also its runs (value, first rank). A further per-row sweep over the
-            // sorted values (statistics beyond docs/spec.md section 3) goes here.
+            // The whole sorted row is at hand here: x[k][0..n) ascending, y = ln|x|, and for a counted
+            // row also its runs (value, first rank). The goodness of fit (csrc/gof.h) sweeps it once
+            // the row's ALD is known: below for a counted row, after the group's ALD otherwise.
         }
         if (counted) {  // a counted row's runs are overwritten by the next row: its ALD now
             ald_counted(runs, n, r0 + k, out, block, layout);
+            if (out.ks != nullptr && !options.ald_only) store_gof(x[k], n, r0 + k, out);
             clock.lap(&PhaseTimes::ald);
         }
     }
     if (counted) return needed;
     if (n < 3) {
-        for (int k = 0; k < rows; ++k)
+        for (int k = 0; k < rows; ++k) {
             out.loc[r0 + k] = out.scale[r0 + k] = out.kappa[r0 + k] = out.loglik[r0 + k] = kNaN;
+            if (out.ks != nullptr) out.loglik_laplace[r0 + k] = out.loglik_normal[r0 + k] = out.ks[r0 + k] = kNaN;
+        }
         return needed;
     }
     switch (rows) {  // the interleaved sums need the row count at compile time
@@ -1224,6 +1236,7 @@ FCI_ROW_KERNEL int64_t fit_group(const HeadView& head, int64_t r0, int rows, con
         const int64_t r = r0 + k;
         ald_from_sums(x[k], n, below[k], above[k], reinterpret_cast<double*>(block + layout.ald_search), out.loc + r,
                       out.scale + r, out.kappa + r, out.loglik + r);
+        if (out.ks != nullptr) store_gof(x[k], n, r, out);  // one more sweep of the sorted row
     }
     clock.lap(&PhaseTimes::ald);
     return needed;

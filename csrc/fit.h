@@ -1,11 +1,12 @@
-// fcinterp_fast C++ kernels: docs/spec.md sections 2-4 for every row of a classifier head, on raw pointers.
+// fcinterp_fast C++ kernels: docs/spec.md sections 2-4 and 7 for every row of a classifier head, on raw pointers.
 //
 // One call fits a block of R rows of a (R, D) head. Per row, in one pass over per-thread scratch:
 // load the row in its own dtype (float16 / bfloat16 / float32 / float64, any strides), radix sort
 // the float bit patterns (or count them: "Counting fits of 16-bit heads" below and in
 // docs/spec.md), decode to float64 and take ln|x| (a table for 16-bit dtypes, no log calls), walk
 // the split tree (chain or full, root at zero or at the row mean) writing every node's count /
-// mean / min / max / line fit, and fit the ALD by maximum likelihood. Rows run in parallel
+// mean / min / max / line fit, fit the ALD by maximum likelihood, and sweep the sorted row once
+// more for its goodness of fit (csrc/gof.h, docs/spec.md section 7). Rows run in parallel
 // (OpenMP); nothing is allocated per row.
 //
 // Exactness (the two readings fixed in fcinterp_fast/backends/reference.py):
@@ -106,6 +107,11 @@ struct FitOutput {
     double* scale = nullptr;
     double* kappa = nullptr;
     double* loglik = nullptr;
+    // Goodness of fit (docs/spec.md section 7, csrc/gof.h), (rows,) each: all three or none (nullptr:
+    // the sweep is skipped, for timing it).
+    double* loglik_laplace = nullptr;
+    double* loglik_normal = nullptr;
+    double* ks = nullptr;
 };
 
 // Per-thread working memory, allocated once per call (never per row).

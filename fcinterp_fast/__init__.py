@@ -21,6 +21,7 @@ from .cam.methods import explain
 from .config import FitConfig
 from .diagnostics import FitWarning
 from .heads.find import head_weight
+from .nulls import null_head
 from .result import AldFit, HeadFit
 
 # The library logs to "fcinterp_fast" and prints nothing unless the application configures logging.
@@ -30,6 +31,7 @@ __all__ = [
     "fit",
     "explain",
     "head_weight",
+    "null_head",
     "available_backends",
     "HeadFit",
     "AldFit",

@@ -24,8 +24,12 @@ def fit_rows(
     loglik: np.ndarray,
     threads: int = 0,
     counting_from: int = 0,
+    loglik_laplace: np.ndarray | None = None,
+    loglik_normal: np.ndarray | None = None,
+    ks: np.ndarray | None = None,
 ) -> int:
-    """Fit every row of ``head`` (R, D) into the output arrays, in place; returns the node columns needed."""
+    """Fit every row of ``head`` (R, D) into the output arrays, in place; returns the node columns needed.
+    The goodness-of-fit outputs (all three or none) get docs/spec.md section 7's per-row values."""
 
 def _fit_rows_profiled(
     head: np.ndarray,

@@ -9,12 +9,13 @@ import torch
 
 from .backends import registry
 from .classes import config_class_names, resolve_class_names
-from .config import DEFAULT_BACKEND, DEFAULT_MAX_MEMORY, FitConfig, check_int
+from .config import DEFAULT_BACKEND, DEFAULT_MAX_MEMORY, DEFAULT_NULL_SEED, FitConfig, check_int
 from .devices import parse_device
 from .diagnostics import check_fit, check_orientation, logger
 from .heads.find import open_head
 from .heads.source import HeadSource, check_block
 from .heads.stream import iter_blocks, staging_bytes_per_element
+from .nulls import NullSource, check_null_kinds
 from .progress import progress_bar
 from .result import HeadFit, RowFit
 
@@ -35,6 +36,8 @@ def fit(
     progress: bool | None = None,
     device: str | torch.device | None = None,
     class_names=None,
+    null: str | tuple[str, ...] | list[str] | None = None,
+    null_seed: int = DEFAULT_NULL_SEED,
 ) -> HeadFit:
     """Fit the ALD model and the split tree of every class row of a classifier head.
 
@@ -66,10 +69,15 @@ def fit(
             an ImageNet subset name (``"imagenet-1k"``) or torchvision weights (see
             ``classes.resolve_class_names``). None: the names the head carries (a Hugging Face
             ``id2label``, torchvision's or timm's ImageNet names; ``fcinterp_fast.classes``).
+        null: null heads to fit beside the head with the same options (docs/spec.md section 7):
+            None, or kinds among ``"normal"``, ``"laplace"``, ``"ald"`` (see ``null_head``). Each is
+            drawn block by block as the head is read (a file head's nulls are streamed too).
+        null_seed: base seed of the null heads (an int >= 0); the same seed gives the same nulls
+            whatever the block size or device.
 
     Returns:
-        HeadFit with (K, N) node statistics, the per-class ALD fit, masks and tables. W itself is
-        never modified.
+        HeadFit with (K, N) node statistics, the per-class ALD fit and goodness of fit, masks and
+        tables; ``fit.null[kind]`` holds the HeadFit of each null head. W itself is never modified.
 
     Example:
         >>> import torch, fcinterp_fast
@@ -79,6 +87,8 @@ def fit(
         >>> big = fcinterp_fast.fit("model.safetensors", name="lm_head.weight",
         ...                         max_memory=2**30, device="cuda")  # doctest: +SKIP
     """
+    kinds = check_null_kinds(null)
+    null_seed = check_int("null_seed", null_seed, 0, 2**63 - 1)
     plan = plan_fit(
         W,
         backend=backend,
@@ -92,7 +102,13 @@ def fit(
         device=device,
         class_names=class_names,
     )
-    return plan.head_fit(plan.fit_rows(0, plan.source.shape[0], progress=progress))
+    result = plan.head_fit(plan.fit_rows(0, plan.source.shape[0], progress=progress))
+    for kind in kinds:
+        null_plan = dataclasses.replace(plan, source=NullSource(plan.source, kind, null_seed))
+        rows = null_plan.fit_rows(0, plan.source.shape[0], progress=progress, desc=f"null {kind} head")
+        result.null[kind] = null_plan.head_fit(rows, check=False)
+        result.null_seed = null_seed
+    return result
 
 
 @dataclasses.dataclass
@@ -137,11 +153,13 @@ class FitPlan:
             return _trim(RowFit.empty(0, cfg.n_columns, self.source.device), cfg)
         return results
 
-    def head_fit(self, rows: RowFit) -> HeadFit:
-        """The ``HeadFit`` of all K rows fitted under this plan."""
+    def head_fit(self, rows: RowFit, check: bool = True) -> HeadFit:
+        """The ``HeadFit`` of all K rows fitted under this plan; ``check``: warn about degenerate rows
+        (``diagnostics.check_fit``; off for null heads, whose rows repeat the head's)."""
         nodes = self.config.nodes[: rows.columns]
         fit = HeadFit(rows, nodes, self.config, self.source, backend=self.backend.name, class_names=self.class_names)
-        check_fit(fit)
+        if check:
+            check_fit(fit)
         return fit
 
 

@@ -25,6 +25,8 @@ __all__ = [
     "MAX_FULL_DEPTH",
     "DEFAULT_BACKEND",
     "DEFAULT_MAX_MEMORY",
+    "NULL_KINDS",
+    "DEFAULT_NULL_SEED",
     "TREES",
     "ROOTS",
     "GRIDS",
@@ -42,6 +44,9 @@ MAX_MIN_SIZE = 2**63 - 1
 DEFAULT_BACKEND = "auto"
 #: Working-memory budget of one row block when ``max_memory`` is not given (bytes).
 DEFAULT_MAX_MEMORY = 512 * 2**20
+#: Null heads ``fit(null=...)`` can fit beside the head (docs/spec.md section 7), and their base seed.
+NULL_KINDS = ("normal", "laplace", "ald")
+DEFAULT_NULL_SEED = 0
 
 TREES = ("chain", "full")
 ROOTS = ("zero", "mean")

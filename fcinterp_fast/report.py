@@ -1,26 +1,32 @@
-"""All report writing: a fit's tables, figures and a markdown summary that links them.
+"""All report writing: a fit's tables, figures, an HTML page and a markdown summary that link them.
 
 ``write_report(fit, out, classes)`` writes into ``out``:
 
 * ``nodes.csv``: every class and present node (``HeadFit.to_csv``), or ``nodes.parquet``
   (``HeadFit.to_parquet``) for heads of more than ``PARQUET_MIN_CLASSES`` classes (``tables``);
 * ``ald.csv``: one row per class, the ALD maximum likelihood fit;
+* ``gof.csv``: one row per class, its goodness of fit (``HeadFit.gof``, docs/spec.md section 7);
+* ``summary.csv``: the trained head against its null heads (``HeadFit.summary``);
 * ``r2_by_node.png``: R^2 over all classes per node level and side (``plot.plot_r2_summary``);
-* for the chosen classes, ``fits.png`` (the paper's Fig. 1/2) and per class ``split_<k>.png`` and
-  ``nodes_<k>.png``;
+  ``gof_summary.png`` (``gof_plot.plot_gof_summary``) and, with null heads, ``null_comparison.png``;
+* for the chosen classes, ``fits.png`` (the paper's Fig. 1/2) and per class ``split_<k>.png``,
+  ``nodes_<k>.png`` and ``qq_<k>.png`` (the row against its fitted ALD);
 * with an ``Explanation``, its figure (the paper's Fig. 5 for one image and class);
-* ``index.md``: the head, the options, median and IQR of R^2 per node level over all classes, the
-  chosen classes' numbers, and links to everything above.
+* ``index.html``: one self-contained page (``report_html``): the run's options and source, the
+  summary, a searchable and sortable table of every class, a panel per chosen class, the
+  explanation, links to the tables; every figure inline, no network request;
+* ``index.md``: a short markdown summary: the head, the options, median and IQR of R^2 per node
+  level, the goodness of fit in two sentences, the chosen classes' numbers, and links.
 
 ``save_figure`` writes any figure of ``fcinterp_fast.figures`` (the command line's ``explain`` too).
 
 A report is never left half written where it looks whole: every file is written under a temporary
 name beside its final one and renamed into place (``os.replace``) only once all of them are
 written, so a run stopped by an error (a full disk) or Ctrl-C before that leaves the previous report
-as it was. The previous ``index.md`` is removed before the renames and the new one written last,
-so a folder without ``index.md`` is incomplete. Figures of an earlier report that this one does not
-draw are removed, and every ``OSError`` names the file. ``check_folder`` finds an unwritable folder
-before a long fit.
+as it was. The previous ``index.html`` and ``index.md`` are removed before the renames and the new
+ones written last (``index.html`` the very last), so a folder without ``index.html`` is incomplete.
+Figures of an earlier report that this one does not draw are removed, and every ``OSError`` names
+the file. ``check_folder`` finds an unwritable folder before a long fit.
 """
 
 from __future__ import annotations
@@ -39,11 +45,14 @@ import matplotlib
 import torch
 from matplotlib.figure import Figure
 
+from . import report_html
 from ._deps import require
 from .cam.options import CamOptions
 from .diagnostics import fit_problems, logger
 from .figures import fits as plot
+from .figures import gof as gof_plot
 from .result import HeadFit
+from .summary import SUMMARY_COLUMNS, summary_rows
 
 __all__ = [
     "write_report",
@@ -71,7 +80,7 @@ _NODE_TABLES = {"csv": "nodes.csv", "parquet": "nodes.parquet"}
 _FULL_TREE_TABLE_LEVELS = 3
 # Figures a report draws for its chosen classes or explanation: one left by an earlier report that
 # this one does not draw again would sit beside an index that does not link it, so it is removed.
-_CHOSEN_FIGURES = re.compile(r"(split|nodes)_\d+\.png|fits\.png|explain_.+\.png")
+_CHOSEN_FIGURES = re.compile(r"(split|nodes|qq)_\d+\.png|fits\.png|explain_.+\.png|null_comparison\.png")
 
 
 @dataclasses.dataclass
@@ -182,7 +191,7 @@ def write_report(
     tables: str = TABLE_FORMATS[0],
     progress: bool | None = None,
 ) -> Path:
-    """Write the tables, figures and ``index.md`` of ``fit`` into the folder ``out``.
+    """Write the tables, figures, ``index.html`` and ``index.md`` of ``fit`` into the folder ``out``.
 
     Args:
         fit: a ``HeadFit``.
@@ -198,34 +207,54 @@ def write_report(
         progress: a bar while the node table is written (None: on a terminal, after a second).
 
     Returns:
-        The path of ``index.md``.
+        The path of ``index.html``.
     """
     out = Path(out)
     with _naming(out, "cannot create the folder"):
         out.mkdir(parents=True, exist_ok=True)
     table = _NODE_TABLES[table_format(tables, len(fit))]
     ks = list(dict.fromkeys(fit.class_index(c) for c in classes))  # unique, in the order given
-    figures = {"r2_by_node.png": plot.plot_r2_summary(fit)}
+    captions = {
+        "r2_by_node.png": "R\u00b2 of Algorithm 1 over all classes, per node",
+        "gof_summary.png": "goodness of fit of the ALD over all classes",
+    }
+    figures = {"r2_by_node.png": plot.plot_r2_summary(fit), "gof_summary.png": gof_plot.plot_gof_summary(fit)}
+    if fit.null:
+        figures["null_comparison.png"] = gof_plot.plot_null_comparison(fit)
+        captions["null_comparison.png"] = "the trained head against its null heads"
     if ks:
         figures["fits.png"] = plot.plot_fits(fit, ks)
+        captions["fits.png"] = "Algorithm 1 on the chosen classes (the paper's Fig. 1/2)"
     for k in ks:
+        label = plot.class_label(fit, k)
         figures[f"split_{k}.png"] = plot.plot_split(fit, k)
         figures[f"nodes_{k}.png"] = plot.plot_node_fits(fit, k)
+        figures[f"qq_{k}.png"] = gof_plot.plot_qq(fit, k)
+        captions[f"split_{k}.png"] = f"{label}: the split tree"
+        captions[f"nodes_{k}.png"] = f"{label}: Algorithm 1 on every node"
+        captions[f"qq_{k}.png"] = f"{label}: QQ plot against its fitted ALD"
     if explanation is not None:
         figures[explanation.filename] = explanation.figure
-    markdown = _markdown(fit, ks, head, seconds, explanation, table)
-    index = out / "index.md"
+        captions[explanation.filename] = f"{explanation.class_name}: Smooth Grad-CAM++ per node"
+    summary = summary_rows(fit)
+    markdown = _markdown(fit, ks, head, seconds, explanation, table, summary)
+    index, index_md = out / "index.html", out / "index.md"
     logger.info("writing %s: %d classes, %d nodes", out / table, len(fit), int((fit.count > 0).sum()))
+    pngs: dict[str, bytes] = {}
     with _staging() as stage:
         if table == "nodes.csv":
             stage(out / table, functools.partial(fit.to_csv, progress=progress))
         else:
             stage(out / table, functools.partial(fit.to_parquet, progress=progress))
         stage(out / "ald.csv", lambda path: _write_ald_csv(fit, path))
+        stage(out / "gof.csv", lambda path: _write_gof_csv(fit, path))
+        stage(out / "summary.csv", lambda path: _write_summary_csv(summary, path))
         for name, figure in figures.items():
-            stage(out / name, functools.partial(_savefig, figure, Path(name).suffix, DPI))
-        with _naming(index, "cannot remove"):  # from here until the new index, visibly incomplete
-            index.unlink(missing_ok=True)
+            stage(out / name, functools.partial(_savefig_keeping, figure, name, pngs))
+        page = _page(fit, ks, head, seconds, explanation, summary, pngs, captions, table)
+        for old in (index, index_md):  # from here until the new index, visibly incomplete
+            with _naming(old, "cannot remove"):
+                old.unlink(missing_ok=True)
     stale_tables = set(_NODE_TABLES.values()) - {table}
     for path in out.iterdir():
         stale = _CHOSEN_FIGURES.fullmatch(path.name) and path.name not in figures or path.name in stale_tables
@@ -233,8 +262,63 @@ def write_report(
             with _naming(path, "cannot remove"):
                 path.unlink()
     with _staging() as stage:
-        stage(index, lambda path: path.write_text(markdown))
+        stage(index_md, lambda path: path.write_text(markdown))
+    with _staging() as stage:
+        stage(index, lambda path: path.write_text(page, encoding="utf-8"))
     return index
+
+
+#: The tables a report links, and what each holds.
+_TABLES = (
+    ("nodes", "every class and present node: count, mean (split threshold), min, max, slope, intercept, "
+     "R\u00b2, the derived k_est, lam_est, mean_est, and the class's ALD fit"),
+    ("ald.csv", "the ALD maximum likelihood fit of every class (scipy's laplace_asymmetric parameters; "
+     "ald_lambda = 1 / scale)"),
+    ("gof.csv", "the goodness of fit of every class: log-likelihoods of the ALD, Laplace and normal, "
+     "lr_asym, p_asym, daic_normal, daic_laplace, ks, ks_p"),
+    ("summary.csv", "per node and head (trained, each null): median and quartiles of R\u00b2, slope, depth, "
+     "kappa, KS, AIC differences, and the share of classes where the ALD wins"),
+)  # fmt: skip
+
+
+def _savefig_keeping(figure: Figure, name: str, pngs: dict[str, bytes], path: Path) -> None:
+    """Save ``figure`` to ``path`` (a temporary name for ``name``) and keep its bytes for the page."""
+    _savefig(figure, Path(name).suffix, DPI, path)
+    pngs[name] = path.read_bytes()
+
+
+def _page(
+    fit: HeadFit,
+    ks: list[int],
+    head: str,
+    seconds: float | None,
+    explanation: Explanation | None,
+    summary: list[dict],
+    pngs: dict[str, bytes],
+    captions: dict[str, str],
+    table: str,
+) -> str:
+    def figure(name: str) -> report_html.PageFigure:
+        return report_html.PageFigure(pngs[name], name, captions[name])
+
+    overview = [figure(n) for n in ("gof_summary.png", "null_comparison.png", "r2_by_node.png") if n in pngs]
+    panels = [report_html.ClassPanel(k, [figure(f"{kind}_{k}.png") for kind in ("split", "qq", "nodes")]) for k in ks]
+    explained = None
+    if explanation is not None:
+        explained = (figure(explanation.filename), _explanation_sentence(explanation))
+    tables = [(table if name == "nodes" else name, what) for name, what in _TABLES]  # nodes.csv or .parquet
+    files = [*tables, *((name, captions[name]) for name in pngs), ("index.md", "this report in short, as markdown")]
+    return report_html.render_page(
+        fit,
+        head=head,
+        seconds=seconds,
+        summary=summary,
+        overview=overview,
+        panels=panels,
+        fits_figure=figure("fits.png") if "fits.png" in pngs else None,
+        explanation=explained,
+        files=files,
+    )
 
 
 @contextlib.contextmanager
@@ -287,9 +371,50 @@ def _write_ald_csv(fit: HeadFit, path: Path) -> None:
         writer.writerows(zip(range(len(fit)), names, *columns, strict=True))
 
 
+def _write_gof_csv(fit: HeadFit, path: Path) -> None:
+    columns = fit.gof.columns()
+    names = fit.class_names or [""] * len(fit)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["class", "class_name", *columns])
+        writer.writerows(zip(range(len(fit)), names, *(c.tolist() for c in columns.values()), strict=True))
+
+
+def _write_summary_csv(summary: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(SUMMARY_COLUMNS))
+        writer.writeheader()
+        writer.writerows(summary)
+
+
+def _gof_sentences(summary: list[dict]) -> str:
+    """Two sentences on the goodness of fit of the trained head (markdown)."""
+    trained = {(r["quantity"], r["node"]): r for r in summary if r["head"] == "trained"}
+    normal, laplace = trained[("daic_normal", "")], trained[("daic_laplace", "")]
+    text = (
+        f"By AIC the ALD fits the rows better than a normal in {100 * normal['share']:.1f}% of the "
+        f"{normal['classes']} classes and better than a symmetric Laplace in {100 * laplace['share']:.1f}%; "
+        f"median kappa {trained[('kappa', '')]['median']:.3g}, median KS distance of a row to its ALD "
+        f"{trained[('ks', '')]['median']:.3g}."
+    )
+    nulls = [r for r in summary if r["quantity"] == "r2" and r["node"] == "+" and r["head"] != "trained"]
+    if nulls and ("r2", "+") in trained:
+        text += f" Median R^2 of `+`: trained {trained[('r2', '+')]['median']:.3f}, " + ", ".join(
+            f"{r['head']} {r['median']:.3f}" for r in nulls
+        )
+        text += "."
+    return text
+
+
 # ----------------------------------------------------------------------------------- markdown
 def _markdown(
-    fit: HeadFit, ks: list[int], head: str, seconds: float | None, explanation: Explanation | None, table: str
+    fit: HeadFit,
+    ks: list[int],
+    head: str,
+    seconds: float | None,
+    explanation: Explanation | None,
+    table: str,
+    summary: list[dict],
 ) -> str:
     K, D = fit.shape
     c = fit.config
@@ -317,7 +442,17 @@ def _markdown(
         lines.append(
             f"| {s.level} | `{s.side}` | {s.nodes} | {s.median:.3f} | {s.q25:.3f} - {s.q75:.3f} | {s.median_count:g} |"
         )
-    lines += ["", "![R^2 by node](r2_by_node.png)", ""]
+    lines += [
+        "",
+        "![R^2 by node](r2_by_node.png)",
+        "",
+        "## Goodness of fit",
+        "",
+        _gof_sentences(summary),
+        "",
+        "The whole report, with every class searchable and sortable: [index.html](index.html).",
+        "",
+    ]
     if ks:
         lines += [
             "## Chosen classes",
@@ -338,8 +473,13 @@ def _markdown(
         "max, slope, intercept, R^2, the derived `k_est`, `lam_est`, `mean_est`, and the class's ALD fit.",
         "- [ald.csv](ald.csv): the ALD maximum likelihood fit of every class (scipy's "
         "`laplace_asymmetric` parameters; `ald_lambda` = 1 / scale).",
-        "- [r2_by_node.png](r2_by_node.png)"
-        + "".join(f", [split_{k}.png](split_{k}.png), [nodes_{k}.png](nodes_{k}.png)" for k in ks)
+        "- [gof.csv](gof.csv): the goodness of fit of every class; [summary.csv](summary.csv): the "
+        "trained head against its null heads.",
+        "- [r2_by_node.png](r2_by_node.png), [gof_summary.png](gof_summary.png)"
+        + (", [null_comparison.png](null_comparison.png)" if fit.null else "")
+        + "".join(
+            f", [split_{k}.png](split_{k}.png), [nodes_{k}.png](nodes_{k}.png), [qq_{k}.png](qq_{k}.png)" for k in ks
+        )
         + (", [fits.png](fits.png)" if ks else "")
         + ".",
         "",
@@ -370,6 +510,17 @@ def _class_section(fit: HeadFit, k: int) -> list[str]:
         lines += ["", f"Levels below {deepest} are in the node table (`nodes.csv` or `nodes.parquet`)."]
     lines += ["", f"![split of class {k}](split_{k}.png)", "", f"![node fits of class {k}](nodes_{k}.png)", ""]
     return lines
+
+
+def _explanation_sentence(e: Explanation) -> str:
+    """What the explanation figure shows, for the HTML page."""
+    import html
+
+    return html.escape(
+        f"{e.options.describe()}, noise seed {e.seed}, of {e.class_name} on {e.image.replace('`', '')}: the map "
+        f"through only the neurons of each level of the + chain (most discriminative) and the - chain (most "
+        f"confusing), the paper's Fig. 5."
+    )
 
 
 def _explanation_section(e: Explanation) -> list[str]:

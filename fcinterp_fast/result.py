@@ -20,12 +20,13 @@ from ._version import __version__
 from .classes import resolve_class
 from .config import FitConfig
 from .diagnostics import logger
+from .gof import GOF_FIELDS, GofFit
 from .heads.find import open_head
 from .heads.saved import DetachedSource, VerifiedSource, row_crc32
 from .heads.source import HeadSource
 from .progress import progress_bar
 
-__all__ = ["RowFit", "NODE_FIELDS", "ALD_FIELDS", "HeadFit", "AldFit", "derived_columns", "SAVE_FORMAT"]
+__all__ = ["RowFit", "NODE_FIELDS", "ALD_FIELDS", "GOF_FIELDS", "HeadFit", "AldFit", "derived_columns", "SAVE_FORMAT"]
 
 # Rows of the head read at a time when building masks or tables.
 _BLOCK_ROWS = 4096
@@ -46,6 +47,8 @@ class RowFit:
         mean, lo, hi: (R, N) float64, the node's mean (its split threshold), min and max value.
         slope, intercept, r2: (R, N) float64, the Algorithm 1 line fit of the node (docs/spec.md section 3).
         loc, scale, kappa, loglik: (R,) float64, the row's ALD maximum likelihood fit (docs/spec.md section 4).
+        loglik_laplace, loglik_normal, ks: (R,) float64, the row's goodness of fit (``gof.GOF_FIELDS``,
+            docs/spec.md section 7), computed in the same pass.
         ambiguous: (R,) bool, rows where some element lies so close to a split threshold that the
             float64 rounding bound of a fast summation cannot decide its side. ``fit`` recomputes
             those rows with ``exact_backend()`` (``cpu`` when built, else ``reference``), so every
@@ -63,16 +66,19 @@ class RowFit:
     scale: torch.Tensor
     kappa: torch.Tensor
     loglik: torch.Tensor
+    loglik_laplace: torch.Tensor
+    loglik_normal: torch.Tensor
+    ks: torch.Tensor
     ambiguous: torch.Tensor
 
     @classmethod
     def empty(cls, rows: int, columns: int, device=None) -> RowFit:
-        """Every node absent (count 0, statistics NaN), ALD NaN, nothing ambiguous."""
+        """Every node absent (count 0, statistics NaN), ALD and goodness of fit NaN, nothing ambiguous."""
         nan = dict(dtype=torch.float64, device=device)
         return cls(
             count=torch.zeros(rows, columns, dtype=torch.int64, device=device),
             **{f: torch.full((rows, columns), float("nan"), **nan) for f in NODE_FIELDS[1:]},
-            **{f: torch.full((rows,), float("nan"), **nan) for f in ALD_FIELDS},
+            **{f: torch.full((rows,), float("nan"), **nan) for f in (*ALD_FIELDS, *GOF_FIELDS)},
             ambiguous=torch.zeros(rows, dtype=torch.bool, device=device),
         )
 
@@ -185,6 +191,10 @@ class HeadFit:
         slope, intercept, r2: (K, N) float64, Algorithm 1 line fit of the node's log magnitudes.
         k_est, lam_est, mean_est: (K, N) float64, the author's derived estimates (computed on access).
         ald: per-class ALD maximum likelihood (``AldFit``).
+        gof: per-class goodness of fit of the ALD against the Laplace and the normal (``GofFit``,
+            docs/spec.md section 7).
+        null: ``{kind: HeadFit}``, fits of null heads with the same options (``fit(null=...)``;
+            empty unless asked for).
         config: the ``FitConfig`` used; ``backend``: the backend that ran.
         class_names: optional list of K names, used by tables and class lookup (where they come
             from: ``fcinterp_fast.classes``).
@@ -226,6 +236,11 @@ class HeadFit:
         self.count, self.mean, self.lo, self.hi = rows.count, rows.mean, rows.lo, rows.hi
         self.slope, self.intercept, self.r2 = rows.slope, rows.intercept, rows.r2
         self.ald = AldFit(loc=rows.loc, scale=rows.scale, kappa=rows.kappa, loglik=rows.loglik)
+        self.gof = GofFit.from_rows(
+            source.shape[1], rows.loglik, rows.scale, rows.kappa, rows.loglik_laplace, rows.loglik_normal, rows.ks
+        )
+        self.null: dict[str, HeadFit] = {}
+        self.null_seed: int | None = None  # the base seed of ``null`` (set by ``fit``)
         self._source_description: dict | None = None  # a loaded fit's, as saved
 
     # ----------------------------------------------------------------------------- shape
@@ -388,6 +403,24 @@ class HeadFit:
         frames = [pd.DataFrame(block, columns=self.TABLE_COLUMNS) for block in self._table_blocks(_BLOCK_ROWS)]
         return pd.concat(frames, ignore_index=True)
 
+    def summary(self):
+        """The fit against its null heads (``fit(null=...)``) as a ``pandas.DataFrame``.
+
+        One row per (quantity, node, head): the median and quartiles over classes of R^2 and slope
+        per node, the depth reached per side, kappa, the KS distance and the AIC differences
+        (with ``share``: the share of classes where the ALD beats the normal / the Laplace), for
+        the trained head and each null head (see ``fcinterp_fast.summary`` for every column).
+
+        Example:
+            >>> fit = fcinterp_fast.fit(model, null=("normal", "ald"))             # doctest: +SKIP
+            >>> s = fit.summary()                                                   # doctest: +SKIP
+            >>> s[s.quantity == "r2"].pivot(index="node", columns="head", values="median")  # doctest: +SKIP
+        """
+        from .summary import SUMMARY_COLUMNS, summary_rows
+
+        pd = require("pandas", "HeadFit.summary")
+        return pd.DataFrame(summary_rows(self), columns=list(SUMMARY_COLUMNS))
+
     def to_csv(self, path: str | os.PathLike, progress: bool | None = None) -> None:
         """Write the long-format table to ``path``, one block of classes at a time.
 
@@ -428,7 +461,8 @@ class HeadFit:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the fit to one ``.npz`` file that ``HeadFit.load`` reads back unchanged.
 
-        The file holds every statistic (bit for bit), the options, the backend, the class names,
+        The file holds every statistic (bit for bit; the goodness of fit too, not the null heads'
+        fits), the options, the backend, the class names,
         a description of the head (shape, dtype, file and tensor name where it came from) and the
         crc32 of every row of the head, so that a loaded fit checks the head it is given back.
         Numbers only: no pickle, so loading runs no code. The file is written under a temporary
@@ -449,6 +483,7 @@ class HeadFit:
         }
         arrays = {name: getattr(self, name).cpu().numpy() for name in NODE_FIELDS}
         arrays.update({f"ald_{name}": getattr(self.ald, name).cpu().numpy() for name in ALD_FIELDS})
+        arrays.update({f"gof_{name}": getattr(self.gof, name).cpu().numpy() for name in GOF_FIELDS})
         arrays["row_crc32"] = row_crc32(self.source)
         temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
         try:
@@ -499,8 +534,11 @@ class HeadFit:
         nodes, crc32 = metadata["nodes"], stored["row_crc32"]
         fields = {name: torch.from_numpy(stored[name]) for name in NODE_FIELDS}
         fields.update({name: torch.from_numpy(stored[f"ald_{name}"]) for name in ALD_FIELDS})
+        # goodness of fit (docs/spec.md section 7): NaN in files saved before it existed
+        missing = np.full(shape[0], np.nan)
+        fields.update({name: torch.from_numpy(stored.get(f"gof_{name}", missing)) for name in GOF_FIELDS})
         if any(t.shape != (shape[0], len(nodes)) for n, t in fields.items() if n in NODE_FIELDS) or any(
-            t.shape != (shape[0],) for n, t in fields.items() if n in ALD_FIELDS
+            t.shape != (shape[0],) for n, t in fields.items() if n in (*ALD_FIELDS, *GOF_FIELDS)
         ):
             raise ValueError(f"{path} is corrupt: its arrays do not have the shape of a {shape[0]}-class fit")
         rows = RowFit(**fields, ambiguous=torch.zeros(shape[0], dtype=torch.bool))

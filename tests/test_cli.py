@@ -83,14 +83,19 @@ def test_fit_report_tables_match_the_fit(bundled_report, bundled_fit):
 @pytest.mark.slow
 def test_fit_report_figures_and_summary(bundled_report, bundled_fit):
     out, _ = bundled_report
-    figures = ["fits.png", "r2_by_node.png"] + [
-        f"{kind}_{k}.png" for k in PAPER_CLASSES.values() for kind in ("split", "nodes")
+    figures = ["fits.png", "r2_by_node.png", "gof_summary.png", "null_comparison.png"] + [
+        f"{kind}_{k}.png" for k in PAPER_CLASSES.values() for kind in ("split", "nodes", "qq")
     ]
     for name in figures:
         assert_png(out / name)
     index = (out / "index.md").read_text()
-    for name in figures + ["nodes.csv", "ald.csv"]:
+    page = (out / "index.html").read_text(encoding="utf-8")
+    for name in figures + ["nodes.csv", "ald.csv", "gof.csv", "summary.csv"]:
         assert f"({name})" in index, f"index.md does not link {name}"
+        assert f'href="{name}"' in page, f"index.html does not link {name}"
+    for k in PAPER_CLASSES.values():
+        assert f'id="class-{k}"' in page
+    assert "(index.html)" in index
     for k in PAPER_CLASSES.values():
         assert f"### {plot.class_label(bundled_fit, k)}" in index
     # The summary's median R^2 of the root "+" node over all classes, as the fit gives it.
@@ -101,7 +106,7 @@ def test_fit_report_figures_and_summary(bundled_report, bundled_fit):
 @pytest.mark.slow
 def test_demo_prints_the_classes_and_where_the_report_is(bundled_report):
     out, printed = bundled_report
-    assert f"report: {out / 'index.md'}" in printed
+    assert f"report: {out / 'index.html'}" in printed
     assert printed.strip().endswith(f"explanations: {out / 'explain_grace_hopper.png'}")
     for name, k in PAPER_CLASSES.items():
         assert f"{name} ({k}): + R^2" in printed
@@ -169,6 +174,31 @@ def test_fit_weights_file_with_tensor_name(safetensors_head, tmp_path, capsys):
     assert "class 3: + R^2" in stdout
 
 
+def test_fit_with_null_heads(safetensors_head, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["fit", "--weights", safetensors_head, "--name", "lm_head.weight", "--min-size", "4", "--out", out]
+    code, stdout, err = run_cli(capsys, *argv, "--null", "normal,ald", "--null-seed", "5", "--classes", "2")
+    assert code == 0, err
+    assert f"report: {out / 'index.html'}" in stdout
+    assert "ALD beats the normal by AIC in " in stdout and "median R^2 of +: trained " in stdout
+    assert_png(out / "null_comparison.png", min_size=(200, 200))
+    expected = fcinterp_fast.fit(
+        safetensors_head, name="lm_head.weight", min_size=4, null=("normal", "ald"), null_seed=5
+    )
+    rows = csv_rows(out / "summary.csv")
+    assert {r["head"] for r in rows} == {"trained", "null normal", "null ald"}
+    r2 = next(r for r in rows if (r["quantity"], r["node"], r["head"]) == ("r2", "+", "null ald"))
+    j = expected.null["ald"].nodes.index("+")
+    assert float(r2["median"]) == pytest.approx(float(np.nanmedian(expected.null["ald"].r2[:, j].numpy())), rel=1e-12)
+    gof = csv_rows(out / "gof.csv")
+    assert float(gof[2]["ks"]) == pytest.approx(float(expected.gof.ks[2]), rel=1e-12)
+    code, _, err = run_cli(capsys, *argv)  # no null heads: the comparison figure of the last run goes
+    assert code == 0, err
+    assert not (out / "null_comparison.png").exists()
+    code, _, err = run_cli(capsys, *argv, "--null", "normal", "--distributed")
+    assert code == 2 and "--null is not supported with --distributed" in err
+
+
 def test_fit_opens_the_head_file_once(safetensors_head, tmp_path, capsys, monkeypatch):
     from fcinterp_fast.heads import find
 
@@ -189,6 +219,7 @@ def test_fit_opens_the_head_file_once(safetensors_head, tmp_path, capsys, monkey
         (["--min-size", "-1"], "min_size must be an int in 0..9223372036854775807, got -1"),
         (["--max-memory", "lots"], "'lots' is not a size in bytes"),
         (["--backend", "gpu"], "invalid choice: 'gpu'"),
+        (["--null", "normal,cauchy"], "'normal,cauchy' is not a list of distinct null kinds"),
         (["--model", "efficientnet_lite0", "--weights", "x.safetensors"], "not allowed with argument"),
     ],
 )
@@ -197,7 +228,7 @@ def test_bad_arguments_exit_2_with_a_message(argv, message, tmp_path, capsys):
     assert code == 2
     assert message in err, err
     assert "Traceback" not in err
-    assert not (tmp_path / "index.md").exists()
+    assert not (tmp_path / "index.md").exists() and not (tmp_path / "index.html").exists()
 
 
 def test_bad_head_files_exit_2_with_a_message(safetensors_head, tmp_path, capsys):
@@ -252,6 +283,8 @@ def blank_figures(monkeypatch):
     """Reports drawn with blank figures: what these tests check is which files end up where."""
     for name in ("plot_r2_summary", "plot_fits", "plot_split", "plot_node_fits"):
         monkeypatch.setattr(report.plot, name, lambda *args: Figure(figsize=(1, 1)))
+    for name in ("plot_qq", "plot_null_comparison", "plot_gof_summary"):
+        monkeypatch.setattr(report.gof_plot, name, lambda *args: Figure(figsize=(1, 1)))
 
 
 def folder_contents(folder: Path) -> dict[str, bytes]:
@@ -311,8 +344,10 @@ def test_a_report_removes_the_figures_it_no_longer_draws(report_fit, blank_figur
     (out / "explain_grace_hopper.png").write_bytes(b"")  # from an earlier fcinterp demo
     (out / "notes.txt").write_text("the user's own")
     report.write_report(report_fit, out, [1])
-    tables = ["ald.csv", "index.md", "nodes.csv", "r2_by_node.png"]
-    assert sorted(folder_contents(out)) == sorted([*tables, "fits.png", "nodes_1.png", "notes.txt", "split_1.png"])
+    tables = ["ald.csv", "gof.csv", "summary.csv", "index.html", "index.md", "nodes.csv", "r2_by_node.png"]
+    tables.append("gof_summary.png")
+    chosen = ["fits.png", "nodes_1.png", "split_1.png", "qq_1.png"]
+    assert sorted(folder_contents(out)) == sorted([*tables, *chosen, "notes.txt"])
     report.write_report(report_fit, out, [])
     assert sorted(folder_contents(out)) == sorted([*tables, "notes.txt"])
 

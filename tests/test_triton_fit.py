@@ -82,6 +82,9 @@ def rowfit_of(fit: fcinterp_fast.HeadFit) -> RowFit:
         scale=fit.ald.scale,
         kappa=fit.ald.kappa,
         loglik=fit.ald.loglik,
+        loglik_laplace=fit.gof.loglik_laplace,
+        loglik_normal=fit.gof.loglik_normal,
+        ks=fit.gof.ks,
         ambiguous=torch.zeros(len(fit), dtype=torch.bool),
     )
 

@@ -1,4 +1,4 @@
-"""Triton kernels of ``backend="triton"``: docs/spec.md sections 2-4 for a block of rows, on the GPU.
+"""Triton kernels of ``backend="triton"``: docs/spec.md sections 2-4 and 7 for a block of rows, on the GPU.
 
 Two kernels share the per-node arithmetic below:
 
@@ -14,6 +14,9 @@ one pass, with the rows held in registers:
    so that both sums are inclusive float64 scans (forward and reverse), hence sums of
    non-negative terms in which ties give exact zeros. First minimum of sqrt(alpha) + sqrt(beta)
    over p = 1..n-2 (``tl.argmin`` breaks ties to the left).
+   Then the goodness of fit (docs/spec.md section 7, as ``gof.gof_row``): median, mean, the Laplace
+   and normal deviations and the KS statistic against the fitted ALD in one more sweep of the
+   sorted rows (``_store_gof``).
 3. The split tree, level by level, in a ``while`` loop that stops when no row of the program has a
    node left to split. ``node`` holds, for every sorted element, the index of its node within the
    level (-1: none). Every node is a run ``[s, e)`` of the sorted row, so the rest is read off
@@ -173,6 +176,41 @@ def _store_ald(loc_ptr, scale_ptr, kappa_ptr, loglik_ptr, offset, mask, D, loc, 
 
 
 @triton.jit
+def _ald_cdf(x, loc, scale, kappa):
+    """The ALD cdf as ``scipy.stats.laplace_asymmetric._cdf`` writes it (docs/spec.md section 7)."""
+    z = (x - loc) / scale
+    kapinv = 1.0 / kappa
+    both = kappa + kapinv
+    return tl.where(z >= 0, 1.0 - tl.exp(-z * kappa) * (kapinv / both), tl.exp(z * kapinv) * (kappa / both))
+
+
+@triton.jit
+def _store_gof(ll_laplace_ptr, ll_normal_ptr, ks_ptr, offset, mask, D, alpha, beta, b, spread, sum_sq, ks, flat):
+    """Goodness of fit of rows (docs/spec.md section 7, as ``gof.gof_row``): the Laplace and normal
+    log-likelihoods from b = mean |x - median| and sigma = spread * sqrt(sum_sq / n), the KS
+    statistic ``ks`` against the ALD fitted at (alpha, beta); NaN for D < 3, constant rows (``flat``)
+    and (ks) ALD fits without a density."""
+    n = D.to(tl.float64)
+    nan = float("nan")
+    ll_laplace = -n * (1.0 + tl.log(2.0 * b))
+    sigma = spread * tl.sqrt(sum_sq / n)
+    ll_normal = -n / 2.0 * (1.0 + 1.8378770664093453) - n * tl.log(sigma)  # ln(2 pi)
+    bad = flat | (D < 3)
+    ald_ok = (alpha > 0) & (beta > 0) & (alpha < float("inf")) & (beta < float("inf"))
+    tl.store(ll_laplace_ptr + offset, tl.where(bad, nan, ll_laplace), mask=mask)
+    tl.store(ll_normal_ptr + offset, tl.where(bad, nan, ll_normal), mask=mask)
+    tl.store(ks_ptr + offset, tl.where(bad | ~ald_ok, nan, ks), mask=mask)
+
+
+@triton.jit
+def _ald_scale_kappa(alpha, beta):
+    """scale and kappa of the ALD at (alpha, beta), as ``_store_ald`` computes them."""
+    root_alpha = tl.sqrt(alpha)
+    root_beta = tl.sqrt(beta)
+    return tl.sqrt(root_alpha) * tl.sqrt(root_beta) * (root_alpha + root_beta), tl.sqrt(root_beta / root_alpha)
+
+
+@triton.jit
 def _store_node(
     count_ptr, mean_ptr, lo_ptr, hi_ptr, slope_ptr, intercept_ptr, r2_ptr,
     offset, mask, count, mean, lo, hi, slope, intercept, r2,
@@ -269,7 +307,7 @@ def _one_per_row(t, where, FULL: tl.constexpr):
 def _fit_rows_kernel(
     w_ptr,
     count_ptr, mean_ptr, lo_ptr, hi_ptr, slope_ptr, intercept_ptr, r2_ptr,
-    loc_ptr, scale_ptr, kappa_ptr, loglik_ptr, ambiguous_ptr,
+    loc_ptr, scale_ptr, kappa_ptr, loglik_ptr, ll_laplace_ptr, ll_normal_ptr, ks_ptr, ambiguous_ptr,
     n_rows, D, stride_row, stride_col, n_columns,
     min_size, levels, linspace,
     # Meta-parameters
@@ -318,6 +356,24 @@ def _fit_rows_kernel(
     alpha = tl.sum(tl.where(at_best, above, 0.0), axis=1) / n
     beta = tl.sum(tl.where(at_best, below, 0.0), axis=1) / n
     _store_ald(loc_ptr, scale_ptr, kappa_ptr, loglik_ptr, rows64, row_ok, D, loc, alpha, beta)
+
+    # -- goodness of fit (docs/spec.md section 7): one more sweep of the sorted rows ----------
+    half = D // 2
+    median = tl.sum(tl.where((pos == half) | ((pos == half - 1) & (D % 2 == 0)), x64, 0.0), axis=1)
+    median = tl.where(D % 2 == 0, median / 2.0, median)
+    b = tl.sum(tl.where(valid, tl.abs(x64 - median[:, None]), 0.0), axis=1) / n
+    mean = tl.sum(tl.where(valid, x64, 0.0), axis=1) / n
+    spread = tl.maximum(tl.abs(row_min.to(tl.float64) - mean), tl.abs(row_max.to(tl.float64) - mean))
+    spread = tl.where(spread > 0, spread, 1.0)
+    scaled = (x64 - mean[:, None]) / spread[:, None]
+    sum_sq = tl.sum(tl.where(valid, scaled * scaled, 0.0), axis=1)
+    scale, kappa = _ald_scale_kappa(alpha, beta)
+    ald_ok = (scale > 0) & (kappa > 0) & (kappa < float("inf"))
+    cdf = _ald_cdf(x64, loc[:, None], tl.where(ald_ok, scale, 1.0)[:, None], tl.where(ald_ok, kappa, 1.0)[:, None])
+    gap = tl.maximum((posf + 1.0) / n - cdf, cdf - posf / n)
+    ks = tl.max(tl.where(valid, gap, float("-inf")), axis=1)
+    _store_gof(ll_laplace_ptr, ll_normal_ptr, ks_ptr, rows64, row_ok, D, alpha, beta, b, spread, sum_sq, ks,
+               row_min == row_max)  # fmt: skip
 
     # -- root split ---------------------------------------------------------------------------
     if ROOT_MEAN:
@@ -468,7 +524,7 @@ def _count_below(s_row, D, threshold, strict: tl.constexpr, CHUNK: tl.constexpr)
 def _fit_sorted_kernel(
     s_ptr, mirror_ptr, above_ptr, start_ptr, stop_ptr,
     count_ptr, mean_ptr, lo_ptr, hi_ptr, slope_ptr, intercept_ptr, r2_ptr,
-    loc_ptr, scale_ptr, kappa_ptr, loglik_ptr, ambiguous_ptr,
+    loc_ptr, scale_ptr, kappa_ptr, loglik_ptr, ll_laplace_ptr, ll_normal_ptr, ks_ptr, ambiguous_ptr,
     D, n_columns, min_size, levels, linspace,
     # Meta-parameters
     CHUNK: tl.constexpr, FULL: tl.constexpr, ROOT_MEAN: tl.constexpr, MANTISSA: tl.constexpr,
@@ -521,6 +577,41 @@ def _fit_sorted_kernel(
             best_beta = tl.sum(tl.where(at, beta, 0.0), axis=0)
             best_loc = tl.sum(tl.where(at, x, 0.0), axis=0)
     _store_ald(loc_ptr, scale_ptr, kappa_ptr, loglik_ptr, row, D > 0, D, best_loc, best_alpha, best_beta)
+
+    # -- goodness of fit (docs/spec.md section 7): two more sweeps of the sorted row ------------
+    half = D // 2
+    median = tl.load(s_row + half).to(tl.float64)
+    if D % 2 == 0:
+        median = (tl.load(s_row + half - 1).to(tl.float64) + median) / 2.0
+    row_first = tl.load(s_row).to(tl.float64)
+    row_last = tl.load(s_row + D - 1).to(tl.float64)
+    total = tl.zeros((), dtype=tl.float64)
+    for start in range(0, D, CHUNK):
+        offs = start + lane
+        total += tl.sum(tl.load(s_row + offs, mask=offs < D, other=0.0).to(tl.float64), axis=0)
+    mean = total / n
+    spread = tl.maximum(tl.abs(row_first - mean), tl.abs(row_last - mean))
+    spread = tl.where(spread > 0, spread, 1.0)
+    scale, kappa = _ald_scale_kappa(best_alpha, best_beta)
+    ald_ok = (scale > 0) & (kappa > 0) & (kappa < float("inf"))
+    scale = tl.where(ald_ok, scale, 1.0)
+    kappa = tl.where(ald_ok, kappa, 1.0)
+    abs_dev = tl.zeros((), dtype=tl.float64)
+    sum_sq = tl.zeros((), dtype=tl.float64)
+    ks = tl.zeros((), dtype=tl.float64)
+    for start in range(0, D, CHUNK):
+        offs = start + lane
+        inside = offs < D
+        x = tl.load(s_row + offs, mask=inside, other=0.0).to(tl.float64)
+        abs_dev += tl.sum(tl.where(inside, tl.abs(x - median), 0.0), axis=0)
+        scaled = (x - mean) / spread
+        sum_sq += tl.sum(tl.where(inside, scaled * scaled, 0.0), axis=0)
+        cdf = _ald_cdf(x, best_loc, scale, kappa)
+        posf = offs.to(tl.float64)
+        gap = tl.maximum((posf + 1.0) / n - cdf, cdf - posf / n)
+        ks = tl.maximum(ks, tl.max(tl.where(inside, gap, float("-inf")), axis=0))
+    _store_gof(ll_laplace_ptr, ll_normal_ptr, ks_ptr, row, D > 0, D, best_alpha, best_beta, abs_dev / n, spread,
+               sum_sq, ks, row_first == row_last)  # fmt: skip
 
     # -- root split: + = [split, D), - = [0, lower_end) -----------------------------------------
     ambiguous = tl.zeros((), dtype=tl.int32)

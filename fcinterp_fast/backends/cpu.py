@@ -3,7 +3,8 @@
 The extension ``fcinterp_fast._cpu`` reads the head in place (float16, bfloat16, float32 or float64,
 any strides: no upcast copy), and per row sorts it with a radix sort on the bit patterns (long
 float16 / bfloat16 rows are counted instead: docs/spec.md, "Counting fits of 16-bit heads"), walks the
-whole split tree and fits the ALD in one pass over per-thread scratch, with the GIL released. Split
+whole split tree, fits the ALD and sweeps the sorted row for its goodness of fit (docs/spec.md
+section 7, ``csrc/gof.h``) in one pass over per-thread scratch, with the GIL released. Split
 thresholds are decided exactly (an exact sum is taken whenever the fast sum's error bound could
 change a side), so ``RowFit.ambiguous`` is always False. See ``csrc/fit.h`` for the algorithm.
 
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 
 from ..config import FitConfig
+from ..gof import GOF_FIELDS
 from ..result import ALD_FIELDS, NODE_FIELDS, RowFit
 from .registry import Backend, register_backend
 
@@ -73,15 +75,18 @@ def head_array(W: torch.Tensor):
     return W.numpy(), _DTYPE_NAMES[W.dtype]
 
 
-def fit_rows(W: torch.Tensor, cfg: FitConfig) -> RowFit:
+def fit_rows(W: torch.Tensor, cfg: FitConfig, gof: bool = True) -> RowFit:
     """Fit every row of ``W`` (R, D) float16 / bfloat16 / float32 / float64 on the CPU, any strides.
+
+    ``gof=False`` skips the goodness-of-fit sweep (its fields stay NaN): for timing it alone
+    (``benchmarks/bench_gof.py``); ``fit`` always computes it.
 
     Returns:
         RowFit on the CPU with ``cfg.n_columns`` node columns, except for chains without a depth:
         there the first 16 levels when no row goes deeper (the rest would be absent; ``fit`` trims
         unused levels anyway). ``ambiguous`` is all False.
     """
-    return _fit_rows(W, cfg, None)
+    return _fit_rows(W, cfg, None, gof=gof)
 
 
 def fit_rows_profiled(
@@ -102,10 +107,11 @@ def _fit_rows(
     phases: dict[str, float] | None,
     threads: int | None = None,
     counting_from: int = 0,
+    gof: bool = True,
 ) -> RowFit:
     """``fit_rows`` with the phase times written into ``phases`` (unless None); ``counting_from`` is the
     extension's test hook (16-bit rows of at least that many values take the counting fit; 0: the
-    default lengths)."""
+    default lengths); ``gof`` as for ``fit_rows``."""
     _require_extension()
     if not isinstance(W, torch.Tensor) or W.dim() != 2 or W.device.type != "cpu":
         raise ValueError(f"backend 'cpu' fits a 2-D CPU tensor, got {_describe(W)}")
@@ -122,9 +128,12 @@ def _fit_rows(
         columns = min(columns, 2 * _FIRST_CHAIN_LEVELS)
     threads = torch.get_num_threads() if threads is None else threads
     hook = _counting_hook(counting_from)
+    stats = {name: torch.full((rows,), float("nan"), dtype=torch.float64) for name in GOF_FIELDS}
     while True:
         out = _allocate(rows, columns)
         keywords: dict[str, Any] = {name: t.numpy() for name, t in out.items()} | {"threads": threads} | hook
+        if gof:
+            keywords |= {name: t.numpy() for name, t in stats.items()}
         tree, root, grid, min_size, levels = cfg.tree, cfg.root, cfg.grid, cfg.min_size, cfg.levels
         if phases is None:
             needed = _cpu.fit_rows(head, dtype, tree, root, grid, min_size, levels, **keywords)
@@ -135,7 +144,7 @@ def _fit_rows(
         if needed <= columns:
             break
         columns = cfg.n_columns
-    return RowFit(**out, ambiguous=torch.zeros(rows, dtype=torch.bool))
+    return RowFit(**out, **stats, ambiguous=torch.zeros(rows, dtype=torch.bool))
 
 
 def ald_only(

@@ -1,4 +1,4 @@
-"""``backend="reference"``: docs/spec.md sections 2-4 in plain PyTorch, one row and one node at a time.
+"""``backend="reference"``: docs/spec.md sections 2-4 and 7 in plain PyTorch, one row and one node at a time.
 
 This is the oracle of record: it is written to be read next to ``docs/spec.md``, not to be fast.
 Two readings of docs/spec.md that every backend shares are made explicit here:
@@ -20,6 +20,7 @@ import math
 import torch
 
 from ..config import FitConfig
+from ..gof import gof_row
 from ..result import RowFit
 from .registry import Backend, register_backend
 
@@ -147,6 +148,8 @@ def _fit_row(row: torch.Tensor, cfg: FitConfig, out: RowFit, k: int) -> None:
         expand("+", row[row >= mu])
         expand("-", row[row < mu])
     out.loc[k], out.scale[k], out.kappa[k], out.loglik[k] = ald_fit(row)
+    gof = gof_row(row.sort().values.tolist(), float(out.loc[k]), float(out.scale[k]), float(out.kappa[k]))
+    out.loglik_laplace[k], out.loglik_normal[k], out.ks[k] = gof
 
 
 def fit_rows(W: torch.Tensor, cfg: FitConfig) -> RowFit:

@@ -15,7 +15,8 @@ Algorithm (per block of R rows, everything (R, D) at a time):
    order the device reduces; the exact threshold of docs/spec.md is the correctly rounded sum divided once.
    Both lie within ``rounding_slack`` of each other, so any element closer than that to the
    computed mean marks its row ``ambiguous`` and ``fit`` recomputes the row exactly.
-5. The ALD fit uses prefix sums of the weighted gaps of the sorted row (see ``reference.ald_fit``).
+5. The ALD fit uses prefix sums of the weighted gaps of the sorted row (see ``reference.ald_fit``);
+   the goodness of fit (docs/spec.md section 7) reads the same sorted rows (``gof.gof_rows``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import torch
 
 from ..config import FitConfig
+from ..gof import gof_rows
 from ..result import RowFit
 from .registry import Backend, register_backend
 
@@ -160,6 +162,7 @@ def fit_rows(W: torch.Tensor, cfg: FitConfig) -> RowFit:
     xs = torch.sort(W.detach(), dim=1).values.to(torch.float64).contiguous()
     out = RowFit.empty(rows, cfg.n_columns, device=W.device)
     out.loc, out.scale, out.kappa, out.loglik = ald_rows(xs)
+    out.loglik_laplace, out.loglik_normal, out.ks = gof_rows(xs, out.loc, out.scale, out.kappa)
 
     y = torch.log(xs.abs())  # -inf at zeros, which never enter a fit
     z0 = (xs < 0).sum(1, keepdim=True)  # first index >= 0

@@ -1,4 +1,4 @@
-"""``backend="triton"``: docs/spec.md sections 2-4 in fused Triton kernels, for CUDA tensors.
+"""``backend="triton"``: docs/spec.md sections 2-4 and 7 in fused Triton kernels, for CUDA tensors.
 
 Rows of up to ``MAX_SINGLE_PASS`` (16384) elements are loaded, sorted, fitted and written in one
 kernel launch per block of rows (``_triton_kernels._fit_rows_kernel``: every class and every
@@ -25,6 +25,7 @@ import torch
 
 from .._triton import interpreting, unavailable
 from ..config import FitConfig
+from ..gof import gof_rows
 from ..heads.source import FLOAT_DTYPES
 from ..result import RowFit
 from .registry import Backend, register_backend
@@ -89,6 +90,10 @@ def fit_rows(W: torch.Tensor, cfg: FitConfig, *, counting: bool | None = None) -
         counting = counting_enabled()
     if counting and _triton_count.fits(W):
         _triton_count.fit_rows(W, cfg, out)
+        # The counting kernel never holds the sorted row: the goodness of fit (docs/spec.md section
+        # 7) comes from the vectorised torch code on the device.
+        xs = torch.sort(W.detach(), dim=1).values.to(torch.float64)
+        out.loglik_laplace, out.loglik_normal, out.ks = gof_rows(xs, out.loc, out.scale, out.kappa)
     elif W.shape[1] <= kernels.MAX_SINGLE_PASS:
         _single_pass(W, cfg, out, kernels)
     else:
@@ -98,7 +103,8 @@ def fit_rows(W: torch.Tensor, cfg: FitConfig, *, counting: bool | None = None) -
 
 def _outputs(out: RowFit) -> list[torch.Tensor]:
     return [out.count, out.mean, out.lo, out.hi, out.slope, out.intercept, out.r2,
-            out.loc, out.scale, out.kappa, out.loglik, out.ambiguous]  # fmt: skip
+            out.loc, out.scale, out.kappa, out.loglik, out.loglik_laplace, out.loglik_normal, out.ks,
+            out.ambiguous]  # fmt: skip
 
 
 def _options(cfg: FitConfig) -> tuple[int, int, int]:

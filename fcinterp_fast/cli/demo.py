@@ -3,7 +3,8 @@
 Fits every class of EfficientNet-Lite0's ImageNet head (1000 x 1280), writes the report of
 ``fcinterp fit`` for the three classes of the paper's figures (tricycle, web site, whiptail), and adds
 the paper's Fig. 5 for matplotlib's photo of Grace Hopper: Smooth Grad-CAM++ through every level of
-the ``+`` and ``-`` chains of "military uniform".
+the ``+`` and ``-`` chains of "military uniform". It fits the null heads ``NULLS`` too, so that the
+report compares the head with noise of the same row statistics.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from ..figures.cam import chain_figure
 from ..report import Explanation, check_folder, write_report
 from .fit import print_summary, resolve_classes
 
-__all__ = ["add_arguments", "run", "PAPER_CLASSES", "EXPLAINED_CLASS", "sample_image"]
+__all__ = ["add_arguments", "run", "PAPER_CLASSES", "EXPLAINED_CLASS", "NULLS", "sample_image"]
 
 #: The classes the paper draws for every architecture (its Fig. 1/2).
 PAPER_CLASSES = ("tricycle", "web site", "whiptail")
 #: What the bundled photo shows (in the model's top-5).
 EXPLAINED_CLASS = "military uniform"
+#: Null heads the demo fits beside the head: the report's baseline (docs/spec.md section 7).
+NULLS = ("normal", "laplace", "ald")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     label = f"{models.DEFAULT_MODEL} (bundled ImageNet weights)"
     names = class_names(model)
     start = time.perf_counter()
-    head_fit = fit(model)
+    head_fit = fit(model, null=NULLS)
     seconds = time.perf_counter() - start
     ks = resolve_classes(PAPER_CLASSES, len(head_fit), names)
     options = CamOptions()

@@ -23,7 +23,7 @@ from .. import models
 from ..api import fit as fit_head
 from ..backends import registry
 from ..classes import class_from_text, class_names, config_class_names, resolve_class, resolve_class_names
-from ..config import DEFAULT_BACKEND, DEFAULT_MAX_MEMORY, GRIDS, ROOTS, TREES, FitConfig
+from ..config import DEFAULT_BACKEND, DEFAULT_MAX_MEMORY, DEFAULT_NULL_SEED, GRIDS, NULL_KINDS, ROOTS, TREES, FitConfig
 from ..devices import parse_device
 from ..distributed import (
     DEFAULT_TIMEOUT,
@@ -47,6 +47,8 @@ __all__ = [
     "resolve_classes",
     "print_summary",
     "parse_size",
+    "parse_null_kinds",
+    "gof_line",
     "model_label",
 ]
 
@@ -129,6 +131,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="BYTES",
         help=f"working memory of one block of rows, e.g. 256M or 2G (default {DEFAULT_MAX_MEMORY // 2**20}M)",
     )
+    options.add_argument(
+        "--null",
+        type=parse_null_kinds,
+        default=(),
+        metavar="KINDS",
+        help=f"also fit null heads with the same options, the baseline of the report's comparison: "
+        f"comma-separated kinds among {', '.join(NULL_KINDS)} (e.g. normal,ald; default none)",
+    )
+    options.add_argument(
+        "--null-seed",
+        type=int,
+        default=DEFAULT_NULL_SEED,
+        metavar="N",
+        help=f"base seed of the null heads (default {DEFAULT_NULL_SEED})",
+    )
     distributed = parser.add_argument_group("distributed fitting (under torchrun)")
     distributed.add_argument(
         "--distributed",
@@ -193,6 +210,8 @@ def model_label(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.distributed and args.null:
+        raise UsageError("--null is not supported with --distributed: fit the null heads without --distributed")
     if args.distributed:  # every rank fits its shard; rank 0 gathers them and writes the report
         with contextlib.ExitStack() as stack:
             try:
@@ -219,6 +238,7 @@ def fit_and_report(
     tables = table_format(args.tables, K)  # a missing pyarrow, too
     check_out(args.out)
     start = time.perf_counter()
+    nulls = dict(null=args.null, null_seed=args.null_seed) if args.null else {}
     fit = fitter(
         head,
         backend=args.backend,
@@ -230,6 +250,7 @@ def fit_and_report(
         name=name,
         max_memory=args.max_memory,
         device=args.device,
+        **nulls,
         class_names=names,
     )
     if fit is None:
@@ -247,6 +268,17 @@ def resolve_classes(texts: Sequence[str], n_classes: int, names: Sequence[str] |
         return [resolve_class(class_from_text(text), n_classes, names) for text in texts]
     except IndexError as error:  # an index out of range, typed by the user
         raise UsageError(str(error)) from None
+
+
+def parse_null_kinds(text: str) -> tuple[str, ...]:
+    """``"normal,ald"`` -> ``("normal", "ald")``, checked against ``NULL_KINDS``."""
+    kinds = tuple(part.strip() for part in text.split(",") if part.strip())
+    bad = [kind for kind in kinds if kind not in NULL_KINDS]
+    if not kinds or bad or len(set(kinds)) != len(kinds):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of distinct null kinds; write e.g. normal,ald (kinds: {', '.join(NULL_KINDS)})"
+        )
+    return kinds
 
 
 def parse_size(text: str) -> int:
@@ -304,6 +336,26 @@ def _is_weights(path: Path) -> bool:
     return False
 
 
+def gof_line(fit: HeadFit) -> str:
+    """One line on the goodness of fit (docs/spec.md section 7): where the ALD beats the normal and the
+    Laplace by AIC, median kappa and KS distance, and the nulls' median R^2 of ``+`` if fitted."""
+    gof = fit.gof
+
+    def share(daic) -> str:
+        finite = daic[~daic.isnan()]
+        return f"{100 * float((finite > 0).double().mean()):.1f}%" if finite.numel() else "n/a"
+
+    line = (
+        f"ALD beats the normal by AIC in {share(gof.daic_normal)} of classes, the Laplace in "
+        f"{share(gof.daic_laplace)}; median kappa {float(fit.ald.kappa.nanmedian()):.3f}, "
+        f"median KS {float(gof.ks.nanmedian()):.3f}"
+    )
+    if fit.null:
+        plus = {name: h.r2[:, h.nodes.index("+")].nanmedian() for name, h in [("trained", fit), *fit.null.items()]}
+        line += "; median R^2 of +: " + ", ".join(f"{name} {float(v):.3f}" for name, v in plus.items())
+    return line
+
+
 def print_summary(fit: HeadFit, ks: Sequence[int], label: str, seconds: float) -> None:
     """What ``fit`` and ``demo`` print: the head, median R^2 per node, and the chosen classes."""
     K, D = fit.shape
@@ -311,6 +363,7 @@ def print_summary(fit: HeadFit, ks: Sequence[int], label: str, seconds: float) -
     chain = fit.config.tree == "chain"
     medians = [f"{s.side * s.level if chain else f'L{s.level}{s.side}'} {s.median:.3f}" for s in level_stats(fit)]
     print("  median R^2 per node: " + ", ".join(medians))
+    print("  " + gof_line(fit))
     for k in ks:
         plus, minus = fit.column("+"), fit.column("-")
         deepest = {side: fit.nodes[fit.column(side + "*", k)] for side in "+-"} if chain else {}
