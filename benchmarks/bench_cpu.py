@@ -220,8 +220,8 @@ def baseline_ratios(repeat: int, rows: tuple[int, int], quick: bool) -> list[dic
 def markdown(records: list[dict]) -> str:
     lines = [
         "| head | dtype | cpu fit (ms) | np.sort fp32 (ms) | fit / sort | fit / sort (CPU time) | target "
-        "| sort | logs | tree | ald |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| " + " | ".join(cpu.PHASES) + " |",
+        "|---|---|---:|---:|---:|---:|---:" + "|---:" * len(cpu.PHASES) + "|",
     ]
     for r in (r for r in records if r["measure"] == "fit"):
         p = r["phases_ns_per_element"]

@@ -192,6 +192,7 @@ py::tuple fit_rows_profiled_py(const py::array& head, const std::string& dtype_n
     phases["logs"] = times.logs;
     phases["tree"] = times.tree;
     phases["ald"] = times.ald;
+    phases["gof"] = times.gof;
     return py::make_tuple(needed, phases);
 }
 

@@ -1206,8 +1206,11 @@ FCI_ROW_KERNEL int64_t fit_group(const HeadView& head, int64_t r0, int rows, con
         }
         if (counted) {  // a counted row's runs are overwritten by the next row: its ALD now
             ald_counted(runs, n, r0 + k, out, block, layout);
-            if (out.ks != nullptr && !options.ald_only) store_gof(x[k], n, r0 + k, out);
             clock.lap(&PhaseTimes::ald);
+            if (out.ks != nullptr && !options.ald_only) {
+                store_gof(x[k], n, r0 + k, out);
+                clock.lap(&PhaseTimes::gof);
+            }
         }
     }
     if (counted) return needed;
@@ -1236,9 +1239,12 @@ FCI_ROW_KERNEL int64_t fit_group(const HeadView& head, int64_t r0, int rows, con
         const int64_t r = r0 + k;
         ald_from_sums(x[k], n, below[k], above[k], reinterpret_cast<double*>(block + layout.ald_search), out.loc + r,
                       out.scale + r, out.kappa + r, out.loglik + r);
-        if (out.ks != nullptr) store_gof(x[k], n, r, out);  // one more sweep of the sorted row
     }
     clock.lap(&PhaseTimes::ald);
+    if (out.ks != nullptr) {
+        for (int k = 0; k < rows; ++k) store_gof(x[k], n, r0 + k, out);  // one more sweep of each sorted row
+        clock.lap(&PhaseTimes::gof);
+    }
     return needed;
 }
 
@@ -1309,6 +1315,7 @@ int64_t fit_rows(const HeadView& head, const FitOptions& options, const FitOutpu
                 times->logs += mine.logs;
                 times->tree += mine.tree;
                 times->ald += mine.ald;
+                times->gof += mine.gof;
             }
         }
     }

@@ -132,12 +132,14 @@ class Workspace {
 
 // Seconds spent in each phase of the row kernel, summed over rows and threads (CPU time): sort (load,
 // sort, decode to float64), logs (ln|x|), tree (split walk and node statistics), ald (prefix sums and
-// the search). For the benchmark's breakdown; reading the clock costs ~4 calls per row.
+// the search), gof (the goodness-of-fit sweep, when asked for). For the benchmark's breakdown; reading
+// the clock costs ~5 calls per row.
 struct PhaseTimes {
     double sort = 0.0;
     double logs = 0.0;
     double tree = 0.0;
     double ald = 0.0;
+    double gof = 0.0;
 };
 
 // Fit every row of `head` into `out`; returns the number of node columns the results need (one past

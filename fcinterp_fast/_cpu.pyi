@@ -52,8 +52,11 @@ def _fit_rows_profiled(
     loglik: np.ndarray,
     threads: int = 0,
     counting_from: int = 0,
+    loglik_laplace: np.ndarray | None = None,
+    loglik_normal: np.ndarray | None = None,
+    ks: np.ndarray | None = None,
 ) -> tuple[int, dict[str, float]]:
-    """``fit_rows``, also returning the seconds of each phase (sort, logs, tree, ald) summed over threads."""
+    """``fit_rows``, also returning the seconds of each phase (sort, logs, tree, ald, gof) summed over threads."""
 
 def _ald_rows(
     head: np.ndarray,

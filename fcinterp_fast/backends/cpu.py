@@ -38,7 +38,7 @@ else:
 __all__ = ["fit_rows", "fit_rows_profiled", "ald_only", "build_info", "PHASES"]
 
 #: Phases of the row kernel that ``fit_rows_profiled`` times, in the order they run.
-PHASES = ("sort", "logs", "tree", "ald")
+PHASES = ("sort", "logs", "tree", "ald", "gof")
 
 # Chains without a depth may go 64 levels deep but rarely pass ~10; the outputs are first sized for
 # this many levels and the block is refitted at full width only when some row went deeper.
@@ -94,8 +94,9 @@ def fit_rows_profiled(
 ) -> tuple[RowFit, dict[str, float]]:
     """``fit_rows``, also returning the seconds each phase of the row kernel took (``PHASES``: sort =
     load, sort and decode; logs = ln|x|; tree = the split walk and node statistics; ald = prefix sums
-    and the search), summed over rows and threads. ``threads`` defaults to ``torch.get_num_threads()``.
-    Reading the clock costs a few calls per row: time the plain ``fit_rows`` for totals."""
+    and the search; gof = the goodness-of-fit sweep), summed over rows and threads. ``threads``
+    defaults to ``torch.get_num_threads()``. Reading the clock costs a few calls per row: time the
+    plain ``fit_rows`` for totals."""
     phases: dict[str, float] = {}
     fit = _fit_rows(W, cfg, phases, threads)
     return fit, phases
