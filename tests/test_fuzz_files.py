@@ -14,16 +14,15 @@ seconds per test (as ``tests/test_fuzz_native.py``).
 from __future__ import annotations
 
 import json
-import os
 import re
-import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from fuzzing import fuzz, fuzz_round
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 import fcinterp_fast
@@ -31,25 +30,10 @@ from checks import assert_same_fit
 
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
-FUZZ_SECONDS = float(os.environ.get("FUZZ_SECONDS", "0"))
-_ROUND = settings(
-    max_examples=80 if FUZZ_SECONDS else 40,
-    deadline=None,
-    database=None,
-    derandomize=not FUZZ_SECONDS,  # CI: the same examples every run; FUZZ_SECONDS: new ones
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
-)
+_ROUND = fuzz_round(40, 80, HealthCheck.function_scoped_fixture)
 HEAD = "fc.weight"
 # A refused file is named in the message; a head of non-finite values is refused naming its row.
 _ROW_ERROR = re.compile(r"row \d+ of the head (contains NaN or infinite values|has a value with)")
-
-
-def fuzz(test) -> None:
-    """Run a hypothesis test once, or again and again for ``FUZZ_SECONDS``."""
-    deadline = time.monotonic() + FUZZ_SECONDS
-    test()
-    while time.monotonic() < deadline:
-        test()
 
 
 def _originals(folder: Path) -> dict[str, bytes]:

@@ -13,13 +13,12 @@ seconds per test.
 from __future__ import annotations
 
 import math
-import os
-import time
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, assume, given, settings
+from fuzzing import fuzz, fuzz_round
+from hypothesis import HealthCheck, assume, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -29,23 +28,8 @@ from fcinterp_fast.heads.source import check_block
 
 pytestmark = pytest.mark.skipif(cpu.unavailable() is not None, reason=f"backend 'cpu': {cpu.unavailable()}")
 
-FUZZ_SECONDS = float(os.environ.get("FUZZ_SECONDS", "0"))
-_ROUND = settings(
-    max_examples=60 if FUZZ_SECONDS else 25,
-    deadline=None,
-    database=None,
-    derandomize=not FUZZ_SECONDS,  # CI: the same examples every run; FUZZ_SECONDS: new ones
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
-)
+_ROUND = fuzz_round(25, 60, HealthCheck.filter_too_much)
 NATIVE_ERRORS = (TypeError, ValueError, OverflowError)
-
-
-def fuzz(test) -> None:
-    """Run a hypothesis test once, or again and again for ``FUZZ_SECONDS``."""
-    deadline = time.monotonic() + FUZZ_SECONDS
-    test()
-    while time.monotonic() < deadline:
-        test()
 
 
 _DTYPES = {"float16": np.float16, "float32": np.float32, "float64": np.float64, "bfloat16": np.int16}
