@@ -171,7 +171,7 @@ def class_table(fit: HeadFit) -> dict:
         {"key": "ks_p", "label": "KS p", "digits": 3},
     ]
     K = len(fit)
-    names = [n.split(",")[0].strip() for n in fit.class_names] if fit.class_names else [""] * K
+    names = list(fit.class_names) if fit.class_names else [""] * K  # every synonym: all are searched
     count = fit.count.cpu()
     r2 = fit.r2.cpu()
     plus, minus = fit.nodes.index("+"), fit.nodes.index("-")
@@ -332,7 +332,10 @@ def render_page(
         files: ``(file name, what it holds)`` of the tables to link.
     """
     table = class_table(fit)
-    data = json.dumps(table, allow_nan=False, separators=(",", ":")).replace("</", "<\\/")
+    # Inside <script> the HTML parser still looks for "</script" and "<!--": no "<", ">" or "&" may
+    # appear raw (a class name is any text); JSON strings read the \\u escapes back.
+    data = json.dumps(table, allow_nan=False, separators=(",", ":"))
+    data = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     csp = (
         f"default-src 'none'; img-src data:; style-src '{_sha256(_STYLE)}'; script-src '{_sha256(_SCRIPT)}'; "
         "base-uri 'none'; form-action 'none'"

@@ -56,3 +56,16 @@ def test_gof_summary_reports_the_share_where_the_ald_wins(fit):
     daic = daic[np.isfinite(daic)]
     assert legend[0] == f"trained (ALD wins {100 * (daic > 0).mean():.0f}%)"
     figure.savefig(__import__("io").BytesIO(), format="png", dpi=40)  # draws
+
+
+def test_class_names_with_dollars_are_drawn_as_text():
+    """A class name is any text: "$" must not start matplotlib's mathtext (savefig raised)."""
+    import io
+
+    from fcinterp_fast.figures import fits as fit_figures
+
+    W = torch.randn(4, 200, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    fit = fcinterp_fast.fit(W, class_names=[r"x $\foo$ y", "price in $", "b", "c"])
+    for figure in (figures.plot_qq(fit, 0), fit_figures.plot_split(fit, 0), fit_figures.plot_fits(fit, [0, 1])):
+        figure.savefig(io.BytesIO(), format="png")
+    assert r"x \$\foo\$ y (0)" in figures.plot_qq(fit, 0).axes[0].get_title()  # drawn as typed

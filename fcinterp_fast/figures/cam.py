@@ -28,6 +28,7 @@ from ..cam.methods import cam_for
 from ..cam.options import WEIGHT_LABELS, CamOptions
 from ..cam.overlay import as_rgb, grey_unseen
 from ..classes import resolve_class
+from .fits import plain_text, short_name
 
 __all__ = ["chain_figure"]
 
@@ -131,7 +132,7 @@ def chain_figure(
     label = "map / largest value of all panels" if options.scale == "shared" else "map (min-max scaled per panel)"
     fig.colorbar(colors, ax=axes.ravel().tolist(), fraction=0.02, pad=0.01, label=label)
 
-    class_name = names[k].split(",")[0] if names else f"class {k}"
+    class_name = plain_text(short_name(names[k])) if names else f"class {k}"
     fig.suptitle(
         f"{_model_name(model)}: {class_name!r} (class {k}, p = {float(probabilities[k]):.2f}); {options.describe()}; "
         f"{options.scale} colour scale",

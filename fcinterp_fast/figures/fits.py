@@ -34,6 +34,8 @@ __all__ = [
     "node_curve",
     "node_groups",
     "class_label",
+    "short_name",
+    "plain_text",
     "pretty_node",
     "plot_fits",
     "plot_split",
@@ -97,8 +99,19 @@ def class_label(fit: HeadFit, cls: int | str) -> str:
     """Short label of a class: its first synonym and index (``"tricycle (870)"``), or ``"class 870"``."""
     k = fit.class_index(cls)
     if fit.class_names:
-        return f"{fit.class_names[k].split(',')[0].strip()} ({k})"
+        return f"{short_name(fit.class_names[k])} ({k})"
     return f"class {k}"
+
+
+def short_name(name: str) -> str:
+    """A class name's first synonym (``"tricycle, trike, velocipede"`` -> ``"tricycle"``)."""
+    return name.split(",")[0].strip()
+
+
+def plain_text(text: str) -> str:
+    """``text`` (a class name, say) drawn as it is by matplotlib: a ``$`` would start mathtext,
+    and an unbalanced or unknown formula makes ``savefig`` raise."""
+    return text.replace("$", r"\$")
 
 
 def node_groups(fit: HeadFit) -> list[tuple[int, str, list[int]]]:
@@ -137,7 +150,7 @@ def plot_fits(fit: HeadFit, classes: Sequence[int | str] | int | str, nodes: Seq
     axes = fig.subplots(len(ks), len(nodes), squeeze=False)
     for row, k in zip(axes, ks, strict=True):
         for ax, node in zip(row, nodes, strict=True):
-            _draw_node_fit(ax, fit, k, node, title=f"{class_label(fit, k)}, {pretty_node(node)}")
+            _draw_node_fit(ax, fit, k, node, title=f"{plain_text(class_label(fit, k))}, {pretty_node(node)}")
     for ax in axes[-1]:
         ax.set_xlabel(_grid_label(fit))
     for row in axes:
@@ -241,7 +254,7 @@ def plot_split(fit: HeadFit, cls: int | str, max_levels: int = 6) -> Figure:
     top.set_yscale("log")
     top.set_ylabel("density (log)")
     top.legend(loc="upper left", fontsize="small", framealpha=0.85, edgecolor="none")
-    top.set_title(f"{class_label(fit, k)}: split thresholds (dashed) and ALD fit", fontsize="medium")
+    top.set_title(f"{plain_text(class_label(fit, k))}: split thresholds (dashed) and ALD fit", fontsize="medium")
 
     for j, name in enumerate(fit.nodes):
         level = len(name)

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 from ..result import HeadFit
 from ..summary import heads_of
-from .fits import SIGN_COLORS, class_label, pretty_node
+from .fits import SIGN_COLORS, class_label, plain_text, pretty_node
 
 __all__ = ["plot_qq", "plot_null_comparison", "plot_gof_summary", "HEAD_COLORS"]
 
@@ -56,7 +56,7 @@ def plot_qq(fit: HeadFit, cls: int | str) -> Figure:
     gof = fit.gof
     if not (scale > 0 and 0 < kappa < np.inf):
         ax.text(0.5, 0.5, "no ALD density (degenerate fit)", ha="center", va="center", transform=ax.transAxes)
-        ax.set_title(class_label(fit, k), fontsize="medium")
+        ax.set_title(plain_text(class_label(fit, k)), fontsize="medium")
         return fig
     p = (np.arange(len(x)) + 0.5) / len(x)
     q = ald_quantiles(p, loc, scale, kappa)
@@ -66,7 +66,7 @@ def plot_qq(fit: HeadFit, cls: int | str) -> Figure:
     ax.plot(span, span, color=_LINE_COLOR, lw=0.8, ls="--")
     ax.grid(alpha=0.25, lw=0.6)
     ax.set_title(
-        f"{class_label(fit, k)}: QQ against its ALD\n"
+        f"{plain_text(class_label(fit, k))}: QQ against its ALD\n"
         rf"$\kappa$ {kappa:.3g}, KS {float(gof.ks[k]):.3f}, "
         rf"$\Delta$AIC vs normal {float(gof.daic_normal[k]):.1f}, vs Laplace {float(gof.daic_laplace[k]):.1f}",
         fontsize="small",
