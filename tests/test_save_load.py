@@ -143,3 +143,19 @@ def test_save_replaces_a_file_whole_and_holds_no_pickle(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         fcinterp_fast.fit(torch.randn(5, 30)).save(path)
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["fit.npz"]
+
+
+def test_a_null_of_a_file_head_saves_its_own_rows_checksums(tmp_path):
+    """The null shares the file's fingerprint (to notice a changed file), not its rows: its saved
+    checksums once were the file's, so loading it with its own rows was refused."""
+    safetensors = pytest.importorskip("safetensors.torch")
+    W = head()
+    file = tmp_path / "model.safetensors"
+    safetensors.save_file({"lm_head.weight": W}, file)
+    null = fcinterp_fast.fit(file, null=("normal",), null_seed=3).null["normal"]
+    null.save(tmp_path / "null.npz")
+    rows = null.source.rows(0, W.shape[0])
+    loaded = HeadFit.load(tmp_path / "null.npz", head=rows)
+    assert_same_membership(loaded, null)
+    with pytest.raises(ValueError, match="is not the row that was fitted"):
+        HeadFit.load(tmp_path / "null.npz", head=W).mask("+")

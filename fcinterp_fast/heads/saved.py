@@ -28,7 +28,9 @@ def row_crc32(source: HeadSource) -> np.ndarray:
     knows (a file source after a fit, a loaded fit's head) are not read again."""
     K = source.shape[0]
     known = getattr(source, "crc32", None)
-    if known is None:
+    if known is None and getattr(source, "path", None) == getattr(source.fingerprint, "path", False):
+        # a file fingerprint's checksums are those of the file's rows: only a source that reads
+        # that file may use them (a null head of the file shares its fingerprint, not its rows)
         known = getattr(source.fingerprint, "crc32", None)
     if isinstance(known, torch.Tensor):
         known = known.cpu().numpy()
