@@ -67,7 +67,11 @@ def class_names(model: nn.Module, n_classes: int | None = None) -> list[str] | N
 def _model_names(model: nn.Module) -> tuple[list[str], str] | None:
     id2label = getattr(getattr(model, "config", None), "id2label", None)
     if isinstance(id2label, Mapping):
-        names = _id2label_names(id2label, f"{type(model).__name__}.config.id2label")
+        try:
+            names = _id2label_names(id2label, f"{type(model).__name__}.config.id2label")
+        except ValueError as error:  # the head can be fitted without names, as for a config.json
+            warn(f"the class names of {type(model).__name__}.config.id2label are not used: {error}")
+            names = None
         if names is not None:
             return names, f"{type(model).__name__}.config.id2label"
     module = type(model).__module__

@@ -529,16 +529,21 @@ class HeadFit:
                 f"{path} was written by fcinterp_fast {metadata.get('fcinterp_fast', '?')} in HeadFit format "
                 f"{file_format!r}; fcinterp_fast {__version__} reads formats up to {SAVE_FORMAT}: upgrade fcinterp_fast"
             )
-        described = metadata["source"]
-        shape = (int(described["shape"][0]), int(described["shape"][1]))
-        nodes, crc32 = metadata["nodes"], stored["row_crc32"]
+        try:
+            described = metadata["source"]
+            shape = (int(described["shape"][0]), int(described["shape"][1]))
+            nodes, crc32 = list(metadata["nodes"]), stored["row_crc32"]
+        except (ValueError, KeyError, TypeError, IndexError) as error:
+            raise ValueError(f"{path} is not a fit written by HeadFit.save (missing {error})") from None
         fields = {name: torch.from_numpy(stored[name]) for name in NODE_FIELDS}
         fields.update({name: torch.from_numpy(stored[f"ald_{name}"]) for name in ALD_FIELDS})
         # goodness of fit (docs/spec.md section 7): NaN in files saved before it existed
         missing = np.full(shape[0], np.nan)
         fields.update({name: torch.from_numpy(stored.get(f"gof_{name}", missing)) for name in GOF_FIELDS})
-        if any(t.shape != (shape[0], len(nodes)) for n, t in fields.items() if n in NODE_FIELDS) or any(
-            t.shape != (shape[0],) for n, t in fields.items() if n in (*ALD_FIELDS, *GOF_FIELDS)
+        if (
+            any(t.shape != (shape[0], len(nodes)) for n, t in fields.items() if n in NODE_FIELDS)
+            or any(t.shape != (shape[0],) for n, t in fields.items() if n in (*ALD_FIELDS, *GOF_FIELDS))
+            or crc32.shape != (shape[0],)
         ):
             raise ValueError(f"{path} is corrupt: its arrays do not have the shape of a {shape[0]}-class fit")
         rows = RowFit(**fields, ambiguous=torch.zeros(shape[0], dtype=torch.bool))

@@ -188,3 +188,14 @@ def test_an_unreadable_config_gives_no_names_and_says_so(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.warns(fcinterp_fast.FitWarning, match="cannot read class names from"):
         assert config_class_names(tmp_path, 2) is None
+
+
+def test_a_model_with_a_malformed_id2label_is_fitted_without_names(vit_folder):
+    """As for a config.json beside a file: the names are warned about and dropped, the fit runs."""
+    import copy
+
+    model, _ = vit_folder
+    model = copy.deepcopy(model)
+    model.config.id2label = {k + 1: name for k, name in enumerate(NAMES)}  # 1..K: not the row indices
+    with pytest.warns(fcinterp_fast.FitWarning, match=r"id2label are not used"):
+        assert fcinterp_fast.fit(model).class_names is None

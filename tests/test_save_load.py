@@ -130,6 +130,33 @@ def test_files_that_are_not_fits_or_are_newer_are_refused(tmp_path):
         HeadFit.load(tmp_path / "pickled.npz")
     with pytest.raises(FileNotFoundError):
         HeadFit.load(tmp_path / "missing.npz")
+    # a fit's file with a part missing or cut short is refused, not a KeyError nor rows left unchecked
+    for name, edit in (
+        ("no-source", lambda d: d.update(metadata=_without(d["metadata"], "source"))),
+        ("no-nodes", lambda d: d.update(metadata=_without(d["metadata"], "nodes"))),
+        ("no-checksums", lambda d: d.pop("row_crc32")),
+        ("short-checksums", lambda d: d.update(row_crc32=d["row_crc32"][:3])),
+    ):
+        edited = dict(stored)
+        edit(edited)
+        np.savez(tmp_path / f"{name}.npz", **edited)
+        with pytest.raises(ValueError, match="not a fit written by HeadFit.save|is corrupt"):
+            HeadFit.load(tmp_path / f"{name}.npz")
+
+
+def _without(metadata: np.ndarray, key: str) -> np.ndarray:
+    described = json.loads(str(metadata))
+    del described[key]
+    return np.array(json.dumps(described))
+
+
+def test_a_fit_of_a_npy_head_reopens_its_file(tmp_path):
+    W = head()
+    np.save(tmp_path / "head.npy", W.numpy())
+    fit = fcinterp_fast.fit(tmp_path / "head.npy")
+    fit.save(tmp_path / "fit.npz")
+    for loaded in (HeadFit.load(tmp_path / "fit.npz"), HeadFit.load(tmp_path / "fit.npz", head=tmp_path / "head.npy")):
+        assert_same_membership(loaded, fit)
 
 
 def test_save_replaces_a_file_whole_and_holds_no_pickle(tmp_path, monkeypatch):

@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from ..diagnostics import logger, warn
+from ..diagnostics import warn
 from .fingerprint import FileFingerprint
 from .names import HEAD_TENSOR_NAMES, head_candidates, is_embedding_name
 from .source import HeadSource, TensorSource, check_head_tensor
@@ -237,7 +237,7 @@ def _open_npy(path: Path, name: str | None) -> HeadSource:
     """A ``.npy`` array (``np.save``): C-order little-endian float arrays are read in place like
     any file head; other layouts are loaded whole (``np.load(allow_pickle=False)``). Object
     arrays (pickles) are refused."""
-    if name is not None:
+    if name:  # "" is what a saved fit of a .npy head records: no tensor name
         raise ValueError(f"{path} is a .npy file, which holds one array: name={name!r} does not apply")
     try:
         with open(path, "rb") as f:
@@ -590,8 +590,7 @@ def _choose(
                 f"{path} stores no output layer: fitting the input embedding {embeddings[0]!r} as the tied head "
                 f"({why}); pass name=... to fit another tensor"
             )
-            warn(message)  # a FitWarning at the user's line
-            logger.warning(message)
+            warn(message)  # a FitWarning at the user's line (the command line prints it once)
             return embeddings[0], f"the input embedding, used as the tied output head: {why}"
     elif len(candidates) == 1:
         return candidates[0], None
