@@ -22,6 +22,7 @@ from torch import nn
 
 from ._deps import require
 from .diagnostics import logger
+from .heads.files import unwrap_state_dict
 
 __all__ = ["load", "list_models", "build_model", "load_checkpoint", "transform", "map_by_order", "DEFAULT_MODEL"]
 
@@ -236,10 +237,7 @@ def load_checkpoint(model: nn.Module, checkpoint: str | os.PathLike) -> nn.Modul
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:
             raise ValueError(f"could not read {path} with torch.load: {error}") from error
-        for key in ("state_dict", "model", "model_state_dict"):
-            if isinstance(state, dict) and isinstance(state.get(key), dict):
-                state = state[key]
-                break
+        state = unwrap_state_dict(state)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path} holds no state dict (a mapping of tensor names to tensors)")
     if state and all(k.startswith("module.") for k in state):  # saved from DistributedDataParallel

@@ -187,3 +187,13 @@ def test_fifo_is_refused_not_read_forever(tmp_path):
     device.symlink_to("/dev/zero")
     with pytest.raises(ValueError, match=rf"{device} is not a regular file"):
         fcinterp_fast.fit(device)
+
+
+def test_a_training_checkpoint_and_a_broken_config_beside_a_clear_head(tmp_path):
+    """A state dict saved under "model" (as timm's and many training scripts do) is read like
+    --checkpoint reads it; a config.json that does not parse matters only to a tied head."""
+    W = torch.randn(10, 16, generator=torch.Generator().manual_seed(2))
+    torch.save({"model": {"fc.weight": W, "fc.bias": torch.zeros(10)}, "epoch": 3}, tmp_path / "train.pth")
+    (tmp_path / "config.json").write_text("{not json")
+    fit = fcinterp_fast.fit(tmp_path / "train.pth")
+    assert_same_fit(fit, fcinterp_fast.fit(W))

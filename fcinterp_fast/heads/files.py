@@ -199,7 +199,7 @@ def _locate(path: Path, name: str | None) -> tuple[Path, str | None, str | None]
         isinstance(v, str) and v == Path(v).name and Path(v).suffix in HEAD_FILE_SUFFIXES for v in weight_map.values()
     ):
         raise ValueError(f"{path} is not a valid checkpoint index: no 'weight_map' of tensor names to shard files")
-    key, note = _choose(path, dict.fromkeys(weight_map), name, _read_config(path.parent))
+    key, note = _choose(path, dict.fromkeys(weight_map), name)
     shard = path.parent / weight_map[key]
     return shard, key, ", ".join(filter(None, [note, f"shard of {path.name}"]))
 
@@ -280,11 +280,26 @@ def _torch_state(path: Path, meta: bool) -> dict[str, torch.Tensor]:
         raise ValueError(f"could not read {path} with torch.load: {error}") from error
     if isinstance(state, torch.Tensor):
         return {"": state}
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
+    state = unwrap_state_dict(state)
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a tensor or a state dict")
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+#: Keys under which training scripts save the model's state dict beside other state (optimizer,
+#: epoch): PyTorch Lightning and timm's train.py use ``state_dict``, others ``model`` or
+#: ``model_state_dict``.
+STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict")
+
+
+def unwrap_state_dict(state):
+    """The model's state dict inside a training checkpoint (a dict holding it under one of
+    ``STATE_DICT_KEYS``), else ``state`` itself."""
+    if isinstance(state, dict):
+        for key in STATE_DICT_KEYS:
+            if isinstance(state.get(key), dict):
+                return state[key]
+    return state
 
 
 def _zip_meta_state(path: Path):
@@ -554,12 +569,10 @@ def candidate_tensors(shapes: dict[str, tuple | None]) -> list[str]:
 def choose_tensor(path: Path, shapes: dict[str, tuple], name: str | None) -> tuple[str, str | None]:
     """The tensor of a file that holds the head and a note on the choice (see ``_choose``; the
     ``config.json`` beside the file decides whether a head is tied)."""
-    return _choose(path, dict(shapes), name, _read_config(path.parent) if name is None else None)
+    return _choose(path, dict(shapes), name)
 
 
-def _choose(
-    path: Path, shapes: dict[str, tuple | None], name: str | None, config: dict | None
-) -> tuple[str, str | None]:
+def _choose(path: Path, shapes: dict[str, tuple | None], name: str | None) -> tuple[str, str | None]:
     """The head tensor and a note when it was not stored as a head: ``name`` when given, else the
     one tensor of a head-named module (``names.head_candidates``), else, for a checkpoint that
     stores no output layer and whose config does not say otherwise, its input embedding (a tied
@@ -584,7 +597,7 @@ def _choose(
         )
     why = ""
     if len(embeddings) == 1:
-        tied, why = _tied(config)
+        tied, why = _tied(_read_config(path.parent))  # read only here: nothing else depends on it
         if tied:
             message = (
                 f"{path} stores no output layer: fitting the input embedding {embeddings[0]!r} as the tied head "
