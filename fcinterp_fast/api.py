@@ -13,6 +13,7 @@ from .config import DEFAULT_BACKEND, DEFAULT_MAX_MEMORY, DEFAULT_NULL_SEED, FitC
 from .devices import parse_device
 from .diagnostics import check_fit, check_orientation, logger
 from .heads.find import open_head
+from .heads.names import is_embedding_name
 from .heads.source import HeadSource, check_block
 from .heads.stream import iter_blocks, staging_bytes_per_element
 from .nulls import NullSource, check_null_kinds
@@ -190,7 +191,8 @@ def plan_fit(
         names = config_class_names(W, K)
     else:
         names = found_names
-    check_orientation((K, D), getattr(source, "name", None) or name)
+    head_name: str | None = getattr(source, "name", None) or name
+    check_orientation((K, D), head_name, head_name is not None and is_embedding_name(head_name))
     where = _fitting_device(device, source, backend)
     chosen = registry.resolve(backend, where)
     row_bytes = D * (chosen.bytes_per_element + staging_bytes_per_element(source, where))

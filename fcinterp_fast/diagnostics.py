@@ -12,7 +12,6 @@ This module imports nothing else of the package: every floor of it may log and w
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -42,8 +41,6 @@ logger = logging.getLogger("fcinterp_fast")
 TRANSPOSED_RATIO = 4
 #: How many rows a warning names before "...".
 NAMED_ROWS = 5
-# Tensor or module names of input embeddings (GPT-2 ``wte``, Llama ``embed_tokens``, BERT ``word_embeddings``).
-_EMBEDDING_NAME = re.compile(r"(^|[._])(wte|embed\w*|\w*_embeddings?|tok_embeddings|embeddings?)([._]|$)", re.I)
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
 
 
@@ -152,11 +149,12 @@ def _row_name(class_names: Sequence[str] | None, k: int) -> str:
     return f"{k} ({class_names[k]})" if class_names else str(k)
 
 
-def check_orientation(shape: tuple[int, int], name: str | None) -> None:
-    """Warn when a head named like an input embedding has far fewer rows than columns: embeddings
-    are (vocabulary, width), so it was probably stored (width, vocabulary)."""
+def check_orientation(shape: tuple[int, int], name: str | None, embedding: bool) -> None:
+    """Warn when a head that is an input embedding (``embedding``: its ``name`` is one, by
+    ``heads.names.is_embedding_name``, the rule that also picks tied heads) has far fewer rows than
+    columns: embeddings are (vocabulary, width), so it was probably stored (width, vocabulary)."""
     K, D = shape
-    if name and _EMBEDDING_NAME.search(name) and D >= TRANSPOSED_RATIO * K:
+    if embedding and D >= TRANSPOSED_RATIO * K:
         warn(
             f"head {name!r} is named like an embedding but is {K} x {D} (K classes x D features): an embedding "
             f"is (vocabulary, width), so this one looks transposed; fit its transpose if its columns are the "
