@@ -28,6 +28,7 @@ import torch
 
 __all__ = [
     "GOF_FIELDS",
+    "ald_ppf",
     "GofFit",
     "gof_row",
     "gof_rows",
@@ -50,6 +51,15 @@ def ald_valid(scale, kappa):
     if isinstance(scale, torch.Tensor):
         return (scale > 0) & torch.isfinite(scale) & (kappa > 0) & torch.isfinite(kappa)
     return 0 < scale < math.inf and 0 < kappa < math.inf
+
+
+def ald_ppf(q: torch.Tensor, loc, scale, kappa) -> torch.Tensor:
+    """The ALD quantiles at probabilities 0 < q < 1, as ``scipy.stats.laplace_asymmetric._ppf``
+    writes them, broadcast over tensors (or floats for the parameters)."""
+    both = kappa + 1 / kappa
+    upper = -torch.log((1 - q) * both * kappa) / kappa
+    lower = torch.log(q * both / kappa) * kappa
+    return loc + scale * torch.where(q >= kappa / both, upper, lower)
 
 
 def ald_cdf(x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ import torch
 
 from .backends.torch_vec import ald_rows
 from .config import NULL_KINDS, check_choice, check_int
-from .gof import ald_valid
+from .gof import ald_ppf, ald_valid
 from .heads.find import open_head
 from .heads.source import HeadSource
 
@@ -76,13 +76,8 @@ def draw_rows(real: torch.Tensor, kind: str, generator: torch.Generator, dtype: 
     one = torch.ones_like(kappa)[:, None]
     scale, kappa = torch.where(valid, scale[:, None], 0.0), torch.where(valid, kappa[:, None], one)
     loc, scale, kappa = loc[:, None].to(dtype), scale.to(dtype), kappa.to(dtype)
-    # scipy's laplace_asymmetric._ppf, with 0 < q < 1
-    q = torch.where(u > 0, u, 0.5)
-    both = kappa + 1 / kappa
-    upper = -torch.log((1 - q) * both * kappa) / kappa
-    lower = torch.log(q * both / kappa) * kappa
-    z = torch.where(q >= kappa / both, upper, lower)
-    return torch.where(valid, loc + scale * z, median.to(dtype))
+    q = torch.where(u > 0, u, 0.5)  # 0 < q < 1
+    return torch.where(valid, ald_ppf(q, loc, scale, kappa), median.to(dtype))
 
 
 class NullSource(HeadSource):

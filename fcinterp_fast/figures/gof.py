@@ -19,6 +19,7 @@ import torch
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
+from ..gof import ald_ppf, ald_valid
 from ..result import HeadFit
 from ..summary import heads_of
 from .fits import SIGN_COLORS, class_label, plain_text, pretty_node
@@ -35,12 +36,8 @@ def _head_color(head: str) -> str:
 
 
 def ald_quantiles(p: np.ndarray, loc: float, scale: float, kappa: float) -> np.ndarray:
-    """Quantiles of the ALD at probabilities ``p`` (scipy's ``laplace_asymmetric._ppf``)."""
-    both = kappa + 1 / kappa
-    with np.errstate(divide="ignore"):
-        upper = -np.log((1 - p) * both * kappa) / kappa
-        lower = np.log(p * both / kappa) * kappa
-    return loc + scale * np.where(p >= kappa / both, upper, lower)
+    """Quantiles of the ALD at probabilities 0 < ``p`` < 1 (``gof.ald_ppf``), float64."""
+    return ald_ppf(torch.as_tensor(p, dtype=torch.float64), loc, scale, kappa).numpy()
 
 
 def plot_qq(fit: HeadFit, cls: int | str) -> Figure:
@@ -54,7 +51,7 @@ def plot_qq(fit: HeadFit, cls: int | str) -> Figure:
     ax.set_xlabel("quantile of the fitted ALD")
     ax.set_ylabel("sorted weights of the class")
     gof = fit.gof
-    if not (scale > 0 and 0 < kappa < np.inf):
+    if not ald_valid(scale, kappa):
         ax.text(0.5, 0.5, "no ALD density (degenerate fit)", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(plain_text(class_label(fit, k)), fontsize="medium")
         return fig
