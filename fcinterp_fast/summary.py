@@ -39,15 +39,15 @@ def heads_of(fit) -> list[tuple[str, Any]]:
 
 def depth_reached(fit, side: str) -> torch.Tensor:
     """(K,) int64: levels of ``side`` (``"+"`` or ``"-"``) present in each class (0: none)."""
-    levels = torch.zeros(len(fit), dtype=torch.int64)
     count = fit.count.cpu()
+    if fit.config.tree == "chain":  # the chain is contiguous from the root: its length
+        chain = [j for j, node in enumerate(fit.nodes) if node == side * len(node)]
+        return (count[:, chain] > 0).to(torch.int64).cumprod(dim=1).sum(dim=1)
+    levels = torch.zeros(len(fit), dtype=torch.int64)  # a full tree: its deepest node present
     for j, node in enumerate(fit.nodes):
         if node[0] == side:
             present = count[:, j] > 0
             levels = torch.where(present, torch.clamp(levels, min=len(node)), levels)
-    if fit.config.tree == "chain":  # the chain is contiguous from the root: its length
-        chain = [j for j, node in enumerate(fit.nodes) if node == side * len(node)]
-        levels = (count[:, chain] > 0).to(torch.int64).cumprod(dim=1).sum(dim=1)
     return levels
 
 
