@@ -258,3 +258,12 @@ def test_fit_a_language_model_folder(tmp_path, capsys):
     with open(tmp_path / "r" / "ald.csv", newline="") as f:
         scales = [float(row["ald_scale"]) for row in csv.DictReader(f)]
     assert scales == fitted.ald.scale.tolist()
+
+
+def test_a_gpu_index_past_the_last_gpu_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    code, _, err = run_cli(capsys, "fit", "--device", "cuda:3", "--out", tmp_path / "out")
+    assert code == 2 and err.strip().splitlines() == [
+        "fcinterp fit: error: device='cuda:3' was asked for, but this machine has 1 GPU(s)"
+    ]
