@@ -35,6 +35,7 @@ from ..distributed import (
 )
 from ..figures.fits import class_label
 from ..heads.find import head_weight, open_head
+from ..nulls import check_null_kinds
 from ..report import PARQUET_MIN_CLASSES, TABLE_FORMATS, check_folder, level_stats, table_format, write_report
 from ..result import HeadFit
 from . import UsageError
@@ -273,12 +274,14 @@ def resolve_classes(texts: Sequence[str], n_classes: int, names: Sequence[str] |
 def parse_null_kinds(text: str) -> tuple[str, ...]:
     """``"normal,ald"`` -> ``("normal", "ald")``, checked against ``NULL_KINDS``."""
     kinds = tuple(part.strip() for part in text.split(",") if part.strip())
-    bad = [kind for kind in kinds if kind not in NULL_KINDS]
-    if not kinds or bad or len(set(kinds)) != len(kinds):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a list of distinct null kinds; write e.g. normal,ald (kinds: {', '.join(NULL_KINDS)})"
-        )
-    return kinds
+    try:
+        if kinds:
+            return check_null_kinds(kinds)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not a list of distinct null kinds; write e.g. normal,ald (kinds: {', '.join(NULL_KINDS)})"
+    )
 
 
 def parse_size(text: str) -> int:
