@@ -114,6 +114,11 @@ class Explanation:
     options: CamOptions
     seed: int
 
+    def __post_init__(self) -> None:
+        # the page embeds it as a PNG, and the next run removes it as one of its own figures
+        if _CHOSEN_FIGURES.fullmatch(self.filename) is None or not self.filename.startswith("explain_"):
+            raise ValueError(f"an explanation's filename is explain_<name>.png, got {self.filename!r}")
+
 
 def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
     """Write ``figure`` to ``path`` (the format follows the suffix: .png, .pdf, .svg ...), creating

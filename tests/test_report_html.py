@@ -56,6 +56,17 @@ def page_path(tmp_path_factory):
     return index, fit
 
 
+def test_an_explanation_is_a_png_the_report_owns():
+    """The page embeds it as a PNG and the next run removes it as its own: an .svg was shown as a
+    broken image and left behind."""
+    from fcinterp_fast.cam import CamOptions
+
+    for filename in ("explain_photo.svg", "photo.png", "explain_.png"):
+        with pytest.raises(ValueError, match="explain_<name>.png"):
+            report.Explanation(_tiny_figure(), filename, "tricycle", "a photo", CamOptions(), 0)
+    report.Explanation(_tiny_figure(), "explain_photo.png", "tricycle", "a photo", CamOptions(), 0)
+
+
 def _tiny_figure() -> Figure:
     figure = Figure(figsize=(2, 1.5))
     figure.subplots().plot([0, 1], [1, 0])
