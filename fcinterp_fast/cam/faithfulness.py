@@ -22,7 +22,7 @@ from ..classes import class_names as model_class_names
 from ..heads.find import head_module, head_weight
 from .base import model_device_dtype, prepare_images
 from .options import CamOptions
-from .targets import Target, check_fit, parse_targets, score_vectors
+from .targets import Target, lazy_fit, parse_targets, score_vectors
 
 __all__ = ["NodeAblation", "ConfidenceChange", "node_ablation", "confidence_change", "head_features"]
 
@@ -123,15 +123,7 @@ def node_ablation(
         raise ValueError(f"n_random must be an int >= 2, got {n_random!r}")
     head_mod = head if isinstance(head, nn.Module) else head_module(model, head)
     W = head_weight(head_mod)
-    checked_fit = None if fit is None else check_fit(fit, W)
-
-    def get_fit():
-        nonlocal checked_fit
-        if checked_fit is None:
-            from ..api import fit as fit_head
-
-            checked_fit = fit_head(W)
-        return checked_fit
+    get_fit = lazy_fit(fit, W)
 
     names = (fit.class_names if fit is not None else None) or model_class_names(model)
     V, resolved = score_vectors(W, parse_targets(targets), "fc", get_fit, names)  # (T, D): W_kj on the node
@@ -188,12 +180,7 @@ def confidence_change(
         raise ValueError("maps contain NaN or infinite values (maps of a photo at its original size cannot be used)")
     head_mod = head if isinstance(head, nn.Module) else head_module(model, head)
     W = head_weight(head_mod)
-    checked_fit = None if fit is None else check_fit(fit, W)
-
-    def get_fit():
-        from ..api import fit as fit_head
-
-        return checked_fit if checked_fit is not None else fit_head(W)
+    get_fit = lazy_fit(fit, W)
 
     names = (fit.class_names if fit is not None else None) or model_class_names(model)
     V, resolved = score_vectors(W, parse_targets(targets), weights, get_fit, names)

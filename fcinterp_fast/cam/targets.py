@@ -25,6 +25,7 @@ __all__ = [
     "parse_targets_per_image",
     "score_vectors",
     "check_fit",
+    "lazy_fit",
     "classifier_output_category",
 ]
 
@@ -192,6 +193,22 @@ def check_fit(fit, W: torch.Tensor) -> HeadFit:
             f"{tuple(W.shape)}; pass the fit of this model's head"
         )
     return fit
+
+
+def lazy_fit(fit, W: torch.Tensor):
+    """A function returning ``fit`` (checked against ``W`` now, by ``check_fit``) or, when ``fit``
+    is None, the default fit of ``W``, made on the first call only (a target may need no fit)."""
+    checked = None if fit is None else check_fit(fit, W)
+
+    def get_fit() -> HeadFit:
+        nonlocal checked
+        if checked is None:
+            from ..api import fit as fit_head  # the api imports cam: fit lazily
+
+            checked = fit_head(W)
+        return checked
+
+    return get_fit
 
 
 def _is_class(x) -> bool:
