@@ -13,14 +13,13 @@ import torch
 from .. import models
 from ..api import fit
 from ..cam.options import METHODS, SCALES, SMOOTHS, WEIGHTS, CamOptions
-from ..classes import class_names, resolve_class_names
 from ..config import FitConfig
 from ..devices import parse_device
 from ..figures.cam import chain_figure
 from ..heads.find import head_weight
 from ..report import save_figure
 from .demo import sample_image
-from .fit import add_model_arguments, resolve_classes
+from .fit import add_model_arguments, model_class_names, resolve_classes
 
 __all__ = ["add_arguments", "run"]
 
@@ -86,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     device = parse_device(args.device)  # before building anything on it
     model = models.build_model(args.model, args.checkpoint, args.random_init, device=device)
     K = head_weight(model).shape[0]
-    names = resolve_class_names(args.class_names, K) if args.class_names is not None else class_names(model, K)
+    names = model_class_names(args, model, K)
     cls = None
     if args.cls is not None:  # a bad class fails before the fit
         (cls,) = resolve_classes([args.cls], K, names)

@@ -51,6 +51,7 @@ __all__ = [
     "parse_null_kinds",
     "gof_line",
     "model_label",
+    "model_class_names",
 ]
 
 _SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -315,8 +316,13 @@ def _open_head(args):
         args.model or models.DEFAULT_MODEL, args.checkpoint, args.random_init, device=args.device or "cpu"
     )
     shape = tuple(head_weight(model, args.name).shape)
-    names = _given_names(args, shape[0])
-    return model, args.name, model_label(args), shape, names if names is not None else class_names(model, shape[0])
+    return model, args.name, model_label(args), shape, model_class_names(args, model, shape[0])
+
+
+def model_class_names(args: argparse.Namespace, model, n_classes: int) -> list[str] | None:
+    """``--class-names`` if given, else what the model carries (``classes.class_names``)."""
+    given = _given_names(args, n_classes)
+    return given if given is not None else class_names(model, n_classes)
 
 
 def _given_names(args: argparse.Namespace, n_classes: int) -> list[str] | None:
