@@ -10,6 +10,7 @@ import warnings
 
 import pytest
 import torch
+from tiny_models import tiny_vit_folder
 
 import fcinterp_fast
 from fcinterp_fast import figures
@@ -116,21 +117,8 @@ def test_given_names_win_over_the_models(no_warnings):
 @pytest.fixture(scope="module")
 def vit_folder(tmp_path_factory):
     """A tiny Hugging Face ViT classifier with labels, saved as a checkpoint folder."""
-    transformers = pytest.importorskip("transformers")
-    config = transformers.ViTConfig(
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=16,
-        image_size=16,
-        patch_size=8,
-        id2label=dict(enumerate(NAMES)),
-        label2id={name: k for k, name in enumerate(NAMES)},
-    )
-    torch.manual_seed(0)
-    model = transformers.ViTForImageClassification(config).eval()
     folder = tmp_path_factory.mktemp("vit")
-    model.save_pretrained(folder)
+    model = tiny_vit_folder(folder, NAMES)
     return model, folder
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_models import tiny_vit_folder
 
 import fcinterp_fast
 from fcinterp_fast import cli, models, report
@@ -66,21 +67,8 @@ def test_a_checkpoint_is_loaded_strictly_into_the_library_whose_names_fit(tmp_pa
 
 @pytest.fixture(scope="module")
 def vit_folder(tmp_path_factory):
-    transformers = pytest.importorskip("transformers")
-    labels = ["cat", "dog", "bird"]
-    config = transformers.ViTConfig(
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=16,
-        image_size=32,
-        patch_size=16,
-        id2label=dict(enumerate(labels)),
-        label2id={name: k for k, name in enumerate(labels)},
-    )
-    torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("vit")
-    transformers.ViTForImageClassification(config).save_pretrained(folder)
+    tiny_vit_folder(folder, ["cat", "dog", "bird"], image_size=32, patch_size=16)
     return folder
 
 
