@@ -24,9 +24,16 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["Fingerprint", "TensorFingerprint", "FileFingerprint"]
+__all__ = ["Fingerprint", "TensorFingerprint", "FileFingerprint", "row_crc32s"]
 
 _REFIT = "masks and members read from it would not be the fit's; fit it again"
+
+
+def row_crc32s(data, row_bytes: int) -> list[int]:
+    """The crc32 of each row in ``data`` (bytes-like: consecutive rows of ``row_bytes`` raw,
+    little-endian bytes each): the one row checksum of a file fingerprint and of ``HeadFit.save``."""
+    view = memoryview(data).cast("B")
+    return [zlib.crc32(view[i : i + row_bytes]) for i in range(0, len(view) - row_bytes + 1, row_bytes)]
 
 
 class Fingerprint:
@@ -97,10 +104,8 @@ class FileFingerprint(Fingerprint):
             first_row: index of the first row in ``data``.
             data: the raw bytes of consecutive rows, ``row_bytes`` each.
         """
-        count = len(data) // row_bytes
-        crcs = torch.tensor(
-            [zlib.crc32(data[i * row_bytes : (i + 1) * row_bytes]) for i in range(count)], dtype=torch.int64
-        )
+        crcs = torch.tensor(row_crc32s(data, row_bytes), dtype=torch.int64)
+        count = len(crcs)
         before = self.crc32[first_row : first_row + count]
         changed = ((before >= 0) & (before != crcs)).nonzero()
         if changed.numel():
