@@ -140,12 +140,6 @@ class RowFit:
             target = getattr(self, name)[rows]
             (target[:, : part.columns] if name in NODE_FIELDS else target).copy_(values)
 
-    @staticmethod
-    def cat(parts: list[RowFit]) -> RowFit:
-        columns = max(p.columns for p in parts)
-        parts = [p.pad_columns(columns) for p in parts]
-        return RowFit(**{n: torch.cat([getattr(p, n) for p in parts]) for n in parts[0].fields()})
-
 
 @dataclasses.dataclass
 class AldFit:
