@@ -108,6 +108,7 @@ def fit(
         null_plan = dataclasses.replace(plan, source=NullSource(plan.source, kind, null_seed))
         rows = null_plan.fit_rows(0, plan.source.shape[0], progress=progress, desc=f"null {kind} head")
         result.null[kind] = null_plan.head_fit(rows, check=False)
+    if kinds:
         result.null_seed = null_seed
     return result
 
