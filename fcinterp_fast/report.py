@@ -286,6 +286,12 @@ _TABLES = (
 )  # fmt: skip
 
 
+def _tables(node_table: str) -> list[tuple[str, str]]:
+    """``(file name, what it holds)`` of the report's tables, the node table being ``node_table``
+    (nodes.csv or nodes.parquet): one list for index.html and index.md."""
+    return [(node_table if name == "nodes" else name, what) for name, what in _TABLES]
+
+
 def _savefig_keeping(figure: Figure, name: str, pngs: dict[str, bytes], path: Path) -> None:
     """Save ``figure`` to ``path`` (a temporary name for ``name``) and keep its bytes for the page."""
     _savefig(figure, Path(name).suffix, DPI, path)
@@ -311,8 +317,11 @@ def _page(
     explained = None
     if explanation is not None:
         explained = (figure(explanation.filename), _explanation_sentence(explanation))
-    tables = [(table if name == "nodes" else name, what) for name, what in _TABLES]  # nodes.csv or .parquet
-    files = [*tables, *((name, captions[name]) for name in pngs), ("index.md", "this report in short, as markdown")]
+    files = [
+        *_tables(table),
+        *((name, captions[name]) for name in pngs),
+        ("index.md", "this report in short, as markdown"),
+    ]
     return report_html.render_page(
         fit,
         head=head,
@@ -474,12 +483,7 @@ def _markdown(
     lines += [
         "## Files",
         "",
-        f"- [{table}]({table}): every class and present node: count, mean (split threshold), min, "
-        "max, slope, intercept, R^2, the derived `k_est`, `lam_est`, `mean_est`, and the class's ALD fit.",
-        "- [ald.csv](ald.csv): the ALD maximum likelihood fit of every class (scipy's "
-        "`laplace_asymmetric` parameters; `ald_lambda` = 1 / scale).",
-        "- [gof.csv](gof.csv): the goodness of fit of every class; [summary.csv](summary.csv): the "
-        "trained head against its null heads.",
+        *(f"- [{name}]({name}): {what}." for name, what in _tables(table)),
         "- [r2_by_node.png](r2_by_node.png), [gof_summary.png](gof_summary.png)"
         + (", [null_comparison.png](null_comparison.png)" if fit.null else "")
         + "".join(
