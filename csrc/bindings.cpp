@@ -216,6 +216,20 @@ void ald_rows_py(const py::array& head, const std::string& dtype_name, py::array
     fit_rows(view, options, out, workspace);
 }
 
+// The kernel's sort of every row, by a named method: (rows, cols) float64.
+py::array_t<double> sort_rows_py(const py::array& head, const std::string& dtype_name, const std::string& method_name) {
+    const DType dtype = parse_dtype(dtype_name);
+    const SortMethod method = parse_choice<SortMethod>(
+        "sort method", method_name,
+        {{"auto", SortMethod::Auto}, {"network", SortMethod::Network}, {"radix", SortMethod::Radix}});
+    const HeadView view = head_view(head, dtype, dtype_name);
+    py::array_t<double> out({view.rows, view.cols});
+    double* data = out.mutable_data();
+    py::gil_scoped_release release;
+    sort_rows(view, method, data);
+    return out;
+}
+
 py::array_t<double> contiguous_float64(const py::array& values, const char* what) {
     if (values.ndim() != 1 || !values.dtype().is(py::dtype::of<double>()) || !(values.flags() & py::array::c_style)) {
         throw py::type_error(std::string(what) + " takes a contiguous 1-D float64 array");
@@ -250,6 +264,7 @@ py::array_t<double> log_abs_float32_py(const py::array& values) {
 py::dict build_info() {
     py::dict info;
     info["simd_target"] = simd_target();
+    info["sorting_network"] = network_sort_available();
 #ifdef _OPENMP
     info["openmp"] = true;
     info["max_threads"] = Workspace(1, 0).threads();
@@ -308,6 +323,15 @@ Args:
           py::arg("threads") = 0, py::arg("counting_from") = 0,
           "The ALD fit alone (sort + docs/spec.md section 4) of every row of ``head``, into (R,) float64 arrays; for "
           "timing the ALD part against scipy.");
+    m.def("_sort_rows", &sort_rows_py, py::arg("head").noconvert(), py::arg("dtype"), py::arg("method") = "auto",
+          "Every row of head sorted as the row kernel sorts it, by method 'auto', 'network' or 'radix'.");
+    m.def(
+        "_sort_method",
+        [](const std::string& dtype_name, int64_t cols) {
+            return std::string(sort_method(parse_dtype(dtype_name), cols));
+        },
+        py::arg("dtype"), py::arg("cols"),
+        "How the row kernel sorts rows of cols values of dtype: 'insertion', 'network' or 'radix'.");
     m.def("_exact_sum", &exact_sum_py, py::arg("values").noconvert(),
           "Correctly rounded sum of a 1-D float64 array (the kernel's math.fsum).");
     m.def("_log_abs", &log_abs_py, py::arg("values").noconvert(),

@@ -162,6 +162,18 @@ double exact_sum(const double* values, int64_t n, double* partials);
 void log_abs(const double* x, double* y, int64_t n);
 // The same for float32 values (held as doubles): the table-driven log of float32 rows.
 void log_abs_float32(const double* x, double* y, int64_t n);
+// How the row kernel sorts: its own choice (Auto), or forced, for tests and benchmarks. Network is the
+// bitonic network of 16- and 32-bit keys; where it is unavailable (network_sort_available) or for
+// float64 keys, Network sorts by radix.
+enum class SortMethod { Auto, Network, Radix };
+// Sorts every row of `head` (any strides) as the row kernel does, by `method`, into out: (rows, cols)
+// float64, C-contiguous, each row ascending.
+void sort_rows(const HeadView& head, SortMethod method, double* out);
+// The method the row kernel sorts rows of `cols` values of `dtype` by: "insertion" (rows of at most
+// 32), "network" or "radix" (16-bit rows long enough to be counted are counted in the fit instead).
+const char* sort_method(DType dtype, int64_t cols);
+// Whether this build and CPU run the sorting network.
+bool network_sort_available();
 // Name of the instruction set the dispatcher picked on this CPU ("x86-64-v4", "x86-64-v3",
 // "default" (baseline) or "native").
 const char* simd_target();

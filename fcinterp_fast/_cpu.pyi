@@ -70,6 +70,13 @@ def _ald_rows(
 ) -> None:
     """The ALD fit alone of every row of ``head``, into (R,) float64 arrays."""
 
+def _sort_rows(head: np.ndarray, dtype: str, method: str = "auto") -> npt.NDArray[np.float64]:
+    """Every row of ``head`` (R, D) sorted as the row kernel sorts it (method 'auto', 'network' or
+    'radix'), as (R, D) float64."""
+
+def _sort_method(dtype: str, cols: int) -> str:
+    """How the row kernel sorts rows of ``cols`` values: 'insertion', 'network' or 'radix'."""
+
 def _exact_sum(values: np.ndarray) -> float:
     """Correctly rounded sum of a 1-D float64 array."""
 

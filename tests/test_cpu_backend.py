@@ -323,6 +323,100 @@ def test_float32_log_is_accurate():
     assert ulps.max() <= 1.5, f"max error {ulps.max():.2f} ulp at {x[ulps.argmax()]!r}"
 
 
+# ----------------------------------------------------------------------------- the sort
+# Row lengths around the sorting network's edges: vector multiples and not, powers of two and one
+# past them, the longest networked rows (16 KiB of keys) and the first radix-sorted ones.
+SORT_LENGTHS = (33, 40, 63, 64, 65, 100, 255, 256, 257, 512, 700, 1280, 2048, 2049, 4096, 4097, 8192, 8193)
+
+
+def _hard_rows(n: int, generator: torch.Generator) -> torch.Tensor:
+    """(8, n) float64 rows that sort badly: Laplace noise, heavy ties, +-0.0 mixed, one value, already
+    sorted, reversed, huge and tiny magnitudes, a row with +-inf."""
+    laplace = torch.distributions.Laplace(0.0, 0.05).sample((3, n)).double()
+    zeros = torch.where(torch.rand(n, generator=generator) < 0.5, -0.0, 0.0).double()
+    extreme = laplace[2] * torch.tensor([1e-30, 1e30], dtype=torch.float64).repeat(n)[:n]
+    special = laplace[1].clone()
+    special[:2] = torch.tensor([float("inf"), float("-inf")])
+    return torch.stack(
+        [
+            laplace[0],
+            torch.round(8 * laplace[1]) / 8,
+            torch.where(laplace[2] < 0, zeros, laplace[2]),
+            torch.full((n,), 0.25, dtype=torch.float64),
+            laplace[0].sort().values,
+            laplace[0].sort(descending=True).values,
+            extreme,
+            special,
+        ]
+    )
+
+
+def _sorted_by(W: torch.Tensor, method: str) -> np.ndarray:
+    head, dtype = cpu.head_array(W)
+    return cpu._cpu._sort_rows(head, dtype, method)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("n", SORT_LENGTHS)
+def test_sort_methods_agree_bit_for_bit(n, dtype):
+    """The sorting network and the radix sort put the same bits in every place (-0.0 before +0.0:
+    both sort the keys of the bit patterns), and the values are numpy's sort."""
+    generator = torch.Generator().manual_seed(n)
+    torch.manual_seed(n)
+    W = _hard_rows(n, generator).to(dtype)
+    want = np.sort(W.double().numpy(), axis=1)
+    radix = _sorted_by(W, "radix")
+    np.testing.assert_array_equal(radix, want)
+    for method in ("network", "auto"):
+        got = _sorted_by(W, method)
+        np.testing.assert_array_equal(got.view(np.int64), radix.view(np.int64), err_msg=f"{method}, n={n}")
+    # and so does the fit's sort: lo / hi of the level-one nodes and the ALD location
+    if n <= 2049:
+        fit, vec = cpu.fit_rows(W, FitConfig(depth=1)), torch_vec.fit_rows(W, FitConfig(depth=1))
+        for name in ("count", "lo", "hi"):
+            assert_exact(name, getattr(fit, name), getattr(vec, name))
+
+
+@settings(**SETTINGS)
+@given(
+    n=st.integers(33, 3000),
+    pool=st.lists(st.floats(-4, 4, width=32), min_size=1, max_size=40),
+    seed=st.integers(0, 2**32 - 1),
+    dtype=st.sampled_from(FLOAT_DTYPES),
+)
+def test_sort_methods_agree_on_drawn_rows(n, pool, seed, dtype):
+    values = np.random.default_rng(seed).choice(np.array(pool + [0.0, -0.0]), size=(2, n))
+    W = torch.from_numpy(values).to(dtype)
+    radix = _sorted_by(W, "radix")
+    np.testing.assert_array_equal(radix, np.sort(W.double().numpy(), axis=1))
+    for method in ("network", "auto"):
+        np.testing.assert_array_equal(_sorted_by(W, method).view(np.int64), radix.view(np.int64))
+
+
+def test_sort_reads_any_strides():
+    W = torch.distributions.Laplace(0.0, 1.0).sample((6, 1500))
+    view = W[::2, 3::2]
+    for method in ("auto", "network", "radix"):
+        np.testing.assert_array_equal(_sorted_by(view, method), np.sort(view.double().numpy(), axis=1))
+
+
+def test_sort_method_by_row_length():
+    """Rows of up to 32 values are insertion sorted; the network takes rows of up to 16 KiB of keys
+    where this CPU runs it (AVX2 or better with the GCC build), float64 rows and longer rows are
+    radix sorted."""
+    network = "network" if cpu.build_info()["sorting_network"] else "radix"
+    method = cpu._cpu._sort_method
+    assert [method("float32", n) for n in (32, 33, 4096, 4097)] == ["insertion", network, network, "radix"]
+    assert [method(name, n) for name in ("float16", "bfloat16") for n in (33, 8192, 8193)] == [
+        network,
+        network,
+        "radix",
+    ] * 2
+    assert method("float64", 100) == "radix"
+    with pytest.raises(ValueError, match="unknown sort method 'quick'"):
+        cpu._cpu._sort_rows(np.ones((1, 40), dtype=np.float32), "float32", "quick")
+
+
 # ------------------------------------------------------------------- native entry points
 def _outputs(rows: int, columns: int) -> dict:
     out = {name: np.empty((rows, columns)) for name in ("mean", "lo", "hi", "slope", "intercept", "r2")}

@@ -1,7 +1,8 @@
 """``backend="cpu"``: docs/spec.md sections 2-4 in C++ (``csrc/``), rows in parallel with OpenMP.
 
 The extension ``fcinterp_fast._cpu`` reads the head in place (float16, bfloat16, float32 or float64,
-any strides: no upcast copy), and per row sorts it with a radix sort on the bit patterns (long
+any strides: no upcast copy), and per row sorts the keys of its bit patterns (rows of up to 16 KiB by a
+bitonic sorting network on AVX2 and better, others by a radix sort; long
 float16 / bfloat16 rows are counted instead: docs/spec.md, "Counting fits of 16-bit heads"), walks the
 whole split tree, fits the ALD and sweeps the sorted row for its goodness of fit (docs/spec.md
 section 7, ``csrc/gof.h``) in one pass over per-thread scratch, with the GIL released. Split
