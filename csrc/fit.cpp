@@ -4,11 +4,12 @@
 // kGroupsPerChunk groups at a time):
 //   load     the row's bit patterns, turned into unsigned keys that sort like the values
 //   sort     rows of up to 16 KiB of 16- or 32-bit keys: a bitonic sorting network over 32-byte
-//            vectors (on AVX2 and better). Other rows: an LSD radix sort of the keys: 2 passes of 8
-//            bits for 16-bit types; float32 keys sorted on their top 24 bits (3 passes of 8 bits) in rows of <= 1024 values, else on their top 22
-//            (2 passes of 11 bits), float64 keys on their top 33 bits (3 of 11), then one insertion
-//            pass (full radix sort if that pass meets too many near-ties). Long 16-bit rows are
-//            counted instead (fit.h, "Counting fits of 16-bit heads").
+//            vectors (on AVX2 and better). Other rows: an LSD radix sort of the keys: 2 passes of
+//            8 bits for 16-bit types; float32 keys sorted on their top 24 bits (3 passes of 8 bits)
+//            in rows of <= 1024 values, else on their top 22 (2 passes of 11 bits), float64 keys on
+//            their top 33 bits (3 of 11), then one insertion pass (full radix sort if that pass
+//            meets too many near-ties). Long 16-bit rows are counted instead (fit.h, "Counting
+//            fits of 16-bit heads").
 //   decode   x = sorted values as float64
 //   logs     y = ln|x|: a table of every 16-bit pattern (float16 / bfloat16), a table-driven log
 //            without divisions (float32), fdlibm's polynomial vectorised (float64)
