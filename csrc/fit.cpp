@@ -892,30 +892,49 @@ constexpr int kGroup = 4;
 constexpr int64_t kGroupsPerChunk = 8;
 constexpr int64_t kAldBlock = 16;
 
-// below[k][i] = B_i (n beta at x[k][i + 1]), above[k][i] = A_i (n alpha at x[k][i]), i < n - 1.
-template <int G>
-FCI_INLINE void ald_prefix_sums(const double* const* x, int64_t n, double* const* below, double* const* above) {
-    for (int k = 0; k < G; ++k) {  // weighted gaps, vectorised
-        const double* xk = x[k];
-        double* bk = below[k];
-        double* ak = above[k];
-#pragma omp simd
-        for (int64_t i = 0; i < n - 1; ++i) {
-            const double gap = xk[i + 1] - xk[i];
-            bk[i] = static_cast<double>(i + 1) * gap;
-            ak[i] = static_cast<double>(n - 1 - i) * gap;
-        }
+// One double per row of a group: the group's prefix sums advance together, one vector addition per
+// step, each lane (row) in its own sequential order.
+typedef double GroupLanes __attribute__((vector_size(8 * kGroup)));
+
+// below[i * kGroup + k] = B_i (n beta at x[k][i + 1]), above[i * kGroup + k] = A_i (n alpha at
+// x[k][i]), i < n - 1: the group's rows interleaved (every x[k] set; rows past the group's end repeat
+// one of its rows).
+FCI_INLINE void ald_prefix_sums(const double* const* x, int64_t n, double* below, double* above) {
+    static_assert(kGroup == 4, "the gaps are transposed in blocks of 4 x 4");
+    const auto load = [](const double* p) {
+        GroupLanes v;
+        std::memcpy(&v, p, sizeof v);
+        return v;
+    };
+    const auto store = [](double* p, GroupLanes v) { std::memcpy(p, &v, sizeof v); };
+    // B forward: gaps of 4 positions of the 4 rows, transposed so that one vector holds one position
+    // of every row; the A-weighted gaps are stored for the pass from the top down.
+    GroupLanes b{};
+    const auto step = [&](int64_t i, GroupLanes gap) {
+        b += static_cast<double>(i + 1) * gap;
+        store(below + i * kGroup, b);
+        store(above + i * kGroup, static_cast<double>(n - 1 - i) * gap);
+    };
+    int64_t i = 0;
+    for (; i + 4 <= n - 1; i += 4) {
+        GroupLanes g[kGroup];
+        for (int k = 0; k < kGroup; ++k) g[k] = load(x[k] + i + 1) - load(x[k] + i);
+        typedef int64_t Index __attribute__((vector_size(8 * kGroup)));
+        const GroupLanes even01 = __builtin_shuffle(g[0], g[1], Index{0, 4, 2, 6});
+        const GroupLanes odd01 = __builtin_shuffle(g[0], g[1], Index{1, 5, 3, 7});
+        const GroupLanes even23 = __builtin_shuffle(g[2], g[3], Index{0, 4, 2, 6});
+        const GroupLanes odd23 = __builtin_shuffle(g[2], g[3], Index{1, 5, 3, 7});
+        step(i, __builtin_shuffle(even01, even23, Index{0, 1, 4, 5}));
+        step(i + 1, __builtin_shuffle(odd01, odd23, Index{0, 1, 4, 5}));
+        step(i + 2, __builtin_shuffle(even01, even23, Index{2, 3, 6, 7}));
+        step(i + 3, __builtin_shuffle(odd01, odd23, Index{2, 3, 6, 7}));
     }
-    double b[G], a[G];
-    for (int k = 0; k < G; ++k) b[k] = a[k] = 0.0;
-    for (int64_t i = 0; i < n - 1; ++i) {
-        const int64_t j = n - 2 - i;
-        for (int k = 0; k < G; ++k) {
-            b[k] += below[k][i];
-            below[k][i] = b[k];
-            a[k] += above[k][j];
-            above[k][j] = a[k];
-        }
+    for (; i < n - 1; ++i)
+        step(i, GroupLanes{x[0][i + 1] - x[0][i], x[1][i + 1] - x[1][i], x[2][i + 1] - x[2][i], x[3][i + 1] - x[3][i]});
+    GroupLanes a{};
+    for (int64_t j = n - 2; j >= 0; --j) {  // A from the top down
+        a += load(above + j * kGroup);
+        store(above + j * kGroup, a);
     }
 }
 
@@ -923,11 +942,11 @@ FCI_INLINE void ald_prefix_sums(const double* const* x, int64_t n, double* const
 // B = n beta there. Every interior order statistic (the sorted row's own prefix sums), or the first
 // interior one of each run of equal values (a counted 16-bit row: the objective is constant on a
 // run, so its first member is the only one the first minimum can pick).
-struct EveryOrderStatistic {  // p_q = q + 1, A = above[p], B = below[p - 1]
+struct EveryOrderStatistic {  // p_q = q + 1, A = above[p], B = below[p - 1] (one row of a group's sums)
     const double* above;
     const double* below;
-    FCI_INLINE double a(int64_t q) const { return above[q + 1]; }
-    FCI_INLINE double b(int64_t q) const { return below[q]; }
+    FCI_INLINE double a(int64_t q) const { return above[(q + 1) * kGroup]; }
+    FCI_INLINE double b(int64_t q) const { return below[q * kGroup]; }
     FCI_INLINE int64_t position(int64_t q) const { return q + 1; }
 };
 struct RunStarts {  // explicit arrays
@@ -1016,11 +1035,12 @@ FCI_INLINE void ald_parameters(double value_at, double a, double b, int64_t n, d
     *loglik = -nd * (1.0 + 2.0 * std::log(value));
 }
 
-// The fit from one sorted row's prefix sums (n >= 3); `scratch` holds 4 * ald_blocks(n) doubles.
+// The fit from one sorted row's prefix sums (n >= 3): below / above point at the row's lane of its
+// group's interleaved sums (ald_prefix_sums); `scratch` holds 4 * ald_blocks(n) doubles.
 FCI_INLINE void ald_from_sums(const double* x, int64_t n, const double* below, const double* above, double* scratch,
                               double* loc, double* scale, double* kappa, double* loglik) {
     const EveryOrderStatistic candidates{above, below};
-    const int64_t q = ald_search(candidates, n - 2, n, below[n - 2], scratch);
+    const int64_t q = ald_search(candidates, n - 2, n, below[(n - 2) * kGroup], scratch);
     ald_parameters(x[candidates.position(q)], candidates.a(q), candidates.b(q), n, loc, scale, kappa, loglik);
 }
 
@@ -1154,7 +1174,7 @@ FCI_INLINE void log_abs_runs(const uint16_t* run_key, const int64_t* first, int6
 // Offsets of one thread's scratch arrays inside its block.
 struct Layout {
     int64_t keys_a, keys_b, y, histogram, partials, runs, ald_search, total;
-    int64_t x[kGroup], below[kGroup], above[kGroup];
+    int64_t x[kGroup], below, above;
     // Counted 16-bit rows: the key counts (zero between rows) and the runs of equal values.
     int64_t counts, run_key, run_first, run_value, run_a, run_b, run_position;
 
@@ -1170,9 +1190,9 @@ struct Layout {
         y = take(8 * (cols + kExpandBlock));
         for (int k = 0; k < kGroup; ++k) {
             x[k] = take(8 * (cols + kExpandBlock));
-            below[k] = take(8 * cols);
-            above[k] = take(8 * cols);
         }
+        below = take(8 * kGroup * cols);
+        above = take(8 * kGroup * cols);
         histogram = take(4 * kMaxHistogram);
         partials = take(8 * kFsumPartials);
         runs = take(2 * sizeof(Run) * kFullRuns);
@@ -1330,9 +1350,9 @@ FCI_INLINE void store_gof(const double* x, int64_t n, int64_t r, const FitOutput
 FCI_ROW_KERNEL int64_t fit_group(const HeadView& head, int64_t r0, int rows, const FitOptions& options,
                                  const FitOutput& out, unsigned char* block, const Layout& layout, PhaseTimes* times) {
     PhaseClock clock(times);
-    double* x[kGroup];
-    double* below[kGroup];
-    double* above[kGroup];
+    double* x[kGroup] = {};
+    double* below = reinterpret_cast<double*>(block + layout.below);
+    double* above = reinterpret_cast<double*>(block + layout.above);
     int64_t needed = 0;
     const int64_t n = head.cols;
     double* y = reinterpret_cast<double*>(block + layout.y);
@@ -1340,8 +1360,6 @@ FCI_ROW_KERNEL int64_t fit_group(const HeadView& head, int64_t r0, int rows, con
     CountedRow runs(block, layout);
     for (int k = 0; k < rows; ++k) {
         x[k] = reinterpret_cast<double*>(block + layout.x[k]);
-        below[k] = reinterpret_cast<double*>(block + layout.below[k]);
-        above[k] = reinterpret_cast<double*>(block + layout.above[k]);
         const void* keys = nullptr;
         if (counted) {
             count_sorted(head, r0 + k, block, layout, runs, options.ald_only ? nullptr : x[k]);
@@ -1381,23 +1399,11 @@ FCI_ROW_KERNEL int64_t fit_group(const HeadView& head, int64_t r0, int rows, con
         }
         return needed;
     }
-    switch (rows) {  // the interleaved sums need the row count at compile time
-        case 1:
-            ald_prefix_sums<1>(x, n, below, above);
-            break;
-        case 2:
-            ald_prefix_sums<2>(x, n, below, above);
-            break;
-        case 3:
-            ald_prefix_sums<3>(x, n, below, above);
-            break;
-        default:
-            ald_prefix_sums<kGroup>(x, n, below, above);
-            break;
-    }
+    for (int k = rows; k < kGroup; ++k) x[k] = x[0];  // a short group's spare lanes repeat its first row
+    ald_prefix_sums(x, n, below, above);
     for (int k = 0; k < rows; ++k) {
         const int64_t r = r0 + k;
-        ald_from_sums(x[k], n, below[k], above[k], reinterpret_cast<double*>(block + layout.ald_search), out.loc + r,
+        ald_from_sums(x[k], n, below + k, above + k, reinterpret_cast<double*>(block + layout.ald_search), out.loc + r,
                       out.scale + r, out.kappa + r, out.loglik + r);
     }
     clock.lap(&PhaseTimes::ald);
