@@ -250,6 +250,13 @@ py::array_t<double> log_abs_py(const py::array& values) {
     return y;
 }
 
+py::array_t<double> exp_nonpositive_py(const py::array& values) {
+    const auto v = contiguous_float64(values, "_exp_nonpositive");
+    py::array_t<double> y(v.size());
+    exp_nonpositive_block(v.data(), y.mutable_data(), v.size());
+    return y;
+}
+
 py::array_t<double> log_abs_float32_py(const py::array& values) {
     if (values.ndim() != 1 || !values.dtype().is(py::dtype::of<float>()) || !(values.flags() & py::array::c_style)) {
         throw py::type_error("_log_abs_float32 takes a contiguous 1-D float32 array");
@@ -336,6 +343,8 @@ Args:
           "Correctly rounded sum of a 1-D float64 array (the kernel's math.fsum).");
     m.def("_log_abs", &log_abs_py, py::arg("values").noconvert(),
           "ln|x| of a 1-D float64 array with the kernel's vectorised log.");
+    m.def("_exp_nonpositive", &exp_nonpositive_py, py::arg("values").noconvert(),
+          "e^x of a 1-D float64 array of x <= 0: the goodness-of-fit sweep's exp.");
     m.def("_log_abs_float32", &log_abs_float32_py, py::arg("values").noconvert(),
           "ln|x| of a 1-D float32 array (as float64) with the kernel's table-driven float32 log.");
     m.def("build_info", &build_info, "How the extension was built and what it runs on here.");

@@ -1500,6 +1500,11 @@ FCI_ROW_KERNEL void log_abs_float32(const double* x, double* y, int64_t n) {
     log_abs_float32_block(x, y, n);
 }
 
+FCI_ROW_KERNEL void exp_nonpositive_block(const double* a, double* y, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) y[i] = exp_nonpositive(a[i]);
+}
+
 FCI_ROW_KERNEL void sort_rows(const HeadView& head, SortMethod method, double* out) {
     const Layout layout(head.cols);
     Workspace workspace(head.cols, 1);

@@ -162,6 +162,8 @@ double exact_sum(const double* values, int64_t n, double* partials);
 void log_abs(const double* x, double* y, int64_t n);
 // The same for float32 values (held as doubles): the table-driven log of float32 rows.
 void log_abs_float32(const double* x, double* y, int64_t n);
+// y[i] = e^a[i] for a[i] <= 0 (0 below -708): the goodness-of-fit sweep's exp (csrc/gof.h).
+void exp_nonpositive_block(const double* a, double* y, int64_t n);
 // How the row kernel sorts: its own choice (Auto), or forced, for tests and benchmarks. Network is the
 // bitonic network of 16- and 32-bit keys; where it is unavailable (network_sort_available) or for
 // float64 keys, Network sorts by radix.

@@ -83,6 +83,9 @@ def _exact_sum(values: np.ndarray) -> float:
 def _log_abs(values: np.ndarray) -> npt.NDArray[np.float64]:
     """ln|x| of a 1-D float64 array."""
 
+def _exp_nonpositive(values: np.ndarray) -> npt.NDArray[np.float64]:
+    """e^x of a 1-D float64 array of x <= 0 (0 below -708)."""
+
 def _log_abs_float32(values: np.ndarray) -> npt.NDArray[np.float64]:
     """ln|x| of a 1-D float32 array, as float64."""
 
