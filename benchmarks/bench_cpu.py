@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def best_of(fn, repeat: int) -> float:
+    """Best of ``repeat`` calls through bench.time_call, whose memory probe trims the heap before each
+    call: for ratios of one function to itself (thread scaling), where both sides pay the same."""
     return bench.time_call(fn, "cpu", repeat=repeat, warmup=1).best
 
 

@@ -57,6 +57,37 @@
 namespace fcinterp {
 namespace {
 
+// ------------------------------------------------------------------------------------------------
+// Vectors
+// ------------------------------------------------------------------------------------------------
+// GCC and Clang vector extensions (__attribute__((vector_size))) write SIMD code once for every
+// instruction set the row kernel is compiled for; the sorting network and the ALD's prefix sums use
+// them (MSVC has none: there the network is off and the sums take a plain struct, lane by lane).
+// Vectors are 32 bytes and pass only between inlined helpers, so the compilers' note that their ABI
+// differs without AVX (-Wpsabi) does not apply; it is silenced.
+#if defined(__GNUC__)
+#define FCI_VECTOR_EXTENSIONS 1
+#endif
+#if defined(__clang__)
+#if __has_warning("-Wpsabi")
+#pragma clang diagnostic ignored "-Wpsabi"
+#endif
+#elif defined(__GNUC__)
+#pragma GCC diagnostic ignored "-Wpsabi"  // for the whole file: GCC reports it where templates are instantiated
+#endif
+
+template <typename V, typename T>
+FCI_INLINE V load_vector(const T* p) {
+    V v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+
+template <typename V, typename T>
+FCI_INLINE void store_vector(T* p, const V& v) {
+    std::memcpy(p, &v, sizeof v);
+}
+
 // Laps of one thread's work into PhaseTimes fields; does nothing (not even read the clock) when
 // there is nowhere to record them.
 class PhaseClock {
@@ -245,22 +276,22 @@ FCI_INLINE Key* sort_high_digits(Key* a, Key* b, int64_t n, uint32_t* histogram)
 // A bitonic sorting network over 32-byte vectors of keys (8 float32 or 16 16-bit keys per vector):
 // no data-dependent branches and no scatter, so a row of a few hundred values sorts in about a third
 // of the radix sort's time (measured on AVX2 and AVX-512 x86-64: 1.9 vs ~5 ns per float32 key at 512).
-// The row is padded with the largest key up to N = the next power of two (the padding sorts to the
-// end, after any equal key, so the first n keys are the row sorted). Each merge of two sorted blocks
-// compares element i with element (2k - 1 - i) of the block pair (a reversal), then halves the
-// distance (half-cleaners): every step sends the smaller key to the lower index, so no step needs a
-// direction. Steps within a vector are lane permutations with compile-time patterns; steps across
-// vectors are plain min / max.
+// The network is the one for the next power of two of vectors; the row fills whole vectors (the last
+// one padded with the largest key, which sorts to the end after any equal key, so the first n keys
+// are the row sorted) and the missing vectors stand for vectors of the largest key (see
+// bitonic_sort). Each merge of two sorted blocks compares element i with element (2k - 1 - i) of the
+// block pair (a reversal), then halves the distance (half-cleaners): every step sends the smaller key
+// to the lower index, so no step needs a direction. Steps within a vector are lane permutations with
+// compile-time patterns; steps across vectors are plain min / max.
 //
-// GCC's vector extensions write it once for any vector unit, but it only pays with AVX2 or better:
-// older x86-64 has no unsigned 32-bit min and no 256-bit permutes. It is used when the CPU has
-// x86-64-v3 (the clone dispatch of FCI_ROW_KERNEL picks a v3 or v4 kernel there), and with a
-// -march=native build for an AVX2 machine; elsewhere (and with compilers without __builtin_shuffle)
-// rows take the radix sort.
+// It pays only with 256-bit vector units (AVX2 and better; baseline x86-64 also lacks an unsigned
+// 32-bit min). It is used when the CPU has x86-64-v3 (the clone dispatch of FCI_ROW_KERNEL picks a
+// v3 or v4 kernel there), and with a -march=native build for an AVX2 machine; elsewhere, and with
+// compilers other than GCC (its __builtin_shuffle with a vector of lane indices), rows take the
+// radix sort.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
     (defined(FCI_TARGET_CLONES) || (defined(FCI_NATIVE) && defined(__AVX2__)))
 #define FCI_SORTING_NETWORK 1
-#pragma GCC diagnostic ignored "-Wpsabi"  // 32-byte vectors pass through inlined helpers only
 
 template <typename Key>
 struct KeyVector {
@@ -273,12 +304,8 @@ struct KeyVector {
     }
     static constexpr V kLane = iota_(std::make_index_sequence<kLanes>{});
 
-    static FCI_INLINE V load(const Key* p) {
-        V v;
-        std::memcpy(&v, p, sizeof v);
-        return v;
-    }
-    static FCI_INLINE void store(Key* p, V v) { std::memcpy(p, &v, sizeof v); }
+    static FCI_INLINE V load(const Key* p) { return load_vector<V>(p); }
+    static FCI_INLINE void store(Key* p, V v) { store_vector(p, v); }
     static FCI_INLINE V lower(V a, V b) { return a < b ? a : b; }
     static FCI_INLINE V upper(V a, V b) { return a < b ? b : a; }
     static FCI_INLINE V reversed(V v) { return __builtin_shuffle(v, kLane ^ static_cast<Key>(kLanes - 1)); }
@@ -308,9 +335,9 @@ struct KeyVector {
     }
 };
 
-// Sorts a[0..n) ascending, n > one vector; a has room for n rounded up to whole vectors. The network
-// is the one for the next power of two of vectors, with the missing vectors standing for vectors of
-// the largest key: every compare-exchange sends the smaller key to the lower index, so a step whose
+// Sorts a[0..n) ascending (n >= 1); a has room for n rounded up to whole vectors. The network is the
+// one for the next power of two of vectors, with the missing vectors standing for vectors of the
+// largest key: every compare-exchange sends the smaller key to the lower index, so a step whose
 // upper vector is such padding changes nothing and is skipped, and the work is that of n keys,
 // not of the power of two.
 template <typename Key>
@@ -376,7 +403,8 @@ constexpr bool kNetworkSort = false;
 // (plus its histograms): the network is taken for rows of up to 16 KiB of keys (4096 float32, 8192
 // 16-bit; a whole row in L1), where it was measured faster (`_sort_rows`, one thread, load, sort and
 // decode, ns per key, network vs radix: float32 1.9 vs 5.0 at 512, 2.6 vs 3.8 at 1280, 2.6 vs 3.4 at
-// 2048, 3.4 vs 3.4 at 4096; 16-bit 1.2 vs 2.7 at 512, 1.6 vs 2.5 at 1280, 2.1 vs 2.5 at 8192).
+// 2048, 3.4 vs 3.4 at 4096; 16-bit 1.2 vs 2.7 at 512, 1.6 vs 2.5 at 1280, 2.1 vs 2.5 at 8192, where
+// float16 rows are sorted and bfloat16 rows counted).
 constexpr int64_t kNetworkMaxBytes = 16384;
 
 template <typename Key>
@@ -395,11 +423,13 @@ FCI_INLINE Key* sort_keys(Key* a, Key* b, int64_t n, uint32_t* histogram, SortMe
         return a;
     }
 #if defined(FCI_SORTING_NETWORK)
-    const bool network = method == SortMethod::Network ? kNetworkSort && sizeof(Key) <= 4
-                                                       : method == SortMethod::Auto && network_sorts<Key>(n);
-    if (network) {
-        bitonic_sort(a, n);
-        return a;
+    if constexpr (sizeof(Key) <= 4) {
+        const bool network =
+            method == SortMethod::Network ? kNetworkSort : method == SortMethod::Auto && network_sorts<Key>(n);
+        if (network) {
+            bitonic_sort(a, n);
+            return a;
+        }
     }
 #else
     (void)method;
@@ -894,47 +924,84 @@ constexpr int64_t kAldBlock = 16;
 
 // One double per row of a group: the group's prefix sums advance together, one vector addition per
 // step, each lane (row) in its own sequential order.
+#if defined(FCI_VECTOR_EXTENSIONS)
 typedef double GroupLanes __attribute__((vector_size(8 * kGroup)));
+
+template <int i0, int i1, int i2, int i3>
+FCI_INLINE GroupLanes shuffle_lanes(GroupLanes a, GroupLanes b) {  // lanes of a then b, numbered 0..7
+#if defined(__clang__) || __GNUC__ >= 12
+    return __builtin_shufflevector(a, b, i0, i1, i2, i3);
+#else
+    typedef int64_t Index __attribute__((vector_size(8 * kGroup)));
+    return __builtin_shuffle(a, b, Index{i0, i1, i2, i3});
+#endif
+}
+
+// g[k] holds positions i .. i + 3 of row k; afterwards g[m] holds position i + m of every row.
+FCI_INLINE void transpose_lanes(GroupLanes* g) {
+    const GroupLanes even01 = shuffle_lanes<0, 4, 2, 6>(g[0], g[1]);
+    const GroupLanes odd01 = shuffle_lanes<1, 5, 3, 7>(g[0], g[1]);
+    const GroupLanes even23 = shuffle_lanes<0, 4, 2, 6>(g[2], g[3]);
+    const GroupLanes odd23 = shuffle_lanes<1, 5, 3, 7>(g[2], g[3]);
+    g[0] = shuffle_lanes<0, 1, 4, 5>(even01, even23);
+    g[1] = shuffle_lanes<0, 1, 4, 5>(odd01, odd23);
+    g[2] = shuffle_lanes<2, 3, 6, 7>(even01, even23);
+    g[3] = shuffle_lanes<2, 3, 6, 7>(odd01, odd23);
+}
+#else
+// The same arithmetic, lane by lane (GroupLanes{} is all zeros).
+struct GroupLanes {
+    double lane[kGroup];
+    GroupLanes& operator+=(const GroupLanes& other) {
+        for (int k = 0; k < kGroup; ++k) lane[k] += other.lane[k];
+        return *this;
+    }
+    friend GroupLanes operator-(GroupLanes a, const GroupLanes& b) {
+        for (int k = 0; k < kGroup; ++k) a.lane[k] -= b.lane[k];
+        return a;
+    }
+    friend GroupLanes operator*(double scale, GroupLanes v) {
+        for (int k = 0; k < kGroup; ++k) v.lane[k] = scale * v.lane[k];
+        return v;
+    }
+};
+
+FCI_INLINE void transpose_lanes(GroupLanes* g) {
+    for (int m = 0; m < kGroup; ++m) {
+        for (int k = m + 1; k < kGroup; ++k) std::swap(g[m].lane[k], g[k].lane[m]);
+    }
+}
+#endif
 
 // below[i * kGroup + k] = B_i (n beta at x[k][i + 1]), above[i * kGroup + k] = A_i (n alpha at
 // x[k][i]), i < n - 1: the group's rows interleaved (every x[k] set; rows past the group's end repeat
 // one of its rows).
 FCI_INLINE void ald_prefix_sums(const double* const* x, int64_t n, double* below, double* above) {
     static_assert(kGroup == 4, "the gaps are transposed in blocks of 4 x 4");
-    const auto load = [](const double* p) {
-        GroupLanes v;
-        std::memcpy(&v, p, sizeof v);
-        return v;
-    };
-    const auto store = [](double* p, GroupLanes v) { std::memcpy(p, &v, sizeof v); };
     // B forward: gaps of 4 positions of the 4 rows, transposed so that one vector holds one position
     // of every row; the A-weighted gaps are stored for the pass from the top down.
     GroupLanes b{};
     const auto step = [&](int64_t i, GroupLanes gap) {
         b += static_cast<double>(i + 1) * gap;
-        store(below + i * kGroup, b);
-        store(above + i * kGroup, static_cast<double>(n - 1 - i) * gap);
+        store_vector(below + i * kGroup, b);
+        store_vector(above + i * kGroup, static_cast<double>(n - 1 - i) * gap);
     };
     int64_t i = 0;
     for (; i + 4 <= n - 1; i += 4) {
-        GroupLanes g[kGroup];
-        for (int k = 0; k < kGroup; ++k) g[k] = load(x[k] + i + 1) - load(x[k] + i);
-        typedef int64_t Index __attribute__((vector_size(8 * kGroup)));
-        const GroupLanes even01 = __builtin_shuffle(g[0], g[1], Index{0, 4, 2, 6});
-        const GroupLanes odd01 = __builtin_shuffle(g[0], g[1], Index{1, 5, 3, 7});
-        const GroupLanes even23 = __builtin_shuffle(g[2], g[3], Index{0, 4, 2, 6});
-        const GroupLanes odd23 = __builtin_shuffle(g[2], g[3], Index{1, 5, 3, 7});
-        step(i, __builtin_shuffle(even01, even23, Index{0, 1, 4, 5}));
-        step(i + 1, __builtin_shuffle(odd01, odd23, Index{0, 1, 4, 5}));
-        step(i + 2, __builtin_shuffle(even01, even23, Index{2, 3, 6, 7}));
-        step(i + 3, __builtin_shuffle(odd01, odd23, Index{2, 3, 6, 7}));
+        GroupLanes gaps[kGroup];
+        for (int k = 0; k < kGroup; ++k) {
+            gaps[k] = load_vector<GroupLanes>(x[k] + i + 1) - load_vector<GroupLanes>(x[k] + i);
+        }
+        transpose_lanes(gaps);
+        for (int m = 0; m < kGroup; ++m) step(i + m, gaps[m]);
     }
-    for (; i < n - 1; ++i)
+    for (; i < n - 1; ++i) {
         step(i, GroupLanes{x[0][i + 1] - x[0][i], x[1][i + 1] - x[1][i], x[2][i + 1] - x[2][i], x[3][i + 1] - x[3][i]});
+    }
     GroupLanes a{};
     for (int64_t j = n - 2; j >= 0; --j) {  // A from the top down
-        a += load(above + j * kGroup);
-        store(above + j * kGroup, a);
+        a += load_vector<GroupLanes>(above + j * kGroup);
+        store_vector(above + j * kGroup, a);
     }
 }
 
