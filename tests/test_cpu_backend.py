@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fcinterp_fast
-from checks import assert_within
+from checks import assert_matches_oracle, assert_within
 from fcinterp_fast.backends import cpu, reference, torch_vec
 from fcinterp_fast.config import FitConfig
 from strategies import FLOAT_DTYPES
@@ -399,6 +399,24 @@ def test_sort_methods_agree_bit_for_bit(n, dtype):
         fit, vec = cpu.fit_rows(W, FitConfig(depth=1)), torch_vec.fit_rows(W, FitConfig(depth=1))
         for name in ("count", "lo", "hi"):
             assert_exact(name, getattr(fit, name), getattr(vec, name))
+
+
+@pytest.mark.parametrize(
+    "dtype, n",
+    [(dtype, n) for dtype in (torch.float32, torch.bfloat16, torch.float16) for n in (100, 700, 1280, 4100)]
+    + [(torch.float16, 8192)],
+    ids=str,
+)
+def test_rows_of_every_sort_path_match_oracle(dtype, n):
+    """Whole fits of rows long enough for the sorting network (and for the radix sort past it)
+    against the float64 oracle: memberships exact, statistics within its error bounds."""
+    torch.manual_seed(n)
+    laplace = torch.distributions.Laplace(0.0, 0.05).sample((3, n))
+    W = torch.stack(
+        [laplace[0], torch.round(64 * laplace[1]) / 64, torch.where(laplace[2].abs() < 0.02, 0.0, laplace[2])]
+    )
+    W = W[:2] if n > 4100 else W  # the oracle takes seconds a row there
+    assert_matches_oracle(fcinterp_fast.fit(W.to(dtype), backend="cpu"), W.to(dtype), {}, float64_backend=True)
 
 
 @settings(**SETTINGS)
