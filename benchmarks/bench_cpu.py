@@ -22,6 +22,10 @@ Every ratio compares two measurements taken in this process, one after the other
   whole head on one thread (chain + ALD, no goodness of fit: the loop computes none); target >= 50x.
 * ``scipy-ald``: ``scipy.stats.laplace_asymmetric.fit`` on a few rows of the bundled head per row,
   over ``cpu.ald_only`` (sort + ALD) per row; target >= 1000x.
+* ``sort``: the row kernel's two sorts on their own (``_cpu._sort_rows``: load, sort, decode to
+  float64), the bitonic network and the radix sort, ns per key for float32 and 16-bit rows of
+  64-16384 values, and the one the kernel picks (``_cpu._sort_method``): the evidence for where the
+  network stops (csrc/fit.cpp, kNetworkMaxBytes). Only where this build and CPU run the network.
 
 The table is printed and written with the JSON through ``bench.write_results("cpu_fit", ...)``
 (``--out``, default ``benchmarks/results``; file ``cpu_fit.json``), with the load average before and
@@ -58,6 +62,8 @@ THREAD_HEAD, QUICK_THREAD_HEAD = (8000, 4096), (64, 1024)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TARGETS = {"fp32": 2.0, "bf16": 1.2, "fp16": 1.2}  # cpu fit / np.sort of the float32 copy, at most
 AUTHOR_ROWS, SCIPY_ROWS = 40, 4
+SORT_LENGTHS, QUICK_SORT_LENGTHS = (64, 256, 512, 1280, 2048, 4096, 8192, 16384), (64, 600)
+SORT_KEYS = 1 << 20  # keys per timed call of the sort measure (rows = SORT_KEYS // length)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     records = fit_ratios(QUICK_HEADS if args.quick else HEADS, repeat)
     records += thread_scaling(QUICK_THREAD_HEAD if args.quick else THREAD_HEAD, repeat)
     records += baseline_ratios(repeat, rows=(4, 2) if args.quick else (AUTHOR_ROWS, SCIPY_ROWS), quick=args.quick)
+    records += sort_methods(QUICK_SORT_LENGTHS if args.quick else SORT_LENGTHS, repeat)
     config = {
         "quick": args.quick,
         "repeat": repeat,
@@ -231,6 +238,34 @@ def baseline_ratios(repeat: int, rows: tuple[int, int], quick: bool) -> list[dic
     return records
 
 
+def sort_methods(lengths, repeat: int) -> list[dict]:
+    if not cpu.build_info()["sorting_network"]:
+        print("  sort: this build or CPU does not run the sorting network; skipped", file=sys.stderr)
+        return []
+    records = []
+    for n in lengths:
+        W32 = bench.make_head((max(1, SORT_KEYS // n), n), seed=0, bundled=False)
+        for name in ("fp32", "bf16"):
+            head, dtype = cpu.head_array(W32.to(DTYPES[name]))
+            best = interleaved(
+                {
+                    method: lambda method=method, head=head, dtype=dtype: cpu._cpu._sort_rows(head, dtype, method)
+                    for method in ("network", "radix")
+                },
+                repeat,
+            )
+            records.append(
+                {
+                    "measure": "sort",
+                    "head": f"{head.shape[0]}x{n}",
+                    "dtype": name,
+                    "picked": cpu._cpu._sort_method(dtype, n),
+                    **{f"{method}_ns_per_key": best[method][0] * 1e9 / head.size for method in ("network", "radix")},
+                }
+            )
+    return records
+
+
 def markdown(records: list[dict]) -> str:
     lines = [
         "| head | dtype | cpu fit (ms) | np.sort fp32 (ms) | fit / sort | fit / sort (CPU time) | target "
@@ -248,7 +283,7 @@ def markdown(records: list[dict]) -> str:
         )
     lines += ["", "Phases: ns per element (one thread), each the best of separate profiled calls.", ""]
     lines += ["| measure | head | dtype | ratio | ratio (CPU time) | target |", "|---|---|---|---:|---:|---:|"]
-    for r in (r for r in records if r["measure"] != "fit"):
+    for r in (r for r in records if r["measure"] not in ("fit", "sort")):
         what = {
             "threads": "1 thread / 2 threads",
             "author-loop": "author loop / cpu fit, per row",
@@ -257,6 +292,14 @@ def markdown(records: list[dict]) -> str:
         cpu_ratio = r.get("ratio_cpu")
         cpu_text = "" if cpu_ratio is None else f"{cpu_ratio:.3g}"
         lines.append(f"| {what} | {r['head']} | {r['dtype']} | {r['ratio']:.3g} | {cpu_text} | >= {r['target']} |")
+    sorts = [r for r in records if r["measure"] == "sort"]
+    if sorts:
+        lines += ["", "| sort: rows | dtype | network (ns/key) | radix (ns/key) | picked |", "|---|---|---:|---:|---|"]
+        for r in sorts:
+            lines.append(
+                f"| {r['head']} | {r['dtype']} | {r['network_ns_per_key']:.2f} | {r['radix_ns_per_key']:.2f} "
+                f"| {r['picked']} |"
+            )
     return "\n".join(lines)
 
 

@@ -41,7 +41,17 @@ def test_quick_run_writes_table_and_json(tmp_path):
         assert set(r["phases_ns_per_element"]) == set(cpu.PHASES)
         assert all(v >= 0 for v in r["phases_ns_per_element"].values()) and r["threads"] == 1
         assert f"| {r['head']} | {r['dtype']} |" in done.stdout
-    others = {r["measure"]: r for r in records if r["measure"] != "fit"}
+    sorts = [r for r in records if r["measure"] == "sort"]
+    if cpu.build_info()["sorting_network"]:
+        assert {(r["head"].split("x")[1], r["dtype"]) for r in sorts} == {
+            (n, d) for n in ("64", "600") for d in ("fp32", "bf16")
+        }
+        assert all(r["network_ns_per_key"] > 0 and r["radix_ns_per_key"] > 0 for r in sorts)
+        assert all(r["picked"] == "network" for r in sorts)  # both lengths are within 16 KiB of keys
+        assert "| sort: rows | dtype | network (ns/key) |" in done.stdout
+    else:
+        assert sorts == []
+    others = {r["measure"]: r for r in records if r["measure"] not in ("fit", "sort")}
     assert set(others) == {"threads", "author-loop", "scipy-ald"}
     for r in others.values():
         assert r["ratio"] > 0
