@@ -401,10 +401,10 @@ constexpr bool kNetworkSort = false;
 
 // The network does about n log2(n)^2 / 4 compare-exchanges, the radix sort a fixed few passes per key
 // (plus its histograms): the network is taken for rows of up to 16 KiB of keys (4096 float32, 8192
-// 16-bit; a whole row in L1), where it was measured faster (`_sort_rows`, one thread, load, sort and
-// decode, ns per key, network vs radix: float32 1.9 vs 5.0 at 512, 2.6 vs 3.8 at 1280, 2.6 vs 3.4 at
-// 2048, 3.4 vs 3.4 at 4096; 16-bit 1.2 vs 2.7 at 512, 1.6 vs 2.5 at 1280, 2.1 vs 2.5 at 8192, where
-// float16 rows are sorted and bfloat16 rows counted).
+// 16-bit; a whole row in L1), where it was measured faster (benchmarks/bench_cpu.py, "sort" records:
+// one thread, load, sort and decode, ns per key, network vs radix: float32 2.1 vs 4.1 at 512, 2.7 vs
+// 4.0 at 1280, 3.4 vs 3.5 at 4096, 3.9 vs 3.3 at 8192; bfloat16 1.2 vs 2.7 at 512, 1.9 vs 2.8 at 4096,
+// 2.2 vs 2.4 at 8192, 2.4 vs 2.4 at 16384).
 constexpr int64_t kNetworkMaxBytes = 16384;
 
 template <typename Key>
