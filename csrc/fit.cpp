@@ -274,8 +274,8 @@ FCI_INLINE Key* sort_high_digits(Key* a, Key* b, int64_t n, uint32_t* histogram)
 // Sorting network for short rows
 // ------------------------------------------------------------------------------------------------
 // A bitonic sorting network over 32-byte vectors of keys (8 float32 or 16 16-bit keys per vector):
-// no data-dependent branches and no scatter, so a row of a few hundred values sorts in about a third
-// of the radix sort's time (measured on AVX2 and AVX-512 x86-64: 1.9 vs ~5 ns per float32 key at 512).
+// no data-dependent branches and no scatter, so a row of a few hundred values sorts in about half the
+// radix sort's time (measurements at kNetworkMaxBytes).
 // The network is the one for the next power of two of vectors; the row fills whole vectors (the last
 // one padded with the largest key, which sorts to the end after any equal key, so the first n keys
 // are the row sorted) and the missing vectors stand for vectors of the largest key (see
@@ -413,9 +413,10 @@ FCI_INLINE bool network_sorts(int64_t n) {
            n * static_cast<int64_t>(sizeof(Key)) <= kNetworkMaxBytes;
 }
 
-// Sorts a[0..n) ascending using b as the second buffer; returns the buffer holding the result. For the
-// network's padding, `a` has room for 2n keys of up to 4 bytes. `method` forces a method for tests and benchmarks
-// (Network falls back to the radix sort where the network is unavailable: check `sort_method`).
+// Sorts a[0..n) ascending using b as the second buffer; returns the buffer holding the result. `a`
+// has room for n rounded up to whole 32-byte vectors (the network's padding). `method` forces a
+// method for tests and benchmarks (Network sorts by radix where the network is unavailable: see
+// `sort_method`).
 template <typename Key>
 FCI_INLINE Key* sort_keys(Key* a, Key* b, int64_t n, uint32_t* histogram, SortMethod method = SortMethod::Auto) {
     if (n <= kInsertionSortMax) {
