@@ -1,13 +1,13 @@
 // fcinterp_fast C++ kernels: docs/spec.md sections 2-4 and 7 for every row of a classifier head, on raw pointers.
 //
 // One call fits a block of R rows of a (R, D) head. Per row, in one pass over per-thread scratch:
-// load the row in its own dtype (float16 / bfloat16 / float32 / float64, any strides), radix sort
-// the float bit patterns (or count them: "Counting fits of 16-bit heads" below and in
-// docs/spec.md), decode to float64 and take ln|x| (a table for 16-bit dtypes, no log calls), walk
-// the split tree (chain or full, root at zero or at the row mean) writing every node's count /
-// mean / min / max / line fit, fit the ALD by maximum likelihood, and sweep the sorted row once
-// more for its goodness of fit (csrc/gof.h, docs/spec.md section 7). Rows run in parallel
-// (OpenMP); nothing is allocated per row.
+// load the row in its own dtype (float16 / bfloat16 / float32 / float64, any strides), sort the
+// float bit patterns (a sorting network for short rows, a radix sort for the others: fit.cpp), or
+// count them ("Counting fits of 16-bit heads" below and in docs/spec.md), decode to float64 and
+// take ln|x| (a table for 16-bit dtypes, no log calls), walk the split tree (chain or full, root at
+// zero or at the row mean) writing every node's count / mean / min / max / line fit, fit the ALD by
+// maximum likelihood, and sweep the sorted row once more for its goodness of fit (csrc/gof.h,
+// docs/spec.md section 7). Rows run in parallel (OpenMP); nothing is allocated per row.
 //
 // Exactness (the two readings fixed in fcinterp_fast/backends/reference.py):
 // * A split threshold is the correctly rounded float64 sum of the node divided once by its count.
@@ -35,7 +35,7 @@
 // * Count: a per-thread 2^16-bucket histogram that stays zero between rows; only the buckets between
 //   the row's smallest and largest key are scanned, 16 at a time (empty groups skipped, the rest
 //   compacted without branches) and cleared. Weight rows span many binades (2-8 buckets per value
-//   at n = 16384-4096, 60 at 512), so short rows radix sort their keys instead: counted are
+//   at n = 16384-4096, 60 at 512), so short rows sort their keys instead: counted are
 //   bfloat16 rows of >= 8192 values and float16 rows of >= 32768 (measured; float16's 3 more
 //   fraction bits make shorter runs). FitOptions::counting_from moves the threshold (tests compare
 //   the two paths bit for bit).
