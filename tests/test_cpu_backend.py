@@ -597,21 +597,28 @@ def test_build_info_agrees_with_the_build_flags():
         assert info["simd_target"] == "default", info
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(shutil.which("clang++") is None, reason="clang++ is not installed (.ci/run installs it)")
-def test_clang_build_fits_alike(tmp_path):
-    """The extension also builds with Clang (its vector extensions spell shuffles differently; no
-    target clones, so no sorting network) and that build fits exactly as this one."""
-    import pybind11  # noqa: F401  (as in test_failed_compile_still_builds)
+def _build_extension(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    """``setup.py build_ext`` of this checkout into tmp_path/lib with these environment variables."""
+    # The build environment of an isolated `pip install` has pybind11, the venv may not: the `test`
+    # extra installs it so that a build here exercises the compiler, not a missing pybind11.
+    import pybind11  # noqa: F401
 
-    build = subprocess.run(
+    return subprocess.run(
         [sys.executable, "setup.py", "-q", "build_ext", "--build-lib", str(tmp_path / "lib")]
         + ["--build-temp", str(tmp_path / "tmp")],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        env={**os.environ, "CC": "clang", "CXX": "clang++"},
+        env={**os.environ, **env},
     )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("clang++") is None, reason="clang++ is not installed (.ci/run installs it)")
+def test_clang_build_fits_alike(tmp_path):
+    """The extension also builds with Clang (its vector extensions spell shuffles differently; no
+    target clones, so no sorting network) and that build fits exactly as this one."""
+    build = _build_extension(tmp_path, CC="clang", CXX="clang++")
     assert build.returncode == 0 and "installs without it" not in build.stderr, build.stderr
     (library,) = (tmp_path / "lib").rglob("_cpu*")
     head = _ald_rows(torch.Generator().manual_seed(3), 700)
@@ -672,26 +679,7 @@ def test_missing_extension_is_reported_not_fatal():
 
 def test_failed_compile_still_builds(tmp_path):
     """A compiler that fails every call: setup.py warns and finishes without the extension."""
-    # The build environment of an isolated `pip install` has pybind11, the venv may not: the
-    # `test` extra installs it so this test exercises the compile-failure path, not the missing one.
-    import pybind11  # noqa: F401
-
-    result = subprocess.run(
-        [
-            sys.executable,
-            "setup.py",
-            "-q",
-            "build_ext",
-            "--build-lib",
-            str(tmp_path / "lib"),
-            "--build-temp",
-            str(tmp_path / "tmp"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "CC": "false", "CXX": "false", "LDSHARED": "false"},
-    )
+    result = _build_extension(tmp_path, CC="false", CXX="false", LDSHARED="false")
     assert result.returncode == 0, result.stderr
     assert "fcinterp_fast installs without it" in result.stderr
     assert not list((tmp_path / "lib").rglob("_cpu*"))
